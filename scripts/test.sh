@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# The project's full check: lint, docs build, then every test (slow ones included).
+# Run it through scripts/with-env.sh so that the environment exists: bash scripts/with-env.sh bash scripts/test.sh
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+echo "== ruff"
+ruff check tubemask tests recipes benchmarks scripts
+echo "== mkdocs build --strict"
+NO_MKDOCS_2_WARNING=1 mkdocs build --strict --quiet --site-dir "$(mktemp -d)"
+echo "== pytest"
+python -m pytest "$@"

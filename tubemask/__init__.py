@@ -1,0 +1,59 @@
+"""tubemask: masked video autoencoder (VideoMAE) pretraining as small, typed, tested pieces.
+
+Masks are `Bool[b n]` tensors with **True = masked** everywhere; token order is raster `(t, h, w)`, `t` slowest.
+"""
+
+from tubemask.decoders import MAEDecoder
+from tubemask.encoders import MAEOutput, MAEWrapper, ViTEncoder
+from tubemask.grid import CubeGeometry, token_grid
+from tubemask.layers import Attention, Block, DropPath, Mlp
+from tubemask.losses import masked_mse, reconstruction_targets
+from tubemask.masking import FrameMasker, Masker, RandomMasker, RunningCellMasker, TubeMasker
+from tubemask.models import (
+    build_videomae,
+    videomae_vit_b,
+    videomae_vit_h,
+    videomae_vit_l,
+    videomae_vit_s,
+    videomae_vit_tiny,
+)
+from tubemask.pos_embed import LearnedPositionEmbedding, SinCos3DPositionEmbedding, SinusoidPositionEmbedding
+from tubemask.tokenizers import CubeEmbedding, patchify, unpatchify
+from tubemask.tokens import gather_tokens, scatter_tokens, split_ids
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Attention",
+    "Block",
+    "CubeEmbedding",
+    "CubeGeometry",
+    "DropPath",
+    "FrameMasker",
+    "LearnedPositionEmbedding",
+    "MAEDecoder",
+    "MAEOutput",
+    "MAEWrapper",
+    "Masker",
+    "Mlp",
+    "RandomMasker",
+    "RunningCellMasker",
+    "SinCos3DPositionEmbedding",
+    "SinusoidPositionEmbedding",
+    "TubeMasker",
+    "ViTEncoder",
+    "build_videomae",
+    "gather_tokens",
+    "masked_mse",
+    "patchify",
+    "reconstruction_targets",
+    "scatter_tokens",
+    "split_ids",
+    "token_grid",
+    "unpatchify",
+    "videomae_vit_b",
+    "videomae_vit_h",
+    "videomae_vit_l",
+    "videomae_vit_s",
+    "videomae_vit_tiny",
+]

@@ -1,0 +1,159 @@
+"""Size presets: plain builder functions that turn the paper's numbers into modules.
+
+| builder | encoder dim / depth / heads | decoder dim / depth / heads |
+|---|---|---|
+| `videomae_vit_tiny` (CPU smoke runs) | 192 / 4 / 3 | 96 / 2 / 3 |
+| `videomae_vit_s` | 384 / 12 / 6 | 192 / 4 / 3 |
+| `videomae_vit_b` | 768 / 12 / 12 | 384 / 4 / 6 |
+| `videomae_vit_l` | 1024 / 24 / 16 | 512 / 4 / 8 |
+| `videomae_vit_h` | 1280 / 32 / 16 | 640 / 4 / 8 |
+
+Decoder depth 4 is V1's default; the K400 L/H scripts use 12 (pass `decoder_depth=12`).
+"""
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from tubemask.decoders import MAEDecoder
+from tubemask.encoders import MAEWrapper, ViTEncoder
+from tubemask.losses import IMAGENET_MEAN, IMAGENET_STD, TargetKind
+from tubemask.tokenizers import CubeEmbedding
+
+__all__ = [
+    "ViTSize",
+    "SIZES",
+    "init_videomae_weights",
+    "build_videomae",
+    "videomae_vit_tiny",
+    "videomae_vit_s",
+    "videomae_vit_b",
+    "videomae_vit_l",
+    "videomae_vit_h",
+]
+
+
+@dataclass(frozen=True)
+class ViTSize:
+    """Widths and depths of one preset."""
+
+    embed_dim: int
+    depth: int
+    num_heads: int
+    decoder_dim: int
+    decoder_depth: int
+    decoder_heads: int
+
+
+SIZES: dict[str, ViTSize] = {
+    "tiny": ViTSize(192, 4, 3, 96, 2, 3),
+    "small": ViTSize(384, 12, 6, 192, 4, 3),
+    "base": ViTSize(768, 12, 12, 384, 4, 6),
+    "large": ViTSize(1024, 24, 16, 512, 4, 8),
+    "huge": ViTSize(1280, 32, 16, 640, 4, 8),
+}
+
+
+def init_videomae_weights(model: nn.Module) -> nn.Module:
+    """VideoMAE's pretraining initialisation: xavier-uniform linear weights, zero biases, unit LayerNorms,
+    truncated-normal (std 0.02) mask token. Returns the model."""
+    for module in model.modules():
+        if isinstance(module, nn.Linear):
+            nn.init.xavier_uniform_(module.weight)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.LayerNorm):
+            nn.init.ones_(module.weight)
+            nn.init.zeros_(module.bias)
+    for name, param in model.named_parameters():
+        if name.endswith("mask_token"):
+            nn.init.trunc_normal_(param, std=0.02)
+    return model
+
+
+def build_videomae(
+    size: ViTSize,
+    *,
+    tubelet_size: int = 2,
+    patch_size: int = 16,
+    in_channels: int = 3,
+    decoder_depth: int | None = None,
+    mlp_ratio: float = 4.0,
+    drop_path_rate: float = 0.0,
+    norm_eps: float = 1e-6,
+    final_norm: bool = True,
+    target: TargetKind = "norm_pix",
+    pixel_mean: tuple[float, ...] | None = IMAGENET_MEAN,
+    pixel_std: tuple[float, ...] | None = IMAGENET_STD,
+) -> MAEWrapper:
+    """A VideoMAE pretraining model (ViT encoder + MAE decoder) for `size`, initialised as VideoMAE does.
+
+    Args:
+        size: widths and depths, e.g. `SIZES["base"]`.
+        tubelet_size: frames per cube.
+        patch_size: pixels per cube side.
+        in_channels: colour channels.
+        decoder_depth: override the preset's decoder depth.
+        mlp_ratio: MLP inner width over the token width.
+        drop_path_rate: encoder stochastic depth.
+        norm_eps: LayerNorm epsilon everywhere.
+        final_norm: keep the encoder's final LayerNorm (official checkpoints have it).
+        target: reconstruction target (see [tubemask.losses][]).
+        pixel_mean: mean the clips are normalised with.
+        pixel_std: std the clips are normalised with.
+    """
+    k = tubelet_size * patch_size**2 * in_channels
+    model = MAEWrapper(
+        ViTEncoder(
+            size.embed_dim,
+            depth=size.depth,
+            num_heads=size.num_heads,
+            mlp_ratio=mlp_ratio,
+            drop_path_rate=drop_path_rate,
+            norm_eps=norm_eps,
+            final_norm=final_norm,
+        ),
+        tokenizer=CubeEmbedding(
+            size.embed_dim, tubelet_size=tubelet_size, patch_size=patch_size, in_channels=in_channels
+        ),
+        decoder=MAEDecoder(
+            size.decoder_dim,
+            depth=size.decoder_depth if decoder_depth is None else decoder_depth,
+            num_heads=size.decoder_heads,
+            out_dim=k,
+            mlp_ratio=mlp_ratio,
+            norm_eps=norm_eps,
+            final_norm_eps=norm_eps,
+        ),
+        target=target,
+        pixel_mean=pixel_mean,
+        pixel_std=pixel_std,
+    )
+    with torch.no_grad():
+        return init_videomae_weights(model)
+
+
+def videomae_vit_tiny(**kwargs) -> MAEWrapper:
+    """A tiny VideoMAE (192 wide, 4 blocks) for CPU smoke runs; keyword arguments as [build_videomae][tubemask.models.build_videomae]."""
+    return build_videomae(SIZES["tiny"], **kwargs)
+
+
+def videomae_vit_s(**kwargs) -> MAEWrapper:
+    """VideoMAE ViT-S/16 (384 x 12, decoder 192 x 4); keyword arguments as [build_videomae][tubemask.models.build_videomae]."""
+    return build_videomae(SIZES["small"], **kwargs)
+
+
+def videomae_vit_b(**kwargs) -> MAEWrapper:
+    """VideoMAE ViT-B/16 (768 x 12, decoder 384 x 4); keyword arguments as [build_videomae][tubemask.models.build_videomae]."""
+    return build_videomae(SIZES["base"], **kwargs)
+
+
+def videomae_vit_l(**kwargs) -> MAEWrapper:
+    """VideoMAE ViT-L/16 (1024 x 24, decoder 512 x 4); keyword arguments as [build_videomae][tubemask.models.build_videomae]."""
+    return build_videomae(SIZES["large"], **kwargs)
+
+
+def videomae_vit_h(**kwargs) -> MAEWrapper:
+    """VideoMAE ViT-H/16 (1280 x 32, decoder 640 x 4); keyword arguments as [build_videomae][tubemask.models.build_videomae]."""
+    return build_videomae(SIZES["huge"], **kwargs)
