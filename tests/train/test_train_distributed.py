@@ -1,0 +1,151 @@
+import os
+import socket
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+from torch import nn
+
+from tubemask.train.distributed import (
+    DistributedContext,
+    all_reduce_mean,
+    cleanup,
+    rank0_print,
+    setup_distributed,
+    wrap_ddp,
+    wrap_fsdp2,
+)
+
+TORCHRUN_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+
+
+@pytest.fixture
+def single_process_env(monkeypatch):
+    for name in TORCHRUN_VARS:
+        monkeypatch.delenv(name, raising=False)
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def batch() -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(1)
+    return torch.randn(8, 4, generator=g), torch.randn(8, 2, generator=g)
+
+
+def reference_grads() -> list[torch.Tensor]:
+    torch.manual_seed(0)
+    model = nn.Linear(4, 2)
+    x, y = batch()
+    nn.functional.mse_loss(model(x), y).backward()
+    return [model.weight.grad, model.bias.grad]
+
+
+def worker(rank: int, world_size: int, port: int, out_dir: str) -> None:
+    os.environ.update(
+        RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world_size), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port)
+    )
+    torch.set_num_threads(1)
+    ctx = setup_distributed("cpu")
+    try:
+        mean = all_reduce_mean(torch.tensor([float(rank), 10.0 * rank]))
+        torch.manual_seed(0)  # same initial weights on every rank
+        model = wrap_ddp(nn.Linear(4, 2), ctx)
+        x, y = batch()
+        shard = slice(rank * 4, (rank + 1) * 4)  # global batch 8 = 2 ranks x 4
+        nn.functional.mse_loss(model(x[shard]), y[shard]).backward()
+        grads = [model.module.weight.grad, model.module.bias.grad]
+
+        torch.manual_seed(0)
+        net = nn.Module()
+        net.blocks = nn.ModuleList([nn.Linear(4, 4), nn.Linear(4, 2)])
+        plain = [p.detach().clone() for p in net.parameters()]
+        fsdp_error = ""
+        try:
+            wrap_fsdp2(net, ctx)
+            h = x[shard]
+            for block in net.blocks:
+                h = block(h)
+            nn.functional.mse_loss(h, y[shard]).backward()
+            fsdp_out = [p.grad.full_tensor() for p in net.parameters()]
+        except Exception as error:  # FSDP2 on CPU/gloo is not available in every torch release
+            fsdp_error, fsdp_out = f"{type(error).__name__}: {error}", []
+        torch.save(
+            {
+                "ctx": [ctx.rank, ctx.world_size, ctx.is_main],
+                "mean": mean,
+                "grads": grads,
+                "plain": plain,
+                "fsdp": fsdp_out,
+                "fsdp_error": fsdp_error,
+            },
+            os.path.join(out_dir, f"rank{rank}.pt"),
+        )
+    finally:
+        cleanup()
+
+
+def test_single_process_context_is_a_no_op(single_process_env, capsys) -> None:
+    ctx = setup_distributed("cpu")
+    assert ctx == DistributedContext(rank=0, local_rank=0, world_size=1, device=torch.device("cpu"))
+    assert ctx.is_main and not ctx.is_distributed
+    t = torch.tensor([1.0, 2.0])
+    out = all_reduce_mean(t)
+    assert torch.equal(out, t) and out is not t
+    model = nn.Linear(2, 2)
+    assert wrap_ddp(model, ctx) is model
+    rank0_print("hello", end="!")
+    assert capsys.readouterr().out == "hello!"
+    with pytest.raises(RuntimeError, match="process group"):
+        wrap_fsdp2(model, ctx)
+    cleanup()
+
+
+def test_setup_errors(single_process_env, monkeypatch) -> None:
+    with pytest.raises(ValueError, match="device"):
+        setup_distributed("tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(RuntimeError, match="cuda"):
+            setup_distributed("cuda")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "5")
+    with pytest.raises(ValueError, match="RANK=5"):
+        setup_distributed("cpu")
+    monkeypatch.setenv("RANK", "1")
+    with pytest.raises(RuntimeError, match="MASTER_ADDR"):
+        setup_distributed("cpu")
+    monkeypatch.setenv("RANK", "one")
+    with pytest.raises(ValueError, match="RANK='one'"):
+        setup_distributed("cpu")
+
+
+def test_rank0_print_is_silent_on_other_ranks(single_process_env, monkeypatch, capsys) -> None:
+    monkeypatch.setenv("RANK", "1")
+    rank0_print("hidden")
+    assert capsys.readouterr().out == ""
+
+
+@pytest.mark.slow
+def test_two_gloo_processes_match_single_process(tmp_path) -> None:
+    mp.spawn(worker, args=(2, free_port(), str(tmp_path)), nprocs=2, join=True)
+    results = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2)]
+    assert [r["ctx"] for r in results] == [[0, 2, True], [1, 2, False]]
+    for r in results:
+        torch.testing.assert_close(r["mean"], torch.tensor([0.5, 5.0]))
+    expected = reference_grads()
+    for r in results:
+        for got, want in zip(r["grads"], expected, strict=True):
+            torch.testing.assert_close(got, want)
+    if results[0]["fsdp_error"]:
+        pytest.skip(f"FSDP2 on CPU/gloo unavailable here: {results[0]['fsdp_error']}")
+    # FSDP2: the sharded two-block model's full gradients equal single-process gradients on the global batch
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 2))
+    x, y = batch()
+    nn.functional.mse_loss(net(x), y).backward()
+    for r in results:
+        for got, want in zip(r["fsdp"], [p.grad for p in net.parameters()], strict=True):
+            torch.testing.assert_close(got, want)

@@ -1,0 +1,79 @@
+"""A distributed, resumable sampler: the same shuffled order for every process count, startable mid-epoch."""
+
+from collections.abc import Iterator
+
+import torch
+from torch.utils.data import Sampler
+
+__all__ = ["ResumableDistributedSampler"]
+
+
+class ResumableDistributedSampler(Sampler[int]):
+    """Shuffle `len(dataset)` indices per epoch from `(seed, epoch)`, give each rank its share, skip what was done.
+
+    Rank `r` of `world_size` takes positions `r, r + world_size, ...` of the epoch's order, so a global batch of
+    `world_size * batch` samples is the same set of videos for any number of processes (the two-process run and the
+    one-process run with the same global batch see the same data). The tail that does not fill a whole global batch
+    is dropped, so every rank runs the same number of steps.
+
+    Args:
+        length: number of samples in the dataset.
+        batch_size: samples per process and step.
+        rank: this process's rank.
+        world_size: number of processes.
+        seed: shuffle seed (shared by all ranks).
+        shuffle: shuffle each epoch; False keeps the dataset order.
+    """
+
+    def __init__(
+        self,
+        length: int,
+        *,
+        batch_size: int,
+        rank: int = 0,
+        world_size: int = 1,
+        seed: int = 0,
+        shuffle: bool = True,
+    ) -> None:
+        if length < batch_size * world_size:
+            raise ValueError(
+                f"dataset has {length} samples, fewer than one global batch ({batch_size} x {world_size} processes); "
+                "lower --batch-size or add videos"
+            )
+        self.length = length
+        self.batch_size = batch_size
+        self.rank = rank
+        self.world_size = world_size
+        self.seed = seed
+        self.shuffle = shuffle
+        self.epoch = 0
+        self.start_batch = 0
+
+    @property
+    def batches_per_epoch(self) -> int:
+        """Steps (batches per process) in one epoch."""
+        return self.length // (self.batch_size * self.world_size)
+
+    def set_epoch(self, epoch: int, *, start_batch: int = 0) -> None:
+        """Select the epoch's order and the batch to start from (for resuming mid-epoch)."""
+        if not 0 <= start_batch <= self.batches_per_epoch:
+            raise ValueError(f"start_batch={start_batch} must be in [0, {self.batches_per_epoch}]")
+        self.epoch = epoch
+        self.start_batch = start_batch
+
+    def epoch_order(self) -> list[int]:
+        """The epoch's global order, truncated to whole global batches."""
+        if self.shuffle:
+            g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+            order = torch.randperm(self.length, generator=g).tolist()
+        else:
+            order = list(range(self.length))
+        return order[: self.batches_per_epoch * self.batch_size * self.world_size]
+
+    def __iter__(self) -> Iterator[int]:
+        order = self.epoch_order()
+        start = self.start_batch * self.batch_size * self.world_size
+        return iter(order[start + self.rank :: self.world_size])
+
+    def __len__(self) -> int:
+        return (self.batches_per_epoch - self.start_batch) * self.batch_size
