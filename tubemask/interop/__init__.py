@@ -1,0 +1,33 @@
+"""Interoperability: Hugging Face `transformers` VideoMAE models and official VideoMAE V1 / V2 checkpoints.
+
+- [from_hf][tubemask.interop.hf.from_hf] / [to_hf][tubemask.interop.hf.to_hf]: convert to and from
+  `transformers.VideoMAEForPreTraining` (and `VideoMAEModel` to tubemask), same numbers both ways.
+- [load_official][tubemask.interop.official.load_official]: read an official pretraining checkpoint safely
+  (`weights_only=True`), inferring the preset from its tensor shapes.
+
+`transformers` is optional and imported only when a Hugging Face function is called.
+"""
+
+from tubemask.interop.hf import HFEncoderParts, from_hf, hf_to_tubemask_state_dict, to_hf, tubemask_to_hf_state_dict
+from tubemask.interop.official import (
+    OfficialLayout,
+    infer_official_layout,
+    load_official,
+    official_to_tubemask_state_dict,
+    read_official,
+    tubemask_to_official_state_dict,
+)
+
+__all__ = [
+    "HFEncoderParts",
+    "OfficialLayout",
+    "from_hf",
+    "hf_to_tubemask_state_dict",
+    "infer_official_layout",
+    "load_official",
+    "official_to_tubemask_state_dict",
+    "read_official",
+    "to_hf",
+    "tubemask_to_hf_state_dict",
+    "tubemask_to_official_state_dict",
+]
