@@ -50,7 +50,7 @@ class MAEDecoder(nn.Module):
         self.out_dim = out_dim
         self.mask_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
         self.pos_embed = pos_embed if pos_embed is not None else SinusoidPositionEmbedding(embed_dim)
-        rates = torch.linspace(0, drop_path_rate, depth).tolist() if depth else []
+        rates = torch.linspace(0, drop_path_rate, depth, device="cpu").tolist() if depth else []
         self.blocks = nn.ModuleList(
             Block(
                 embed_dim, num_heads=num_heads, mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, drop_path=r, norm_eps=norm_eps

@@ -54,7 +54,7 @@ class ViTEncoder(nn.Module):
         super().__init__()
         self.embed_dim = embed_dim
         self.depth = depth
-        rates = torch.linspace(0, drop_path_rate, depth).tolist() if depth else []
+        rates = torch.linspace(0, drop_path_rate, depth, device="cpu").tolist() if depth else []
         self.blocks = nn.ModuleList(
             Block(
                 embed_dim,

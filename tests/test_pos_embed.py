@@ -1,0 +1,94 @@
+"""Position embeddings: VideoMAE's sinusoid table against its NumPy formula, the 3-D table, the learned table."""
+
+import numpy as np
+import pytest
+import torch
+
+from tubemask.pos_embed import (
+    LearnedPositionEmbedding,
+    SinCos3DPositionEmbedding,
+    SinusoidPositionEmbedding,
+    sincos_3d_table,
+    sinusoid_table,
+)
+
+
+def videomae_sinusoid(n_position: int, d_hid: int) -> np.ndarray:
+    """VideoMAE's `get_sinusoid_encoding_table`, vectorised: float64 angles, sin on even columns, cos on odd."""
+    hid_j = np.arange(d_hid)
+    angles = np.arange(n_position, dtype=np.float64)[:, None] / np.power(10000, 2 * (hid_j // 2) / d_hid)[None, :]
+    angles[:, 0::2] = np.sin(angles[:, 0::2])
+    angles[:, 1::2] = np.cos(angles[:, 1::2])
+    return angles.astype(np.float32)
+
+
+@pytest.mark.parametrize(("n", "d"), [(1, 2), (5, 7), (16, 64), (1568, 384), (1568, 768)])
+def test_sinusoid_matches_videomae(n, d):
+    table = sinusoid_table(n, d)
+    assert table.dtype == torch.float32 and table.shape == (n, d)
+    np.testing.assert_allclose(table.numpy(), videomae_sinusoid(n, d), rtol=0, atol=1e-7)
+
+
+def test_sinusoid_rejects_empty():
+    for n, d in ((0, 4), (4, 0), (-1, 4)):
+        with pytest.raises(ValueError, match="positive"):
+            sinusoid_table(n, d)
+
+
+def test_fixed_tables_are_not_state():
+    for module in (SinusoidPositionEmbedding(8), SinCos3DPositionEmbedding(16)):
+        module.full((2, 2, 2))  # fill the cache
+        assert module.state_dict() == {}
+        assert list(module.parameters()) == [] and list(module.buffers()) == []
+
+
+def test_sinusoid_module_lookup():
+    grid = (2, 3, 4)
+    embed = SinusoidPositionEmbedding(16)
+    ids = torch.tensor([[0, 5, 23], [23, 1, 1]])
+    out = embed(ids, grid)
+    assert out.shape == (2, 3, 16) and out.dtype == torch.float32
+    assert torch.equal(out, sinusoid_table(24, 16)[ids])
+    like = torch.zeros(1, dtype=torch.float64)
+    assert embed(ids, grid, like).dtype == torch.float64
+    assert torch.equal(embed.full(grid), sinusoid_table(24, 16))
+
+
+@pytest.mark.parametrize(("grid", "dim"), [((2, 3, 4), 16), ((8, 14, 14), 384), ((1, 1, 5), 16), ((4, 2, 2), 768)])
+def test_sincos_3d_shape_and_distinct(grid, dim):
+    table = sincos_3d_table(grid, dim)
+    n = grid[0] * grid[1] * grid[2]
+    assert table.shape == (n, dim) and table.dtype == torch.float32
+    assert torch.unique(table, dim=0).shape[0] == n, "every token gets its own embedding"
+    assert bool(table.abs().le(1).all())
+    # separable: the temporal columns depend only on t, the spatial ones only on (h, w)
+    dim_t = (dim // 4) // 2 * 2
+    by_t = table.view(grid[0], grid[1] * grid[2], dim)
+    assert torch.equal(by_t[:, :, :dim_t], by_t[:, :1, :dim_t].expand_as(by_t[:, :, :dim_t]))
+    assert torch.equal(by_t[:, :, dim_t:], by_t[:1, :, dim_t:].expand_as(by_t[:, :, dim_t:]))
+
+
+@pytest.mark.parametrize("dim", [6, 8, 12])
+def test_sincos_3d_rejects_bad_width(dim):
+    with pytest.raises(ValueError, match="dim"):
+        sincos_3d_table((2, 2, 2), dim)
+
+
+def test_learned_embedding():
+    grid = (2, 2, 3)
+    embed = LearnedPositionEmbedding(8, grid)
+    assert embed.weight.shape == (12, 8)
+    assert list(embed.state_dict()) == ["weight"]
+    assert torch.equal(embed.weight.detach(), sinusoid_table(12, 8))
+    ids = torch.tensor([[0, 11], [3, 4]])
+    out = embed(ids, grid)
+    assert out.shape == (2, 2, 8) and torch.equal(out, embed.weight[ids])
+    out.sum().backward()
+    assert embed.weight.grad is not None and int((embed.weight.grad.abs().sum(1) > 0).sum()) == 4
+    normal = LearnedPositionEmbedding(8, grid, init="trunc_normal")
+    # as VideoMAE (timm's trunc_normal_), the bounds are absolute (+-2), so this is a plain N(0, 0.02^2) in practice
+    assert float(normal.weight.detach().std()) < 0.05 and float(normal.weight.detach().abs().max()) <= 2.0
+    with pytest.raises(ValueError, match="grid"):
+        embed(ids, (2, 3, 2))
+    with pytest.raises(ValueError, match="init"):
+        LearnedPositionEmbedding(8, grid, init="zeros")
