@@ -3,9 +3,11 @@
 Masks are `Bool[b n]` tensors with **True = masked** everywhere; token order is raster `(t, h, w)`, `t` slowest.
 """
 
+from tubemask.classification import VideoClassifier, videomae_classifier
 from tubemask.decoders import MAEDecoder
 from tubemask.encoders import MAEOutput, MAEWrapper, ViTEncoder
 from tubemask.grid import CubeGeometry, token_grid
+from tubemask.heads import ClassificationHead
 from tubemask.layers import Attention, Block, DropPath, Mlp
 from tubemask.losses import masked_mse, reconstruction_targets
 from tubemask.masking import FrameMasker, Masker, RandomMasker, RunningCellMasker, TubeMasker
@@ -26,6 +28,7 @@ __version__ = "0.1.0"
 __all__ = [
     "Attention",
     "Block",
+    "ClassificationHead",
     "CubeEmbedding",
     "CubeGeometry",
     "DropPath",
@@ -41,6 +44,7 @@ __all__ = [
     "SinCos3DPositionEmbedding",
     "SinusoidPositionEmbedding",
     "TubeMasker",
+    "VideoClassifier",
     "ViTEncoder",
     "build_videomae",
     "gather_tokens",
@@ -51,6 +55,7 @@ __all__ = [
     "split_ids",
     "token_grid",
     "unpatchify",
+    "videomae_classifier",
     "videomae_vit_b",
     "videomae_vit_h",
     "videomae_vit_l",

@@ -1,0 +1,195 @@
+"""Video classification: cube embedding + positions + an encoder over all tokens + a head.
+
+The fine-tuned VideoMAE (Tong et al., arXiv 2203.12602) is [videomae_classifier][tubemask.classification.videomae_classifier]:
+the pretraining encoder without its final norm, mean pooling, `fc_norm`, dropout 0.5 and a linear layer, with drop path
+0.2. Load pretrained weights into it with
+[load_pretrained_encoder][tubemask.interop.finetune_weights.load_pretrained_encoder].
+"""
+
+import torch
+from jaxtyping import Float
+from torch import Tensor, nn
+
+from tubemask.encoders import ViTEncoder
+from tubemask.heads import ClassificationHead
+from tubemask.models import SIZES, ViTSize
+from tubemask.pos_embed import SinusoidPositionEmbedding
+from tubemask.shapes import typechecked
+from tubemask.tokenizers import CubeEmbedding
+
+__all__ = ["VideoClassifier", "videomae_classifier", "init_finetune_weights"]
+
+
+class VideoClassifier(nn.Module):
+    """A clip classifier: `head(encoder(tokenizer(video) + pos_embed))` over every token of the clip.
+
+    State-dict names follow tubemask's pretraining model (`tokenizer.proj.*`, `encoder.blocks.{i}.*`, `encoder.norm.*`)
+    so pretrained encoders load by name, plus `pos_embed.weight` for a learned table and the head's own names
+    (`head.fc_norm.*`, `head.head.*` for a [ClassificationHead][tubemask.heads.ClassificationHead]).
+
+    Example:
+        ```python
+        model = videomae_classifier("base", num_classes=101)
+        report = load_pretrained_encoder(model, "runs/pretrain/final.pt")
+        logits = model(video)  # video: [b, 3, 16, 224, 224] -> logits: [b, 101]
+        ```
+
+    Args:
+        encoder: any module mapping `[b n d] -> [b n d]` (a [ViTEncoder][tubemask.encoders.ViTEncoder] gives
+            intermediates and activation checkpointing).
+        tokenizer: the cube embedding.
+        head: a module mapping tokens `[b n d]` to logits `[b classes]`.
+        pos_embed: position embedding called as `pos_embed(ids, grid, like)`; default VideoMAE's fixed sinusoid.
+    """
+
+    def __init__(
+        self,
+        encoder: nn.Module,
+        *,
+        tokenizer: CubeEmbedding,
+        head: nn.Module,
+        pos_embed: nn.Module | None = None,
+    ) -> None:
+        super().__init__()
+        self.tokenizer = tokenizer
+        self.pos_embed = pos_embed if pos_embed is not None else SinusoidPositionEmbedding(tokenizer.embed_dim)
+        self.encoder = encoder
+        self.head = head
+
+    def grid(self, video_shape: torch.Size | tuple[int, ...]) -> tuple[int, int, int]:
+        """Token grid `(T, H, W)` for clips of shape `b c t h w`."""
+        return self.tokenizer.grid(video_shape)
+
+    @typechecked
+    def embed(self, video: Float[Tensor, "b c t h w"]) -> Float[Tensor, "b n d"]:
+        """All cube embeddings plus their positions, in raster order (the encoder's input)."""
+        grid = self.grid(video.shape)
+        x = self.tokenizer(video)
+        ids = torch.arange(x.shape[1], device=video.device)[None]  # [1 n]: one table row per token, broadcast over b
+        return x + self.pos_embed(ids, grid, x)
+
+    @typechecked
+    def forward_features(self, video: Float[Tensor, "b c t h w"]) -> Float[Tensor, "b n d"]:
+        """The encoder's output tokens (after its final norm, if it has one), before the head."""
+        return self.encoder(self.embed(video))
+
+    @typechecked
+    def forward_intermediates(self, video: Float[Tensor, "b c t h w"]) -> list[Float[Tensor, "b n d"]]:
+        """The output of every encoder block, `[b n d]` each, before any final norm.
+
+        Raises:
+            TypeError: when the encoder has no `forward_intermediates` method.
+        """
+        method = getattr(self.encoder, "forward_intermediates", None)
+        if method is None:
+            raise TypeError(f"VideoClassifier: the encoder {type(self.encoder).__name__} has no forward_intermediates")
+        return method(self.embed(video))
+
+    @typechecked
+    def forward(self, video: Float[Tensor, "b c t h w"]) -> Float[Tensor, "b classes"]:
+        """Logits for normalised clips."""
+        return self.head(self.forward_features(video))
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Recompute encoder block activations in the backward pass instead of storing them (training only).
+
+        Drop path draws the same samples in the recomputation (the RNG state is replayed), so gradients are unchanged.
+
+        Raises:
+            TypeError: when the encoder does not support it.
+        """
+        method = getattr(self.encoder, "set_grad_checkpointing", None)
+        if method is None:
+            raise TypeError(
+                f"VideoClassifier: the encoder {type(self.encoder).__name__} has no set_grad_checkpointing method"
+            )
+        method(enable)
+
+    def no_weight_decay(self) -> set[str]:
+        """Parameter names that take no weight decay besides norms and biases: a learned position table."""
+        return {name for name, _ in self.named_parameters() if name.startswith("pos_embed.")}
+
+
+def init_finetune_weights(module: nn.Module) -> nn.Module:
+    """VideoMAE V1 fine-tuning initialisation of a module built from scratch: truncated-normal (std 0.02) linear
+    weights, zero biases, unit LayerNorms. The cube embedding's Conv3d keeps PyTorch's default. Returns the module."""
+    with torch.no_grad():
+        for sub in module.modules():
+            if isinstance(sub, nn.Linear):
+                nn.init.trunc_normal_(sub.weight, std=0.02)
+                if sub.bias is not None:
+                    nn.init.zeros_(sub.bias)
+            elif isinstance(sub, nn.LayerNorm):
+                nn.init.ones_(sub.weight)
+                nn.init.zeros_(sub.bias)
+    return module
+
+
+def videomae_classifier(
+    size: str | ViTSize = "base",
+    *,
+    num_classes: int,
+    tubelet_size: int = 2,
+    patch_size: int = 16,
+    in_channels: int = 3,
+    mlp_ratio: float = 4.0,
+    qkv_bias: bool = True,
+    drop_path_rate: float = 0.2,
+    head_dropout: float = 0.5,
+    fc_norm: bool = True,
+    final_norm: bool = False,
+    norm_eps: float = 1e-6,
+    init_scale: float = 0.001,
+    pos_embed: nn.Module | None = None,
+) -> VideoClassifier:
+    """The fine-tuning VideoMAE classifier for a size preset, initialised as VideoMAE V1 fine-tuning does.
+
+    Fine-tuned VideoMAE pools the last block's tokens and normalises the pooled feature with `fc_norm`; the pretraining
+    encoder's final norm is not used (`final_norm=False`). Pretrained weights replace the encoder's initialisation when
+    loaded with [load_pretrained_encoder][tubemask.interop.finetune_weights.load_pretrained_encoder].
+
+    Args:
+        size: a preset name of `tubemask.models.SIZES` (`"tiny"`, `"small"`, `"base"`, `"large"`, `"huge"`)
+            or a [ViTSize][tubemask.models.ViTSize].
+        num_classes: number of logits.
+        tubelet_size: frames per cube.
+        patch_size: pixels per cube side.
+        in_channels: colour channels.
+        mlp_ratio: MLP inner width over the token width.
+        qkv_bias: learn `q_bias` / `v_bias`.
+        drop_path_rate: stochastic depth, rising linearly over the blocks (paper fine-tuning: 0.1-0.2; 0.2 for ViT-B).
+        head_dropout: dropout before the linear head (paper: 0.5).
+        fc_norm: LayerNorm after pooling.
+        final_norm: keep the encoder's final LayerNorm as well (not VideoMAE's fine-tuning layout).
+        norm_eps: LayerNorm epsilon everywhere (official: 1e-6).
+        init_scale: factor on the initial head weights (V1: 0.001).
+        pos_embed: position embedding module; default VideoMAE's fixed sinusoid. Pass a
+            [LearnedPositionEmbedding][tubemask.pos_embed.LearnedPositionEmbedding] for a learned table.
+
+    Raises:
+        ValueError: for an unknown preset name.
+    """
+    if isinstance(size, str):
+        if size not in SIZES:
+            raise ValueError(f"videomae_classifier: unknown size {size!r}; choose one of {sorted(SIZES)} or a ViTSize")
+        size = SIZES[size]
+    d = size.embed_dim
+    encoder = ViTEncoder(
+        d,
+        depth=size.depth,
+        num_heads=size.num_heads,
+        mlp_ratio=mlp_ratio,
+        qkv_bias=qkv_bias,
+        drop_path_rate=drop_path_rate,
+        norm_eps=norm_eps,
+        final_norm=final_norm,
+    )
+    init_finetune_weights(encoder)
+    return VideoClassifier(
+        encoder,
+        tokenizer=CubeEmbedding(d, tubelet_size=tubelet_size, patch_size=patch_size, in_channels=in_channels),
+        head=ClassificationHead(
+            d, num_classes, dropout=head_dropout, fc_norm=fc_norm, norm_eps=norm_eps, init_scale=init_scale
+        ),
+        pos_embed=pos_embed,
+    )
