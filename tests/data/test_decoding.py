@@ -1,0 +1,97 @@
+"""Decoding real files by index: containers, seek modes, lying headers, bad files, missing torchcodec."""
+
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from tubemask.data import DecodeError, MissingDecoderError, VideoReader, dense_indices, read_clip, require_torchcodec
+
+
+def frame_ids(frames: torch.Tensor) -> list[int]:
+    """Recover the index written by conftest.numbered_frames (brightness 4 * i + 8, within codec rounding)."""
+    return [round((float(m) - 8) / 4) for m in frames.float().mean(dim=(1, 2, 3))]
+
+
+@pytest.mark.parametrize("kind", ["mp4", "avi", "webm"])
+@pytest.mark.parametrize("seek_mode", ["exact", "approximate"])
+def test_reads_frames_by_index_in_each_container(videos, kind, seek_mode):
+    reader = VideoReader(videos[kind], seek_mode=seek_mode)
+    wanted = [0, 3, 3, 7, 20, reader.num_frames - 1]
+    frames = reader.get_frames(wanted)
+    assert frames.dtype == torch.uint8 and frames.shape == (6, 3, 48, 64)
+    assert frame_ids(frames) == wanted
+
+
+def test_real_h264_clip_and_threads(videos):
+    reader = VideoReader(videos["bikes"], num_ffmpeg_threads=0)
+    assert reader.num_frames == 250 and reader.fps == pytest.approx(25)
+    frames = reader.get_frames(dense_indices(reader.num_frames, generator=torch.Generator().manual_seed(0)))
+    assert frames.shape == (16, 3, 272, 640)
+    assert frames.float().std() > 10  # real content, not a blank frame
+
+
+def test_indices_are_clamped(videos):
+    reader = VideoReader(videos["avi"])
+    assert frame_ids(reader.get_frames([-5, 1000])) == [0, 39]
+
+
+def test_lying_header_shrinks_to_decodable_frames(bad_files):
+    reader = VideoReader(bad_files["truncated_avi"], seek_mode="approximate")
+    assert reader.num_frames == 40  # the header's claim
+    frames, indices = read_clip(reader, lambda n: list(range(n - 16, n)))
+    assert 0 < reader.num_frames < 40
+    assert max(indices) == reader.num_frames - 1
+    # The cut-off last packet decodes to a concealed copy of its predecessor; the frames before it are exact.
+    assert frame_ids(frames)[:-1] == indices[:-1]
+
+
+def test_shrink_by_decoding_when_exact_count_lies(bad_files):
+    reader = VideoReader(bad_files["truncated_avi"], seek_mode="exact")
+    decodable = reader.num_frames
+    reader.num_frames = 40  # pretend the container over-counts even after a scan
+    assert reader.shrink() and reader.num_frames == decodable
+    assert not reader.shrink()  # nothing more to learn
+
+
+@pytest.mark.parametrize("kind", ["zero", "random", "text", "truncated_mp4", "directory", "missing"])
+def test_unopenable_files_raise_decode_error_naming_the_file(bad_files, kind):
+    with pytest.raises(DecodeError) as info:
+        VideoReader(bad_files[kind])
+    assert str(bad_files[kind]) in str(info.value) and info.value.path == str(bad_files[kind])
+
+
+def test_bad_arguments_name_the_allowed_values(videos):
+    with pytest.raises(ValueError, match="approximate"):
+        VideoReader(videos["avi"], seek_mode="fast")
+    with pytest.raises(ValueError, match="num_ffmpeg_threads"):
+        VideoReader(videos["avi"], num_ffmpeg_threads=-1)
+
+
+def test_missing_torchcodec_gives_clear_error(monkeypatch, videos):
+    monkeypatch.setitem(sys.modules, "torchcodec", None)
+    with pytest.raises(MissingDecoderError, match="pip install torchcodec"):
+        require_torchcodec()
+    with pytest.raises(MissingDecoderError, match="ffmpeg"):
+        VideoReader(videos["avi"])
+
+
+def test_package_imports_without_torchcodec():
+    code = (
+        "import sys; sys.modules['torchcodec'] = None\n"
+        "import tubemask.data as d\n"
+        "assert 'torchcodec' not in [m for m in sys.modules if sys.modules[m] is not None]\n"
+        "try:\n    d.VideoReader('x.mp4')\nexcept d.MissingDecoderError as e:\n    print('ok', e)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("ok") and "pip install torchcodec" in result.stdout
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_decoding(videos):
+    reader = VideoReader(videos["mp4"], device="cuda")
+    frames = reader.get_frames([0, 5, 9])
+    assert frames.is_cuda and frame_ids(frames.cpu()) == [0, 5, 9]

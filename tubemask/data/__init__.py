@@ -1,0 +1,102 @@
+"""Clip loading for VideoMAE-style training: decoding, frame sampling, annotation formats, transforms, datasets.
+
+`import tubemask.data` does not need torchcodec; decoding imports it when first asked (see
+[`tubemask.data.decoding`][]). Frames travel as uint8 `[t c h w]` until a pipeline normalizes them into the model
+input, float `[c t h w]`.
+"""
+
+from tubemask.data.annotations import (
+    AnnotationError,
+    VideoRecord,
+    read_hmdb51,
+    read_kinetics_csv,
+    read_list_file,
+    read_ssv2,
+    read_ucf101,
+)
+from tubemask.data.datasets import (
+    ClipLoader,
+    DecodeOptions,
+    FinetuneDataset,
+    MultiViewDataset,
+    PretrainDataset,
+    collate_repeated,
+    sample_generator,
+)
+from tubemask.data.decoding import DecodeError, MissingDecoderError, VideoReader, read_clip, require_torchcodec
+from tubemask.data.failures import FailureLog
+from tubemask.data.mixup import Mixup, smooth_one_hot
+from tubemask.data.pipelines import EvalPipeline, FinetunePipeline, PretrainPipeline
+from tubemask.data.randaugment import RandAugment, parse_randaugment
+from tubemask.data.sampling import (
+    DenseSampler,
+    SegmentSampler,
+    clip_span,
+    dense_indices,
+    multiview_indices,
+    multiview_segment_indices,
+    segment_indices,
+)
+from tubemask.data.synthetic import MOTION_CLASSES, make_synthetic_ucf101, render_motion_clip
+from tubemask.data.transforms import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    center_crop,
+    horizontal_flip,
+    multi_scale_crop,
+    normalize,
+    random_erasing,
+    random_resized_crop,
+    resize_short_side,
+    three_crop,
+)
+
+__all__ = [
+    "AnnotationError",
+    "ClipLoader",
+    "DecodeError",
+    "DecodeOptions",
+    "DenseSampler",
+    "EvalPipeline",
+    "FailureLog",
+    "FinetuneDataset",
+    "FinetunePipeline",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "MOTION_CLASSES",
+    "MissingDecoderError",
+    "Mixup",
+    "MultiViewDataset",
+    "PretrainDataset",
+    "PretrainPipeline",
+    "RandAugment",
+    "SegmentSampler",
+    "VideoReader",
+    "VideoRecord",
+    "center_crop",
+    "clip_span",
+    "collate_repeated",
+    "dense_indices",
+    "horizontal_flip",
+    "make_synthetic_ucf101",
+    "multi_scale_crop",
+    "multiview_indices",
+    "multiview_segment_indices",
+    "normalize",
+    "parse_randaugment",
+    "random_erasing",
+    "random_resized_crop",
+    "read_clip",
+    "read_hmdb51",
+    "read_kinetics_csv",
+    "read_list_file",
+    "read_ssv2",
+    "read_ucf101",
+    "render_motion_clip",
+    "require_torchcodec",
+    "resize_short_side",
+    "sample_generator",
+    "segment_indices",
+    "smooth_one_hot",
+    "three_crop",
+]

@@ -1,0 +1,323 @@
+"""Map-style datasets of video clips: pretraining, fine-tuning and multi-view testing.
+
+All three share one loading path ([`ClipLoader`][tubemask.data.datasets.ClipLoader]):
+
+- **Decoding**: each sample opens its file once ([`VideoReader`][tubemask.data.decoding.VideoReader]); indices come
+  from a frame sampler over the frames that really decode (the reader shrinks its count and the sampler draws again
+  when the tail fails).
+- **Determinism**: all randomness of sample `i` comes from a generator seeded by `(seed, epoch, i)`
+  ([`sample_generator`][tubemask.data.datasets.sample_generator]); call `set_epoch(epoch)` before each epoch and a
+  resumed run sees exactly the same clips. (With `persistent_workers=True` the workers keep the epoch they started
+  with, so leave it off or recreate the loader per epoch.)
+- **Bad files**: a file that cannot be opened or decoded is replaced by another sample drawn from the same
+  generator (deterministic), counted in `dataset.failures` and logged as a warning; `strict=True` raises instead.
+- **Repeated sampling** (`repeats=r > 1`): one decode, `r` independent augmentations, stacked on a new leading dim:
+  a sample is `[r c t h w]` (labels `[r]`). The default collate then gives `[b r c t h w]`;
+  [`collate_repeated`][tubemask.data.datasets.collate_repeated] flattens to `[(b r) c t h w]`, which is what a model
+  takes. An epoch then yields `r` times more clips per decoded video.
+"""
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from jaxtyping import Float
+from torch import Tensor
+from torch.utils.data import Dataset, default_collate
+
+from tubemask.data.annotations import VideoRecord
+from tubemask.data.decoding import DecodeError, SeekMode, VideoReader, read_clip
+from tubemask.data.failures import FailureLog
+from tubemask.data.sampling import DenseSampler, FrameSampler
+
+__all__ = [
+    "ClipLoader",
+    "DecodeOptions",
+    "FinetuneDataset",
+    "MultiViewDataset",
+    "PretrainDataset",
+    "collate_repeated",
+    "sample_generator",
+]
+
+ClipPipeline = Callable[..., Any]
+"""`pipeline(frames uint8 [t c h w], generator=g) -> float [c t h w]` (a list of views for testing)."""
+
+
+def sample_generator(seed: int, epoch: int, index: int) -> torch.Generator:
+    """A CPU generator seeded from `(seed, epoch, index)` through numpy's SeedSequence (well mixed, collision-free
+    in practice)."""
+    state = np.random.SeedSequence([seed & 0xFFFFFFFF, epoch, index]).generate_state(2, dtype=np.uint32)
+    return torch.Generator().manual_seed(int(state[0]) << 31 | int(state[1]) >> 1)
+
+
+@dataclass(frozen=True)
+class DecodeOptions:
+    """How files are decoded.
+
+    Attributes:
+        seek_mode: `"approximate"` (fast, default) or `"exact"`.
+        num_ffmpeg_threads: FFmpeg threads per reader; keep 1 with several DataLoader workers.
+        device: `"cpu"` or `"cuda"` (NVDEC decoding; use with `num_workers=0`).
+        max_attempts: Decode tries per file before it counts as failed.
+    """
+
+    seek_mode: SeekMode = "approximate"
+    num_ffmpeg_threads: int = 1
+    device: str = "cpu"
+    max_attempts: int = 3
+
+
+@dataclass
+class ClipLoader:
+    """Opens, samples and decodes records, substituting and reporting bad files.
+
+    Attributes:
+        records: The videos.
+        sampler: Frame sampler (`span`, `__call__(num_frames, generator)`, `views(num_frames, num_clips)`).
+        seed: Base seed.
+        decode: Decoding options.
+        strict: Raise on the first bad file instead of substituting.
+        max_substitutions: Consecutive bad files tolerated for one sample before raising.
+        epoch: Current epoch (set through the dataset's `set_epoch`).
+        failures: What went wrong in this process.
+    """
+
+    records: Sequence[VideoRecord]
+    sampler: FrameSampler
+    seed: int = 0
+    decode: DecodeOptions = field(default_factory=DecodeOptions)
+    strict: bool = False
+    max_substitutions: int = 20
+    epoch: int = 0
+    failures: FailureLog = field(default_factory=FailureLog)
+
+    def __post_init__(self) -> None:
+        if len(self.records) == 0:
+            raise ValueError("a dataset needs at least one video record")
+
+    def load(self, index: int, num_views: int | None = None) -> tuple[Tensor, int, torch.Generator]:
+        """Decode a clip (or `num_views` test clips) of record `index`, or of a substitute if it is bad.
+
+        Returns:
+            `(frames, used_index, generator)`: uint8 frames `[t c h w]` (`[v*t c h w]` for views, clip-major), the
+            record index they came from, and the sample's generator for the augmentations.
+        """
+        if not 0 <= index < len(self.records):
+            raise IndexError(f"index {index} out of range for {len(self.records)} videos")
+        generator = sample_generator(self.seed, self.epoch, index)
+        candidate = index
+        for _ in range(self.max_substitutions + 1):
+            path = self.records[candidate].path
+            try:
+                reader = VideoReader(
+                    path,
+                    seek_mode=self.decode.seek_mode,
+                    num_ffmpeg_threads=self.decode.num_ffmpeg_threads,
+                    device=self.decode.device,
+                )
+                if num_views is None:
+                    frames, _ = read_clip(
+                        reader, lambda n: self.sampler(n, generator), max_attempts=self.decode.max_attempts
+                    )
+                else:
+                    frames, _ = read_clip(
+                        reader,
+                        lambda n: [i for view in self.sampler.views(n, num_views) for i in view],
+                        max_attempts=self.decode.max_attempts,
+                    )
+                if reader.num_frames < self.sampler.span:
+                    self.failures.record_short(str(path), reader.num_frames, self.sampler.span)
+                return frames, candidate, generator
+            except DecodeError as error:
+                if self.strict:
+                    raise
+                candidate = int(torch.randint(len(self.records), (), generator=generator))
+                self.failures.record(str(path), str(error).removeprefix(f"{path}: "), substitute=candidate)
+        raise RuntimeError(
+            f"{self.max_substitutions + 1} videos in a row failed to load while fetching sample {index} "
+            f"(last: {self.records[candidate].path}); most of the dataset may be unreadable:\n"
+            + self.failures.summary()
+        )
+
+
+def _stack(clips: list[Tensor]) -> Tensor:
+    return clips[0] if len(clips) == 1 else torch.stack(clips)
+
+
+class _ClipDataset(Dataset):
+    """Shared plumbing (composition: holds a ClipLoader)."""
+
+    def __init__(
+        self,
+        records: Sequence[VideoRecord],
+        *,
+        sampler: FrameSampler,
+        pipeline: ClipPipeline,
+        seed: int,
+        decode: DecodeOptions | None,
+        strict: bool,
+    ) -> None:
+        self.loader = ClipLoader(records, sampler, seed=seed, decode=decode or DecodeOptions(), strict=strict)
+        self.pipeline = pipeline
+
+    def __len__(self) -> int:
+        return len(self.loader.records)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch whose random draws `__getitem__` makes (call before iterating each epoch)."""
+        self.loader.epoch = epoch
+
+    @property
+    def failures(self) -> FailureLog:
+        """Bad videos seen in this process (in worker processes when `num_workers > 0`; their log lines name them)."""
+        return self.loader.failures
+
+    def summary(self) -> str:
+        """Human-readable failure report of this process."""
+        return self.loader.failures.summary()
+
+
+def _check_repeats(repeats: int) -> int:
+    if repeats < 1:
+        raise ValueError(f"repeats={repeats} must be >= 1")
+    return repeats
+
+
+class PretrainDataset(_ClipDataset):
+    """Unlabelled clips for masked-autoencoder pretraining.
+
+    `dataset[i]` is a normalized float clip `[c t h w]`, or `[r c t h w]` with `repeats=r > 1`.
+
+    Args:
+        records: Videos (labels ignored).
+        sampler: Frame sampler; default 16 frames stride 4 with a random start.
+        pipeline: `pipeline(frames, generator=g) -> [c t h w]`, e.g.
+            [`PretrainPipeline`][tubemask.data.pipelines.PretrainPipeline].
+        repeats: Augmented clips per decoded video (repeated sampling).
+        seed: Base seed; sample `i` of epoch `e` depends only on `(seed, e, i)`.
+        decode: Decoding options.
+        strict: Raise on a bad file instead of substituting.
+    """
+
+    def __init__(
+        self,
+        records: Sequence[VideoRecord],
+        *,
+        pipeline: ClipPipeline,
+        sampler: FrameSampler | None = None,
+        repeats: int = 1,
+        seed: int = 0,
+        decode: DecodeOptions | None = None,
+        strict: bool = False,
+    ) -> None:
+        super().__init__(
+            records, sampler=sampler or DenseSampler(), pipeline=pipeline, seed=seed, decode=decode, strict=strict
+        )
+        self.repeats = _check_repeats(repeats)
+
+    def __getitem__(self, index: int) -> Float[Tensor, "..."]:
+        frames, _, generator = self.loader.load(index)
+        return _stack([self.pipeline(frames, generator=generator) for _ in range(self.repeats)])
+
+
+class FinetuneDataset(_ClipDataset):
+    """Labelled clips for fine-tuning: `dataset[i] = (clip [c t h w], label)`.
+
+    With `repeats=r > 1`: `(clips [r c t h w], labels [r])`. A substituted bad video brings its own label.
+
+    Args:
+        records: Videos with labels.
+        sampler: Frame sampler; default 16 frames stride 4 with a random start.
+        pipeline: e.g. [`FinetunePipeline`][tubemask.data.pipelines.FinetunePipeline].
+        repeats: Augmented clips per decoded video (2 in VideoMAE fine-tuning).
+        seed: Base seed.
+        decode: Decoding options.
+        strict: Raise on a bad file instead of substituting.
+    """
+
+    def __init__(
+        self,
+        records: Sequence[VideoRecord],
+        *,
+        pipeline: ClipPipeline,
+        sampler: FrameSampler | None = None,
+        repeats: int = 1,
+        seed: int = 0,
+        decode: DecodeOptions | None = None,
+        strict: bool = False,
+    ) -> None:
+        missing = [r.path for r in records if r.label is None]
+        if missing:
+            raise ValueError(f"{len(missing)} records have no label (first: {missing[0]}); fine-tuning needs labels")
+        super().__init__(
+            records, sampler=sampler or DenseSampler(), pipeline=pipeline, seed=seed, decode=decode, strict=strict
+        )
+        self.repeats = _check_repeats(repeats)
+
+    def __getitem__(self, index: int) -> tuple[Tensor, Any]:
+        frames, used, generator = self.loader.load(index)
+        label = self.loader.records[used].label
+        clips = [self.pipeline(frames, generator=generator) for _ in range(self.repeats)]
+        if self.repeats == 1:
+            return clips[0], label
+        return torch.stack(clips), torch.full((self.repeats,), label, dtype=torch.long)
+
+
+class MultiViewDataset(_ClipDataset):
+    """Test-time views: `dataset[i] = (views [v c t h w], label, index)` with `v = num_clips * crops`, clip-major.
+
+    `index` is the record whose views these are (a substitute's index if record `i` was bad), for aggregating
+    per-video scores.
+
+    Args:
+        records: Videos with labels (None is passed through as -1).
+        pipeline: Returns a list of spatial views, e.g. [`EvalPipeline`][tubemask.data.pipelines.EvalPipeline].
+        sampler: Frame sampler whose `views` gives the temporal clips; default dense 16 x 4.
+        num_clips: Temporal views (5 for UCF101, 2 for SSv2).
+        decode: Decoding options (`"exact"` seeking is a good choice for evaluation).
+        strict: Raise on a bad file instead of substituting.
+    """
+
+    def __init__(
+        self,
+        records: Sequence[VideoRecord],
+        *,
+        pipeline: ClipPipeline,
+        sampler: FrameSampler | None = None,
+        num_clips: int = 5,
+        decode: DecodeOptions | None = None,
+        strict: bool = False,
+    ) -> None:
+        if num_clips < 1:
+            raise ValueError(f"num_clips={num_clips} must be >= 1")
+        super().__init__(
+            records, sampler=sampler or DenseSampler(), pipeline=pipeline, seed=0, decode=decode, strict=strict
+        )
+        self.num_clips = num_clips
+
+    def __getitem__(self, index: int) -> tuple[Tensor, int, int]:
+        frames, used, generator = self.loader.load(index, num_views=self.num_clips)
+        per_clip = frames.shape[0] // self.num_clips
+        views = []
+        for k in range(self.num_clips):
+            views += self.pipeline(frames[k * per_clip : (k + 1) * per_clip], generator=generator)
+        label = self.loader.records[used].label
+        return torch.stack(views), -1 if label is None else label, used
+
+
+def collate_repeated(batch: list[Any]) -> Any:
+    """Collate samples of a repeated-sampling dataset, flattening the repeats into the batch.
+
+    Items `[r c t h w]` become a batch `[(b r) c t h w]`; `(clips [r ...], labels [r])` items become
+    `(clips [(b r) ...], labels [(b r)])`. Works for `repeats=1` items too (then it is the default collate).
+    """
+    collated = default_collate(batch)
+    if isinstance(collated, Tensor):
+        return collated.flatten(0, 1) if collated.ndim == 6 else collated
+    clips, labels = collated[0], collated[1]
+    if clips.ndim == 6:
+        return (clips.flatten(0, 1), labels.flatten(0, 1), *collated[2:])
+    return collated

@@ -1,0 +1,232 @@
+"""Reading frames of a video file by index, with torchcodec.
+
+One [`VideoReader`][tubemask.data.decoding.VideoReader] opens a file once and returns frames as `uint8 [t c h w]`.
+Real files lie about their length (a header frame count larger than what decodes, a last frame that fails, variable
+frame rate), so the reader can *shrink* its frame count to the frames that really decode, and
+[`read_clip`][tubemask.data.decoding.read_clip] re-samples indices inside that count and retries.
+
+torchcodec is imported lazily: `import tubemask.data` works without it (for example on a GPU machine that only
+trains from pre-decoded tensors); asking for decoding raises
+[`MissingDecoderError`][tubemask.data.decoding.MissingDecoderError] naming what to install.
+"""
+
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from torch import Tensor
+
+from tubemask.shapes import typechecked
+
+__all__ = [
+    "DecodeError",
+    "MissingDecoderError",
+    "SeekMode",
+    "VideoReader",
+    "read_clip",
+    "require_torchcodec",
+]
+
+SeekMode = Literal["exact", "approximate"]
+"""torchcodec seek mode: `"exact"` scans the file once at open and guarantees frame `i` is frame `i`; `"approximate"`
+trusts the header (faster to open, may be off on variable-frame-rate files)."""
+
+
+class MissingDecoderError(ImportError):
+    """torchcodec (or the FFmpeg libraries it loads) is not available."""
+
+
+class DecodeError(RuntimeError):
+    """A video file could not be opened or its frames could not be decoded.
+
+    Attributes:
+        path: The file that failed.
+    """
+
+    def __init__(self, path: str | os.PathLike, message: str) -> None:
+        super().__init__(f"{path}: {message}")
+        self.path = str(path)
+
+
+def require_torchcodec() -> Any:
+    """Import and return `torchcodec.decoders`, or raise a clear error.
+
+    Returns:
+        The `torchcodec.decoders` module.
+
+    Raises:
+        MissingDecoderError: torchcodec is not installed or cannot load FFmpeg.
+    """
+    try:
+        from torchcodec import decoders
+    except (ImportError, OSError, RuntimeError) as error:  # RuntimeError: FFmpeg shared libraries not found
+        raise MissingDecoderError(
+            "Decoding video needs the `torchcodec` package and FFmpeg's shared libraries: "
+            "`pip install torchcodec` and install FFmpeg (Debian/Ubuntu: `apt-get install ffmpeg`). "
+            f"The import failed with: {type(error).__name__}: {error}"
+        ) from error
+    return decoders
+
+
+class VideoReader:
+    """One open video file; frames by index as `uint8 [t c h w]`.
+
+    Args:
+        path: The video file (mp4/h264, avi/mpeg4, webm/vp9, anything FFmpeg reads).
+        seek_mode: `"approximate"` (default, fast open, trusts the header) or `"exact"` (scans the file at open).
+        num_ffmpeg_threads: FFmpeg decoding threads. 1 is best when many readers run in parallel (DataLoader
+            workers); 0 lets FFmpeg decide.
+        device: `"cpu"` or a CUDA device (`"cuda"`, `"cuda:1"`) to decode on the GPU with NVDEC; frames then come
+            back on that device.
+
+    Attributes:
+        path: The file, as given.
+        num_frames: Frames believed decodable. Starts from the container's count and only ever decreases, see
+            [`shrink`][tubemask.data.decoding.VideoReader.shrink].
+        fps: Average frame rate from the header (may be `None`).
+
+    Raises:
+        DecodeError: The file is missing, is a directory, or FFmpeg cannot open it as a video.
+        MissingDecoderError: torchcodec is not installed.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        *,
+        seek_mode: SeekMode = "approximate",
+        num_ffmpeg_threads: int = 1,
+        device: str | torch.device = "cpu",
+    ) -> None:
+        if seek_mode not in ("exact", "approximate"):
+            raise ValueError(f"seek_mode={seek_mode!r}; allowed: 'exact', 'approximate'")
+        if num_ffmpeg_threads < 0:
+            raise ValueError(f"num_ffmpeg_threads={num_ffmpeg_threads} must be >= 0 (0 lets FFmpeg decide)")
+        self.path = Path(path)
+        self._decoders = require_torchcodec()
+        self._threads = num_ffmpeg_threads
+        self._device = str(device)
+        self._seek_mode: SeekMode = seek_mode
+        self._scanned = False  # True once the decodable count was established by decoding
+        if not self.path.is_file():
+            what = "is a directory" if self.path.is_dir() else "does not exist"
+            raise DecodeError(self.path, f"cannot open: the path {what}")
+        self._decoder = self._open(seek_mode)
+        self.num_frames = len(self._decoder)
+        self.fps = self._decoder.metadata.average_fps
+        if self.num_frames <= 0:
+            self.shrink()
+
+    def _open(self, seek_mode: SeekMode) -> Any:
+        try:
+            return self._decoders.VideoDecoder(
+                str(self.path), seek_mode=seek_mode, num_ffmpeg_threads=self._threads, device=self._device
+            )
+        except (RuntimeError, ValueError) as error:
+            reason = _short(error).replace(f"{self.path} ", "")
+            raise DecodeError(self.path, f"FFmpeg cannot open it as a video ({reason})") from error
+
+    def __len__(self) -> int:
+        return self.num_frames
+
+    def get_frames(self, indices: Sequence[int]) -> Tensor:
+        """Decode the frames at `indices` (any order, repeats allowed), clamped to `[0, num_frames - 1]`.
+
+        Args:
+            indices: Frame indices.
+
+        Returns:
+            `uint8 [t c h w]` frames in the order of `indices`, on the reader's device.
+
+        Raises:
+            DecodeError: A frame could not be decoded (often the tail of a file whose header over-counts); call
+                [`shrink`][tubemask.data.decoding.VideoReader.shrink] and sample again.
+        """
+        if self.num_frames <= 0:
+            raise DecodeError(self.path, "no decodable frames")
+        clamped = [min(max(int(i), 0), self.num_frames - 1) for i in indices]
+        try:
+            return self._decoder.get_frames_at(clamped).data
+        except (RuntimeError, IndexError, ValueError) as error:
+            raise DecodeError(
+                self.path, f"decoding frames {min(clamped)}..{max(clamped)} failed ({_short(error)})"
+            ) from error
+
+    def shrink(self) -> bool:
+        """Lower `num_frames` to the frames that really decode.
+
+        First re-opens the file in exact mode (a scan of the packets, no decoding), which fixes headers that
+        over-count. If that does not lower the count, decodes the file once from the start and keeps the number of
+        frames that decoded.
+
+        Returns:
+            True if `num_frames` went down (sampling again may succeed), False if nothing changed.
+
+        Raises:
+            DecodeError: Not a single frame decodes.
+        """
+        before = self.num_frames
+        if self._seek_mode == "approximate":
+            self._seek_mode = "exact"
+            self._decoder = self._open("exact")
+            self.num_frames = min(self.num_frames, len(self._decoder)) if self.num_frames > 0 else len(self._decoder)
+            if 0 < self.num_frames < before:
+                return True
+        if not self._scanned:
+            self._scanned = True
+            self.num_frames = self._count_decodable(self.num_frames if self.num_frames > 0 else None)
+        if self.num_frames <= 0:
+            raise DecodeError(self.path, "no frame decodes")
+        return self.num_frames < before
+
+    def _count_decodable(self, limit: int | None) -> int:
+        count = 0
+        try:
+            for count_so_far in range(limit if limit is not None else 1 << 30):
+                self._decoder.get_frame_at(count_so_far)
+                count = count_so_far + 1
+        except (RuntimeError, IndexError, ValueError):
+            pass
+        return count
+
+
+def _short(error: BaseException) -> str:
+    """The last line of a torchcodec error without the C++ source location."""
+    text = str(error).strip().splitlines()[-1] if str(error).strip() else type(error).__name__
+    return text.rsplit(".cpp:", 1)[-1].split(", ", 1)[-1] if ".cpp:" in text else text
+
+
+@typechecked
+def read_clip(
+    reader: VideoReader,
+    sample_indices: Callable[[int], Sequence[int]],
+    *,
+    max_attempts: int = 3,
+) -> tuple[Tensor, list[int]]:
+    """Sample frame indices for the reader's frame count, decode them, and retry with fewer frames on failure.
+
+    Args:
+        reader: An open [`VideoReader`][tubemask.data.decoding.VideoReader].
+        sample_indices: Maps a frame count to the indices to read (a frame sampler with its other arguments bound;
+            it must be deterministic for a given count, e.g. draw from a generator it was given).
+        max_attempts: Decoding tries; between tries the reader shrinks its frame count to the frames that decode.
+
+    Returns:
+        `(frames, indices)`: `uint8 [t c h w]` frames and the indices they came from.
+
+    Raises:
+        DecodeError: Still failing after `max_attempts`, or nothing decodes.
+    """
+    last: DecodeError | None = None
+    for _ in range(max_attempts):
+        indices = [int(i) for i in sample_indices(reader.num_frames)]
+        try:
+            return reader.get_frames(indices), indices
+        except DecodeError as error:
+            last = error
+            if not reader.shrink():
+                break
+    assert last is not None
+    raise last

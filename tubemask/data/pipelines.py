@@ -1,0 +1,138 @@
+"""Ready-made clip pipelines: decoded uint8 frames `[t c h w]` in, normalized float clip(s) `[c t h w]` out.
+
+Each pipeline is a small frozen dataclass called as `pipeline(frames, generator=g)`; the datasets take any callable
+with that signature, so a custom pipeline is a function composed from [`tubemask.data.transforms`][].
+
+| pipeline | VideoMAE use |
+|---|---|
+| [`PretrainPipeline`][tubemask.data.pipelines.PretrainPipeline] | pretraining: multi-scale crop, optional flip |
+| [`FinetunePipeline`][tubemask.data.pipelines.FinetunePipeline] | fine-tuning: RandAugment, random resized crop, flip, random erasing |
+| [`EvalPipeline`][tubemask.data.pipelines.EvalPipeline] | testing: short-side resize, then 1 centre or 3 crops |
+"""
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from jaxtyping import Float, UInt8
+from torch import Tensor
+
+from tubemask.data.randaugment import RandAugment, parse_randaugment
+from tubemask.data.transforms import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    center_crop,
+    horizontal_flip,
+    multi_scale_crop,
+    normalize,
+    random_erasing,
+    random_resized_crop,
+    resize_short_side,
+    three_crop,
+)
+from tubemask.shapes import typechecked
+
+__all__ = ["EvalPipeline", "FinetunePipeline", "PretrainPipeline"]
+
+
+@dataclass(frozen=True)
+class PretrainPipeline:
+    """VideoMAE pretraining augmentation: multi-scale crop to `input_size`, flip with `flip_p`, normalize.
+
+    Attributes:
+        input_size: Output side in pixels (224 in the paper).
+        scales: Multi-scale crop scales of the short side.
+        flip_p: Horizontal flip probability (0 as in VideoMAE's UCF101/SSv2 pretraining).
+        mean: Normalization mean.
+        std: Normalization std.
+    """
+
+    input_size: int = 224
+    scales: tuple[float, ...] = (1.0, 0.875, 0.75, 0.66)
+    flip_p: float = 0.0
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+
+    @typechecked
+    def __call__(
+        self, frames: UInt8[Tensor, "t c h w"], *, generator: torch.Generator | None = None
+    ) -> Float[Tensor, "c t _ _"]:
+        """Augment and normalize one clip."""
+        frames = multi_scale_crop(frames, size=self.input_size, scales=self.scales, generator=generator)
+        frames = horizontal_flip(frames, p=self.flip_p, generator=generator)
+        return normalize(frames, mean=self.mean, std=self.std)
+
+
+@dataclass(frozen=True)
+class FinetunePipeline:
+    """VideoMAE fine-tuning augmentation: RandAugment, random resized crop, flip, normalize, random erasing.
+
+    Attributes:
+        input_size: Output side in pixels.
+        randaugment: A timm spec (`"rand-m7-n4-mstd0.5-inc1"`), a built `RandAugment`, or None to skip.
+        scale: Area range of the random resized crop.
+        ratio: Aspect range of the random resized crop.
+        flip_p: Horizontal flip probability (set 0 for SSv2).
+        erase_p: Random erasing probability (0.25 in VideoMAE).
+        mean: Normalization mean.
+        std: Normalization std.
+    """
+
+    input_size: int = 224
+    randaugment: str | RandAugment | None = "rand-m7-n4-mstd0.5-inc1"
+    scale: tuple[float, float] = (0.08, 1.0)
+    ratio: tuple[float, float] = (3 / 4, 4 / 3)
+    flip_p: float = 0.5
+    erase_p: float = 0.25
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+
+    def __post_init__(self) -> None:
+        if isinstance(self.randaugment, str):
+            object.__setattr__(self, "randaugment", parse_randaugment(self.randaugment))
+
+    @typechecked
+    def __call__(
+        self, frames: UInt8[Tensor, "t c h w"], *, generator: torch.Generator | None = None
+    ) -> Float[Tensor, "c t _ _"]:
+        """Augment and normalize one clip."""
+        if isinstance(self.randaugment, RandAugment):
+            frames = self.randaugment(frames, generator=generator)
+        frames = random_resized_crop(
+            frames, size=self.input_size, scale=self.scale, ratio=self.ratio, generator=generator
+        )
+        frames = horizontal_flip(frames, p=self.flip_p, generator=generator)
+        clip = normalize(frames, mean=self.mean, std=self.std)
+        return random_erasing(clip, p=self.erase_p, generator=generator)
+
+
+@dataclass(frozen=True)
+class EvalPipeline:
+    """Test-time views: resize the short side to `short_side`, then `num_crops` crops of `crop_size` (1 or 3).
+
+    Attributes:
+        crop_size: Side of each spatial view.
+        short_side: Short side after resizing (default: `crop_size`, so three crops span the frame).
+        num_crops: 1 (centre) or 3 (along the long side, VideoMAE testing).
+        mean: Normalization mean.
+        std: Normalization std.
+    """
+
+    crop_size: int = 224
+    short_side: int | None = None
+    num_crops: int = 3
+    mean: Sequence[float] = IMAGENET_MEAN
+    std: Sequence[float] = IMAGENET_STD
+
+    def __post_init__(self) -> None:
+        if self.num_crops not in (1, 3):
+            raise ValueError(f"num_crops={self.num_crops}; allowed: 1 (centre) or 3")
+
+    @typechecked
+    def __call__(
+        self, frames: UInt8[Tensor, "t c h w"], *, generator: torch.Generator | None = None
+    ) -> list[Float[Tensor, "c t _ _"]]:
+        """Return `num_crops` normalized views (the generator is unused; views are deterministic)."""
+        frames = resize_short_side(frames, self.short_side or self.crop_size)
+        crops = three_crop(frames, self.crop_size) if self.num_crops == 3 else [center_crop(frames, self.crop_size)]
+        return [normalize(c, mean=self.mean, std=self.std) for c in crops]

@@ -1,0 +1,157 @@
+"""Video RandAugment: timm's RandAugment with one set of op parameters for all frames of a clip.
+
+The spec string follows timm: `rand-m7-n4-mstd0.5-inc1` = magnitude 7 (of 10), 4 ops per clip, magnitude noise std
+0.5, the "increasing" op set (larger magnitude = stronger for every op). VideoMAE V1 fine-tuning uses exactly that.
+Each chosen op is applied with probability 0.5 (timm's default), its magnitude drawn once from
+`N(m, mstd)` clipped to [0, 10], and its sign (for signed ops) drawn once, so the clip stays temporally consistent.
+Ops run on uint8 `[t c h w]` frames with `torchvision.transforms.v2.functional`.
+"""
+
+import math
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torchvision.transforms.v2.functional as F
+from jaxtyping import UInt8
+from torch import Tensor
+
+from tubemask.shapes import typechecked
+
+__all__ = ["RandAugment", "RANDAUGMENT_OPS", "parse_randaugment"]
+
+_MAX = 10.0
+
+
+def _signed(value: float, sign: float) -> float:
+    return value * sign
+
+
+def _enhance(level: float, sign: float) -> float:
+    return 1.0 + _signed(level / _MAX * 0.9, sign)
+
+
+def _affine(x: Tensor, *, angle: float = 0.0, translate=(0, 0), shear=(0.0, 0.0)) -> Tensor:
+    return F.affine(x, angle=angle, translate=list(translate), scale=1.0, shear=list(shear), fill=128)
+
+
+def _solarize_add(x: Tensor, add: int) -> Tensor:
+    added = (x.to(torch.int16) + add).clamp(0, 255).to(torch.uint8)
+    return torch.where(x < 128, added, x)
+
+
+def _translate(x: Tensor, level: float, sign: float, axis: int) -> Tensor:
+    size = x.shape[-1] if axis == 0 else x.shape[-2]
+    shift = int(round(_signed(level / _MAX * 0.45, sign) * size))
+    return _affine(x, translate=(shift, 0) if axis == 0 else (0, shift))
+
+
+def _shear(x: Tensor, level: float, sign: float, axis: int) -> Tensor:
+    degrees = math.degrees(math.atan(_signed(level / _MAX * 0.3, sign)))
+    return _affine(x, shear=(degrees, 0.0) if axis == 0 else (0.0, degrees))
+
+
+RANDAUGMENT_OPS: dict[str, Callable[[Tensor, float, float], Tensor]] = {
+    "AutoContrast": lambda x, m, s: F.autocontrast(x),
+    "Equalize": lambda x, m, s: F.equalize(x),
+    "Invert": lambda x, m, s: F.invert(x),
+    "Rotate": lambda x, m, s: _affine(x, angle=_signed(m / _MAX * 30.0, s)),
+    "PosterizeIncreasing": lambda x, m, s: F.posterize(x, max(0, 4 - int(m / _MAX * 4))),
+    "SolarizeIncreasing": lambda x, m, s: F.solarize(x, 256 - int(m / _MAX * 256)),
+    "SolarizeAdd": lambda x, m, s: _solarize_add(x, int(m / _MAX * 110)),
+    "ColorIncreasing": lambda x, m, s: F.adjust_saturation(x, _enhance(m, s)),
+    "ContrastIncreasing": lambda x, m, s: F.adjust_contrast(x, _enhance(m, s)),
+    "BrightnessIncreasing": lambda x, m, s: F.adjust_brightness(x, _enhance(m, s)),
+    "SharpnessIncreasing": lambda x, m, s: F.adjust_sharpness(x, _enhance(m, s)),
+    "ShearX": lambda x, m, s: _shear(x, m, s, 0),
+    "ShearY": lambda x, m, s: _shear(x, m, s, 1),
+    "TranslateXRel": lambda x, m, s: _translate(x, m, s, 0),
+    "TranslateYRel": lambda x, m, s: _translate(x, m, s, 1),
+}
+"""timm's `_RAND_INCREASING_TRANSFORMS`, as functions `(frames, magnitude, sign) -> frames`."""
+
+
+@dataclass(frozen=True)
+class RandAugment:
+    """RandAugment for clips; build with [`parse_randaugment`][tubemask.data.randaugment.parse_randaugment].
+
+    Attributes:
+        magnitude: Mean magnitude in [0, 10].
+        num_ops: Ops drawn (with replacement) per clip.
+        magnitude_std: Std of the Gaussian noise added to the magnitude per op (0 = fixed).
+        prob: Probability that a drawn op is applied.
+        ops: Names of the ops to draw from (keys of `RANDAUGMENT_OPS`).
+    """
+
+    magnitude: float = 9.0
+    num_ops: int = 2
+    magnitude_std: float = 0.5
+    prob: float = 0.5
+    ops: tuple[str, ...] = tuple(RANDAUGMENT_OPS)
+
+    def __post_init__(self) -> None:
+        unknown = [op for op in self.ops if op not in RANDAUGMENT_OPS]
+        if unknown:
+            raise ValueError(f"unknown RandAugment ops {unknown}; allowed: {sorted(RANDAUGMENT_OPS)}")
+
+    @typechecked
+    def __call__(
+        self, frames: UInt8[Tensor, "t c h w"], *, generator: torch.Generator | None = None
+    ) -> UInt8[Tensor, "t c h w"]:
+        """Apply `num_ops` random ops to all frames with one set of parameters.
+
+        Args:
+            frames: uint8 `[t c h w]` frames.
+            generator: Randomness for op choice, application, magnitude and sign.
+
+        Returns:
+            Augmented uint8 `[t c h w]` frames.
+        """
+        choices = torch.randint(len(self.ops), (self.num_ops,), generator=generator).tolist()
+        for choice in choices:
+            apply, sign = torch.rand(2, generator=generator, dtype=torch.float64).tolist()
+            if apply >= self.prob:
+                continue
+            magnitude = self.magnitude
+            if self.magnitude_std > 0:
+                gauss = float(torch.randn((), generator=generator, dtype=torch.float64))
+                magnitude = magnitude + self.magnitude_std * gauss
+            magnitude = min(max(magnitude, 0.0), _MAX)
+            frames = RANDAUGMENT_OPS[self.ops[choice]](frames, magnitude, 1.0 if sign < 0.5 else -1.0)
+        return frames
+
+
+def parse_randaugment(spec: str) -> RandAugment:
+    """Parse a timm RandAugment spec such as `"rand-m7-n4-mstd0.5-inc1"`.
+
+    Sections after `rand`: `m<float>` magnitude, `n<int>` ops per clip, `mstd<float>` magnitude std,
+    `p<float>` op probability, `inc<0|1>` increasing op set (only `inc1` is implemented: the increasing set is the one
+    VideoMAE uses). Unknown sections raise.
+
+    Args:
+        spec: The spec string.
+
+    Returns:
+        The configured [`RandAugment`][tubemask.data.randaugment.RandAugment].
+
+    Raises:
+        ValueError: The spec does not start with `rand`, or a section is unknown or malformed.
+    """
+    parts = spec.split("-")
+    if parts[0] != "rand":
+        raise ValueError(f"RandAugment spec {spec!r} must start with 'rand-' (e.g. 'rand-m7-n4-mstd0.5-inc1')")
+    options: dict[str, float] = {}
+    for part in parts[1:]:
+        match = re.fullmatch(r"(mstd|inc|m|n|p)(\d+(?:\.\d*)?)", part)
+        if match is None:
+            raise ValueError(f"RandAugment spec {spec!r}: unknown section {part!r}; allowed: m, n, mstd, p, inc")
+        options[match.group(1)] = float(match.group(2))
+    if options.get("inc", 1.0) != 1.0:
+        raise ValueError(f"RandAugment spec {spec!r}: only the increasing op set (inc1) is implemented")
+    return RandAugment(
+        magnitude=options.get("m", 9.0),
+        num_ops=int(options.get("n", 2)),
+        magnitude_std=options.get("mstd", 0.5),
+        prob=options.get("p", 0.5),
+    )

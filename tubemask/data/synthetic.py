@@ -1,0 +1,247 @@
+"""A synthetic action dataset in the UCF101 layout, whose classes differ only by motion.
+
+Every video shows one textured shape over a textured, static background. Shape, textures, colours, size and position
+are drawn independently of the class; only how the shape moves over time (left, right, up, down, rotating clockwise
+or counter-clockwise, growing, shrinking, fading in, fading out, orbiting) tells the classes apart, so a single frame
+carries (almost) no label information and a model must look at motion.
+
+[`make_synthetic_ucf101`][tubemask.data.synthetic.make_synthetic_ucf101] writes real video files (mpeg4 in `.avi`,
+as UCF101 ships) with torchcodec's encoder plus the `ucfTrainTestlist/` split files, so the UCF101 reader and the
+whole decoding path run on it. Test groups: split `k` tests on groups `g` with `(g - 1) % 3 == k - 1`.
+"""
+
+import json
+import math
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+from jaxtyping import UInt8
+from torch import Tensor
+
+from tubemask.shapes import typechecked
+
+__all__ = ["MOTION_CLASSES", "make_synthetic_ucf101", "render_motion_clip"]
+
+MOTION_CLASSES = (
+    "MoveLeft",
+    "MoveRight",
+    "MoveUp",
+    "MoveDown",
+    "RotateClockwise",
+    "RotateCounterclockwise",
+    "Grow",
+    "Shrink",
+    "FadeIn",
+    "FadeOut",
+    "OrbitClockwise",
+    "OrbitCounterclockwise",
+)
+"""Class names in label order; a dataset with `num_classes=k` uses the first `k`."""
+
+_MARKER = "synthetic.json"
+_CLIPS_PER_GROUP = 4
+
+
+def _texture(rng: np.random.Generator, u: Tensor, v: Tensor) -> Tensor:
+    """A random pattern in [0, 1] over coordinates `u, v` (two oriented gratings and a checker term)."""
+    out = torch.zeros_like(u)
+    for _ in range(2):
+        angle, freq, phase = rng.uniform(0, math.pi), rng.uniform(1.5, 5.0), rng.uniform(0, 2 * math.pi)
+        out = out + torch.sin(freq * math.pi * (u * math.cos(angle) + v * math.sin(angle)) + phase)
+    freq = rng.uniform(2.0, 4.0)
+    out = out + torch.sign(torch.sin(freq * math.pi * u) * torch.sin(freq * math.pi * v))
+    return (out / 3.0 + 1.0) / 2.0
+
+
+def _colour_pair(rng: np.random.Generator) -> tuple[Tensor, Tensor]:
+    a = torch.tensor(rng.uniform(0, 1, 3), dtype=torch.float32)
+    b = torch.tensor(rng.uniform(0, 1, 3), dtype=torch.float32)
+    return a.view(3, 1, 1, 1), b.view(3, 1, 1, 1)
+
+
+@typechecked
+def render_motion_clip(
+    label: int, *, num_frames: int = 64, size: tuple[int, int] = (64, 64), seed: int = 0
+) -> UInt8[Tensor, "t 3 h w"]:
+    """Render one clip of class `MOTION_CLASSES[label]`, deterministic in `(label, seed)`.
+
+    Args:
+        label: Class index into `MOTION_CLASSES`.
+        num_frames: Frames `t`.
+        size: `(height, width)`.
+        seed: Appearance and trajectory seed.
+
+    Returns:
+        uint8 frames `[t 3 h w]`.
+    """
+    if not 0 <= label < len(MOTION_CLASSES):
+        raise ValueError(f"label={label}; allowed 0..{len(MOTION_CLASSES) - 1}")
+    name = MOTION_CLASSES[label]
+    rng = np.random.default_rng([seed, label])
+    h, w = size
+    s = torch.linspace(0.0, 1.0, num_frames).view(num_frames, 1, 1)  # time in [0, 1]
+    ys = torch.arange(h, dtype=torch.float32).view(1, h, 1)
+    xs = torch.arange(w, dtype=torch.float32).view(1, 1, w)
+    short = min(h, w)
+
+    # Background: static texture in pixel coordinates.
+    bg_a, bg_b = _colour_pair(rng)
+    bg = _texture(rng, xs.expand(1, h, w) / short, ys.expand(1, h, w) / short)  # [1 h w]
+    background = bg_a * bg + bg_b * (1 - bg)  # [3 1 h w]
+
+    # Object appearance and a base pose; only the trajectory depends on the class.
+    radius = short * rng.uniform(0.16, 0.24)
+    cx0, cy0 = w * rng.uniform(0.35, 0.65), h * rng.uniform(0.35, 0.65)
+    theta0 = rng.uniform(0, 2 * math.pi)
+    travel = short * rng.uniform(0.45, 0.6)
+    turn = rng.uniform(0.6, 0.9) * 2 * math.pi
+    cx, cy = torch.full_like(s, cx0), torch.full_like(s, cy0)
+    theta, scale, alpha = torch.full_like(s, theta0), torch.ones_like(s), torch.ones_like(s)
+    ramp = s - 0.5
+    if name in ("MoveLeft", "MoveRight"):
+        cx = cx - travel * ramp if name == "MoveLeft" else cx + travel * ramp
+    elif name in ("MoveUp", "MoveDown"):
+        cy = cy - travel * ramp if name == "MoveUp" else cy + travel * ramp
+    elif name in ("RotateClockwise", "RotateCounterclockwise"):  # image y points down: +theta turns clockwise
+        theta = theta + (turn if name == "RotateClockwise" else -turn) * s
+    elif name in ("Grow", "Shrink"):
+        scale = 0.55 + 0.8 * (s if name == "Grow" else 1 - s)
+    elif name in ("FadeIn", "FadeOut"):
+        alpha = (s if name == "FadeIn" else 1 - s).clamp(0, 1)
+    else:  # orbit around the base position
+        phi = rng.uniform(0, 2 * math.pi) + (1 if name == "OrbitClockwise" else -1) * 1.5 * math.pi * s
+        cx, cy = cx + 0.25 * short * torch.cos(phi), cy + 0.25 * short * torch.sin(phi)
+
+    dx, dy = (xs - cx) / (radius * scale), (ys - cy) / (radius * scale)  # [t h w]
+    u = dx * torch.cos(theta) + dy * torch.sin(theta)
+    v = -dx * torch.sin(theta) + dy * torch.cos(theta)
+    kind = int(rng.integers(3))
+    if kind == 0:
+        inside = u**2 + v**2 <= 1.0
+    elif kind == 1:
+        inside = torch.maximum(u.abs(), v.abs()) <= 0.85
+    else:
+        inside = u.abs() + v.abs() <= 1.15
+    fg_a, fg_b = _colour_pair(rng)
+    pattern = _texture(rng, u, v)  # [t h w], moves and turns with the object
+    foreground = fg_a * pattern + fg_b * (1 - pattern)  # [3 t h w]
+    weight = inside.float() * alpha  # [t h w]
+    frames = background * (1 - weight) + foreground * weight
+    return (frames.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 0, 2, 3).contiguous()
+
+
+def _complete(root: Path, params: dict) -> bool:
+    marker = root / _MARKER
+    if not marker.is_file():
+        return False
+    found = json.loads(marker.read_text())
+    if found != params:
+        raise FileExistsError(
+            f"{root} holds a synthetic dataset made with {found}, not {params}; pass another root or delete it"
+        )
+    return True
+
+
+def make_synthetic_ucf101(
+    root: str | os.PathLike,
+    *,
+    num_classes: int = 10,
+    videos_per_class: int = 24,
+    num_frames: int = 64,
+    size: int | tuple[int, int] = 64,
+    fps: float = 25.0,
+    seed: int = 0,
+) -> Path:
+    """Write (once) a motion-only action dataset in the official UCF101 layout and return `root`.
+
+    Layout: `root/UCF-101/<Class>/v_<Class>_gXX_cYY.avi` (mpeg4, up to 4 clips per group, at least 3 groups) and
+    `root/ucfTrainTestlist/{classInd.txt, trainlist0{1,2,3}.txt, testlist0{1,2,3}.txt}`; read it with
+    [`read_ucf101`][tubemask.data.annotations.read_ucf101]. The defaults (240 videos of 64 frames at 64 x 64) take
+    a few seconds on two CPU cores and fit 16-frame clips at stride 4 and input size 64.
+
+    Idempotent and atomic: a complete dataset (marked by `synthetic.json` with these parameters) is returned as is;
+    otherwise everything is written into a temporary sibling directory that is renamed to `root` at the end, so an
+    interrupted run never leaves a half-written dataset. Concurrent callers (e.g. several ranks) are safe.
+
+    Args:
+        root: Dataset directory to create (must not exist, be empty, or hold this same dataset).
+        num_classes: Classes, at most `len(MOTION_CLASSES)` (12).
+        videos_per_class: Videos per class.
+        num_frames: Frames per video.
+        size: Frame side or `(height, width)`.
+        fps: Frame rate written into the files.
+        seed: Dataset seed; the same arguments always produce the same frames.
+
+    Returns:
+        `root` as a `Path`.
+
+    Raises:
+        ValueError: Arguments out of range.
+        FileExistsError: `root` holds something else.
+    """
+    if not 1 <= num_classes <= len(MOTION_CLASSES):
+        raise ValueError(f"num_classes={num_classes}; allowed 1..{len(MOTION_CLASSES)}")
+    if videos_per_class < 1 or num_frames < 2:
+        raise ValueError(f"videos_per_class={videos_per_class} must be >= 1 and num_frames={num_frames} >= 2")
+    h, w = (size, size) if isinstance(size, int) else size
+    if h < 16 or w < 16 or h % 2 or w % 2:
+        raise ValueError(f"size={size}: sides must be even and >= 16 (yuv420 video)")
+    from torchcodec.encoders import VideoEncoder  # lazy: tubemask.data imports without torchcodec
+
+    root = Path(root)
+    params = dict(
+        num_classes=num_classes,
+        videos_per_class=videos_per_class,
+        num_frames=num_frames,
+        size=[h, w],
+        fps=fps,
+        seed=seed,
+    )
+    if _complete(root, params):
+        return root
+    if root.exists() and (not root.is_dir() or any(root.iterdir())):
+        raise FileExistsError(f"{root} exists and is not an empty directory nor a complete synthetic dataset")
+    root.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.tmp-", dir=root.parent))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny tensors: threading only adds overhead (restored below)
+    try:
+        classes = MOTION_CLASSES[:num_classes]
+        per_group = max(1, min(_CLIPS_PER_GROUP, videos_per_class // 3))  # at least 3 groups: every split has both
+        lists = {name: [] for k in (1, 2, 3) for name in (f"trainlist0{k}.txt", f"testlist0{k}.txt")}
+        for label, name in enumerate(classes):
+            (tmp / "UCF-101" / name).mkdir(parents=True)
+            for j in range(videos_per_class):
+                group, clip = j // per_group + 1, j % per_group + 1
+                relative = f"{name}/v_{name}_g{group:02d}_c{clip:02d}.avi"
+                frames = render_motion_clip(label, num_frames=num_frames, size=(h, w), seed=seed * 100_003 + j)
+                VideoEncoder(frames, frame_rate=fps).to_file(
+                    str(tmp / "UCF-101" / relative), codec="mpeg4", extra_options={"qscale": 3}
+                )
+                for k in (1, 2, 3):
+                    if (group - 1) % 3 == k - 1:
+                        lists[f"testlist0{k}.txt"].append(relative)
+                    else:
+                        lists[f"trainlist0{k}.txt"].append(f"{relative} {label + 1}")
+        (tmp / "ucfTrainTestlist").mkdir()
+        classind = "".join(f"{i + 1} {name}\n" for i, name in enumerate(classes))
+        (tmp / "ucfTrainTestlist" / "classInd.txt").write_text(classind)
+        for file, lines in lists.items():
+            (tmp / "ucfTrainTestlist" / file).write_text("".join(line + "\n" for line in lines))
+        (tmp / _MARKER).write_text(json.dumps(params))
+        if root.is_dir():
+            root.rmdir()  # empty (checked above); rename needs the name free
+        try:
+            tmp.rename(root)
+        except OSError:
+            if not _complete(root, params):  # lost a race to another process? Then theirs is complete.
+                raise
+    finally:
+        torch.set_num_threads(threads)
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return root

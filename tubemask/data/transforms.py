@@ -1,0 +1,265 @@
+"""Spatial transforms of a clip, identical for every frame.
+
+Convention: transforms take and return frames `[t c h w]` (uint8 or float), the layout torchcodec decodes to and
+torchvision's `transforms.v2.functional` treats as a batch of images; one set of parameters is drawn per call and
+applied to all frames. [`normalize`][tubemask.data.transforms.normalize] ends a pipeline: it makes the model input,
+float `[c t h w]` with ImageNet mean/std. Randomness comes only from an explicit `torch.Generator`.
+"""
+
+import math
+from collections.abc import Sequence
+
+import torch
+import torchvision.transforms.v2.functional as F
+from jaxtyping import Float, Shaped
+from torch import Tensor
+
+from tubemask.shapes import typechecked
+
+__all__ = [
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "center_crop",
+    "horizontal_flip",
+    "multi_scale_crop",
+    "normalize",
+    "random_erasing",
+    "random_resized_crop",
+    "resize_short_side",
+    "three_crop",
+]
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+Frames = Shaped[Tensor, "t c h w"]
+Resized = Shaped[Tensor, "t c _ _"]  # same frames and channels, new height and width
+
+
+def _uniform(generator: torch.Generator | None, low: float = 0.0, high: float = 1.0) -> float:
+    return low + (high - low) * float(torch.rand((), generator=generator, dtype=torch.float64))
+
+
+def _randint(generator: torch.Generator | None, high: int) -> int:
+    return int(torch.randint(high, (), generator=generator))
+
+
+def _pair(size: int | Sequence[int]) -> tuple[int, int]:
+    if isinstance(size, int):
+        return size, size
+    if len(size) != 2:
+        raise ValueError(f"size={size!r}: expected an int or (height, width)")
+    return int(size[0]), int(size[1])
+
+
+def _resize(frames: Tensor, size: tuple[int, int]) -> Tensor:
+    if tuple(frames.shape[-2:]) == size:
+        return frames
+    return F.resize(frames, list(size), antialias=False)
+
+
+@typechecked
+def multi_scale_crop(
+    frames: Frames,
+    *,
+    size: int | Sequence[int],
+    generator: torch.Generator | None = None,
+    scales: Sequence[float] = (1.0, 0.875, 0.75, 0.66),
+    max_distort: int = 1,
+    more_fix_crop: bool = True,
+) -> Resized:
+    """VideoMAE V1 multi-scale crop (TSN's GroupMultiScaleCrop), then resize to `size`.
+
+    Crop sides are `scales` times the short side (a side within 3 pixels of the target is snapped to it); height and
+    width scales differ by at most `max_distort` steps; the crop sits at one of the fixed offsets (four corners and
+    centre, plus eight more with `more_fix_crop`) on a 4 x 4 step grid.
+
+    Args:
+        frames: `[t c h w]` frames.
+        size: Output side (int) or `(height, width)`.
+        generator: Randomness for the scale pair and offset.
+        scales: Fractions of the short side.
+        max_distort: Largest index difference between the height and width scale.
+        more_fix_crop: Use 13 offsets instead of 5.
+
+    Returns:
+        `[t c size size]` frames, same dtype.
+    """
+    out_h, out_w = _pair(size)
+    image_h, image_w = frames.shape[-2:]
+    base = min(image_h, image_w)
+    sides = [int(base * s) for s in scales]
+    crop_h = [out_h if abs(s - out_h) < 3 else s for s in sides]
+    crop_w = [out_w if abs(s - out_w) < 3 else s for s in sides]
+    pairs = [(w, h) for i, h in enumerate(crop_h) for j, w in enumerate(crop_w) if abs(i - j) <= max_distort]
+    w, h = pairs[_randint(generator, len(pairs))]
+    w, h = min(w, image_w), min(h, image_h)
+    ws, hs = (image_w - w) // 4, (image_h - h) // 4
+    offsets = [(0, 0), (4 * ws, 0), (0, 4 * hs), (4 * ws, 4 * hs), (2 * ws, 2 * hs)]
+    if more_fix_crop:
+        offsets += [(0, 2 * hs), (4 * ws, 2 * hs), (2 * ws, 4 * hs), (2 * ws, 0)]
+        offsets += [(ws, hs), (3 * ws, hs), (ws, 3 * hs), (3 * ws, 3 * hs)]
+    left, top = offsets[_randint(generator, len(offsets))]
+    return _resize(frames[..., top : top + h, left : left + w], (out_h, out_w))
+
+
+@typechecked
+def random_resized_crop(
+    frames: Frames,
+    *,
+    size: int | Sequence[int],
+    generator: torch.Generator | None = None,
+    scale: tuple[float, float] = (0.08, 1.0),
+    ratio: tuple[float, float] = (3 / 4, 4 / 3),
+) -> Resized:
+    """Inception-style random resized crop (area fraction in `scale`, log-uniform aspect in `ratio`).
+
+    Args:
+        frames: `[t c h w]` frames.
+        size: Output side or `(height, width)`.
+        generator: Randomness for the box.
+        scale: Range of the crop's area as a fraction of the frame.
+        ratio: Range of the crop's width / height.
+
+    Returns:
+        `[t c size size]` frames.
+    """
+    image_h, image_w = frames.shape[-2:]
+    area = image_h * image_w
+    log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
+    for _ in range(10):
+        target = area * _uniform(generator, *scale)
+        aspect = math.exp(_uniform(generator, *log_ratio))
+        w, h = int(round(math.sqrt(target * aspect))), int(round(math.sqrt(target / aspect)))
+        if 0 < w <= image_w and 0 < h <= image_h:
+            top, left = _randint(generator, image_h - h + 1), _randint(generator, image_w - w + 1)
+            return F.resized_crop(frames, top, left, h, w, list(_pair(size)), antialias=False)
+    # Fallback: the largest centred crop within the ratio range.
+    aspect = image_w / image_h
+    if aspect < ratio[0]:
+        w, h = image_w, int(round(image_w / ratio[0]))
+    elif aspect > ratio[1]:
+        h, w = image_h, int(round(image_h * ratio[1]))
+    else:
+        w, h = image_w, image_h
+    top, left = (image_h - h) // 2, (image_w - w) // 2
+    return F.resized_crop(frames, top, left, h, w, list(_pair(size)), antialias=False)
+
+
+@typechecked
+def horizontal_flip(frames: Frames, *, p: float = 0.5, generator: torch.Generator | None = None) -> Frames:
+    """Mirror all frames left-right with probability `p`.
+
+    Keep `p=0` for datasets whose labels depend on motion direction (SSv2: "pushing left to right").
+    """
+    if p > 0 and _uniform(generator) < p:
+        return frames.flip(-1)
+    return frames
+
+
+@typechecked
+def resize_short_side(frames: Frames, size: int) -> Resized:
+    """Resize so the shorter side is `size`, keeping the aspect ratio."""
+    h, w = frames.shape[-2:]
+    if h <= w:
+        new = (size, max(1, int(round(w * size / h))))
+    else:
+        new = (max(1, int(round(h * size / w))), size)
+    return _resize(frames, new)
+
+
+@typechecked
+def center_crop(frames: Frames, size: int | Sequence[int]) -> Resized:
+    """Crop the centre `size` (int or `(height, width)`); the frames must be at least that large."""
+    out_h, out_w = _pair(size)
+    h, w = frames.shape[-2:]
+    if out_h > h or out_w > w:
+        raise ValueError(f"center_crop to {out_h}x{out_w} of {h}x{w} frames: resize first")
+    top, left = (h - out_h) // 2, (w - out_w) // 2
+    return frames[..., top : top + out_h, left : left + out_w]
+
+
+@typechecked
+def three_crop(frames: Frames, size: int) -> list[Tensor]:
+    """Three `size x size` crops along the long side (start, middle, end), as VideoMAE testing.
+
+    Resize the short side to `size` first; the crops then cover the whole frame.
+
+    Returns:
+        Three `[t c size size]` views.
+    """
+    h, w = frames.shape[-2:]
+    if min(h, w) < size:
+        raise ValueError(f"three_crop of size {size} from {h}x{w} frames: resize the short side first")
+    if w >= h:
+        top = (h - size) // 2
+        return [frames[..., top : top + size, x : x + size] for x in (0, (w - size) // 2, w - size)]
+    left = (w - size) // 2
+    return [frames[..., y : y + size, left : left + size] for y in (0, (h - size) // 2, h - size)]
+
+
+@typechecked
+def normalize(
+    frames: Frames,
+    *,
+    mean: Sequence[float] = IMAGENET_MEAN,
+    std: Sequence[float] = IMAGENET_STD,
+) -> Float[Tensor, "c t h w"]:
+    """Make the model input: float `[c t h w]`, `(x / 255 - mean) / std` for uint8 (float input is taken as [0, 1]).
+
+    Args:
+        frames: `[t c h w]` frames, uint8 in [0, 255] or float in [0, 1].
+        mean: Per-channel mean (ImageNet by default).
+        std: Per-channel standard deviation.
+
+    Returns:
+        Float32 `[c t h w]`.
+    """
+    # One copy into the [c t h w] float layout, then in-place affine: (x * k - mean / std) with k = 1 / (255 std).
+    x = torch.empty(frames.shape[1], frames.shape[0], *frames.shape[2:], dtype=torch.float32, device=frames.device)
+    x.copy_(frames.permute(1, 0, 2, 3))
+    peak = 255.0 if frames.dtype == torch.uint8 else 1.0
+    scale = torch.tensor([1.0 / (peak * sd) for sd in std], device=x.device).view(-1, 1, 1, 1)
+    shift = torch.tensor([mu / sd for mu, sd in zip(mean, std, strict=True)], device=x.device).view(-1, 1, 1, 1)
+    return x.mul_(scale).sub_(shift)
+
+
+@typechecked
+def random_erasing(
+    clip: Float[Tensor, "c t h w"],
+    *,
+    p: float = 0.25,
+    generator: torch.Generator | None = None,
+    scale: tuple[float, float] = (0.02, 1 / 3),
+    ratio: tuple[float, float] = (0.3, 3.3),
+) -> Float[Tensor, "c t h w"]:
+    """Replace one random box, the same in every frame, with standard normal noise (timm's `mode="pixel"`).
+
+    Applied after [`normalize`][tubemask.data.transforms.normalize] (noise ~ N(0, 1) matches normalized pixels).
+    VideoMAE V1 calls timm's per-image eraser on the frames, so its box differs per frame; here the box is a tube.
+
+    Args:
+        clip: Normalized `[c t h w]` clip.
+        p: Probability of erasing.
+        generator: Randomness for the decision, the box and the noise.
+        scale: Range of the box area as a fraction of the frame.
+        ratio: Range of the box aspect (log-uniform).
+
+    Returns:
+        The clip, erased or not (a new tensor when erased).
+    """
+    if p <= 0 or _uniform(generator) >= p:
+        return clip
+    c, t, h, w = clip.shape
+    log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
+    for _ in range(10):
+        area = h * w * _uniform(generator, *scale)
+        aspect = math.exp(_uniform(generator, *log_ratio))
+        eh, ew = int(round(math.sqrt(area * aspect))), int(round(math.sqrt(area / aspect)))
+        if 0 < eh < h and 0 < ew < w:
+            top, left = _randint(generator, h - eh + 1), _randint(generator, w - ew + 1)
+            out = clip.clone()
+            noise = torch.randn((c, 1, eh, ew), generator=generator, dtype=clip.dtype)
+            out[:, :, top : top + eh, left : left + ew] = noise.to(clip.device)
+            return out
+    return clip
