@@ -1,0 +1,489 @@
+"""VideoMAE pretraining on UCF101 (or the built-in synthetic motion dataset), top to bottom in one file.
+
+    python recipes/pretrain_ucf101.py                         # tiny model, synthetic data, CPU, a few minutes
+    python recipes/pretrain_ucf101.py --data-root /data/ucf101 --model base --device cuda --precision bf16
+    torchrun --nproc-per-node 8 recipes/pretrain_ucf101.py --data-root /data/ucf101 --model base
+
+With `--data-root` the defaults are the paper's UCF101 ViT-B recipe (Tong et al., arXiv 2203.12602; REFERENCE.md):
+tube masking 0.75, 3200 epochs, base lr 3e-4 x total batch / 256, AdamW (0.9, 0.95), weight decay 0.05 (none on norms,
+biases, positions and the mask token), 40 warmup epochs, cosine to 1e-5, 16 frames at stride 4, multi-scale crop, no
+flip. Without it, a synthetic UCF101-layout dataset is generated once into `.cache/` and a CPU-sized preset runs.
+Options that are not given take the preset's value; the start of the log prints every effective number.
+"""
+
+import dataclasses
+import logging
+import math
+import os
+import signal
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import torch
+import tyro
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+import tubemask
+from tubemask import FrameMasker, RandomMasker, RunningCellMasker, TubeMasker
+from tubemask.data import (
+    DenseSampler,
+    PretrainDataset,
+    PretrainPipeline,
+    SegmentSampler,
+    VideoRecord,
+    collate_repeated,
+    make_synthetic_ucf101,
+    read_ucf101,
+)
+from tubemask.train.checkpoint import CheckpointManager, rng_state, save_checkpoint, set_rng_state
+from tubemask.train.distributed import cleanup, setup_distributed, wrap_ddp, wrap_fsdp2
+from tubemask.train.metrics import JsonlLogger, ThroughputMeter, plot_loss_curve
+from tubemask.train.nonfinite import NonFiniteGuard
+from tubemask.train.optim import build_adamw
+from tubemask.train.sampler import ResumableDistributedSampler
+from tubemask.train.schedule import WarmupCosine, scaled_lr
+from tubemask.viz import masked_input, reconstruct_video, save_reconstruction_mp4, save_reconstruction_png, unnormalize
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class PretrainConfig:
+    """Options of the pretraining recipe. `None` means "the preset's value" (paper recipe with --data-root,
+    a CPU-sized run on synthetic data without)."""
+
+    data_root: Path | None = None
+    """UCF101 layout (UCF-101/<Class>/*.avi + ucfTrainTestlist/); absent: the built-in synthetic dataset."""
+    split: Literal[1, 2, 3] = 1
+    """Official train/test split whose train list is used."""
+    output_dir: Path = Path("outputs/pretrain_ucf101")
+    """Checkpoints, metrics, pictures and final.pt go here."""
+    model: Literal["tiny", "small", "base", "large", "huge"] | None = None
+    """Size preset (paper: base; synthetic: tiny)."""
+    patch_size: int | None = None
+    """Pixels per cube side (paper: 16; synthetic: 8)."""
+    mask_type: Literal["tube", "frame", "random"] = "tube"
+    """Encoder masking strategy."""
+    mask_ratio: float = 0.75
+    """Share of tokens hidden from the encoder (UCF101 recipe: 0.75)."""
+    decoder_mask_ratio: float = 0.0
+    """Dual masking (VideoMAE V2): share of the masked tokens NOT reconstructed (running cell); 0 = off."""
+    epochs: int | None = None
+    """Epochs of the schedule (paper: 3200)."""
+    max_steps: int | None = None
+    """Stop after this many optimizer steps WITHOUT changing the schedule (which follows --epochs)."""
+    batch_size: int | None = None
+    """Videos per process and micro-step (paper: 24 per GPU x 8 GPUs = 192)."""
+    accum_steps: int = 1
+    """Gradient accumulation micro-steps per optimizer step."""
+    lr: float | None = None
+    """Absolute peak learning rate; default base lr (3e-4 paper) x total batch / 256."""
+    base_lr: float | None = None
+    """Learning rate per 256 clips of total batch (paper: 3e-4)."""
+    min_lr: float = 1e-5
+    """Final learning rate of the cosine."""
+    warmup_epochs: float | None = None
+    """Linear warmup (paper: 40 epochs)."""
+    weight_decay: float = 0.05
+    """AdamW weight decay (not on norms, biases, positions, mask token)."""
+    num_frames: int = 16
+    """Frames per clip."""
+    sampling_rate: int | None = None
+    """Frame stride (paper: 4; synthetic: 2)."""
+    input_size: int | None = None
+    """Crop size in pixels (paper: 224; synthetic: 64)."""
+    repeated_sampling: int = 1
+    """Clips drawn per decoded video (each an independent augmentation); batch clips = batch-size x this."""
+    workers: int = 2
+    """DataLoader worker processes per training process."""
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    """Where to train."""
+    precision: Literal["fp32", "bf16", "fp16"] | None = None
+    """Autocast precision (default bf16 on CUDA, fp32 on CPU). Targets are always float32."""
+    compile: bool = False
+    """torch.compile the model."""
+    grad_checkpointing: bool = False
+    """Recompute encoder activations in backward (less memory, ~30% more compute)."""
+    seed: int = 0
+    """Seed of initialisation, data order, augmentation and masks."""
+    checkpoint_every: int | None = None
+    """Save a checkpoint every N optimizer steps (default: once per epoch)."""
+    keep_checkpoints: int = 3
+    """Checkpoints kept in --output-dir."""
+    resume: bool = False
+    """Continue from the latest checkpoint in --output-dir."""
+    vis_every: int | None = None
+    """Reconstruction pictures every N epochs (and at the end); default: 10% of the epochs."""
+    max_bad_steps: int = 5
+    """Non-finite losses in a row that abort the run."""
+    tensorboard: bool = False
+    """Also write TensorBoard scalars."""
+    synthetic_videos_per_class: int = 24
+    """Synthetic dataset size (per class, 10 classes)."""
+
+
+PAPER = dict(
+    base_lr=3e-4,
+    model="base",
+    patch_size=16,
+    epochs=3200,
+    batch_size=24,
+    warmup_epochs=40.0,
+    sampling_rate=4,
+    input_size=224,
+    precision=None,
+)
+SYNTHETIC = dict(
+    base_lr=2.4e-2,
+    model="tiny",
+    patch_size=8,
+    epochs=30,
+    batch_size=8,
+    warmup_epochs=3.0,
+    sampling_rate=2,
+    input_size=64,
+    precision=None,
+)
+
+
+def resolve(cfg: PretrainConfig) -> PretrainConfig:
+    """Fill every `None` option from the preset (paper with --data-root, synthetic without)."""
+    preset = PAPER if cfg.data_root is not None else SYNTHETIC
+    values = {
+        k: (preset[k] if getattr(cfg, k) is None and k in preset else getattr(cfg, k))
+        for k in (f.name for f in dataclasses.fields(cfg))
+    }
+    return dataclasses.replace(cfg, **values)
+
+
+MASKERS = {"tube": TubeMasker, "frame": FrameMasker, "random": RandomMasker}
+BUILDERS = {
+    "tiny": tubemask.videomae_vit_tiny,
+    "small": tubemask.videomae_vit_s,
+    "base": tubemask.videomae_vit_b,
+    "large": tubemask.videomae_vit_l,
+    "huge": tubemask.videomae_vit_h,
+}
+
+
+def synthetic_root(cfg: PretrainConfig, *, is_main: bool) -> Path:
+    """Generate (once, on rank 0) the built-in synthetic motion dataset in the UCF101 layout and return its root."""
+    root = REPO / ".cache" / "synthetic_ucf101"
+    if is_main:
+        make_synthetic_ucf101(root, videos_per_class=cfg.synthetic_videos_per_class, seed=0)
+    if torch.distributed.is_initialized():
+        torch.distributed.barrier()
+    return root
+
+
+def read_records(cfg: PretrainConfig, *, is_main: bool) -> list[VideoRecord]:
+    """The training videos: the UCF101 train list of --split (labels are not used in pretraining)."""
+    root = cfg.data_root if cfg.data_root is not None else synthetic_root(cfg, is_main=is_main)
+    return read_ucf101(root, split=cfg.split, train=True)
+
+
+def frame_sampler(cfg: PretrainConfig) -> DenseSampler | SegmentSampler:
+    """Dense sampling: --num-frames frames every --sampling-rate frames, random start."""
+    return DenseSampler(clip_len=cfg.num_frames, stride=cfg.sampling_rate)
+
+
+def build_dataset(cfg: PretrainConfig, *, is_main: bool) -> PretrainDataset:
+    """Clips with the V1 multi-scale crop (scales 1, .875, .75, .66), no flip, ImageNet normalisation."""
+    return PretrainDataset(
+        read_records(cfg, is_main=is_main),
+        pipeline=PretrainPipeline(input_size=cfg.input_size, flip_p=0.0),
+        sampler=frame_sampler(cfg),
+        repeats=cfg.repeated_sampling,
+        seed=cfg.seed,
+    )
+
+
+def main(cfg: PretrainConfig) -> dict:
+    cfg = resolve(cfg)
+    ctx = setup_distributed(cfg.device)
+    device = ctx.device
+    precision = cfg.precision or ("bf16" if device.type == "cuda" else "fp32")
+    amp_dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+    out = cfg.output_dir
+    log = print if ctx.is_main else (lambda *a, **k: None)
+    if ctx.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(cfg.seed)  # same initial weights on every rank
+
+    # ---- data -------------------------------------------------------------------------------------------------
+    dataset = build_dataset(cfg, is_main=ctx.is_main)
+    sampler = ResumableDistributedSampler(
+        len(dataset), batch_size=cfg.batch_size, rank=ctx.rank, world_size=ctx.world_size, seed=cfg.seed
+    )
+    loader = DataLoader(
+        dataset,
+        batch_size=cfg.batch_size,
+        sampler=sampler,
+        num_workers=cfg.workers,
+        pin_memory=device.type == "cuda",
+        persistent_workers=False,
+        drop_last=True,
+        collate_fn=collate_repeated,
+    )
+    steps_per_epoch = sampler.batches_per_epoch // cfg.accum_steps
+    if steps_per_epoch == 0:
+        raise SystemExit(
+            f"one epoch has {sampler.batches_per_epoch} batches, fewer than --accum-steps "
+            f"{cfg.accum_steps}; lower --batch-size/--accum-steps or add videos"
+        )
+    total_steps = steps_per_epoch * cfg.epochs
+    clips_per_step = cfg.batch_size * cfg.repeated_sampling * ctx.world_size * cfg.accum_steps
+    lr = cfg.lr if cfg.lr is not None else scaled_lr(cfg.base_lr, clips_per_step)
+
+    # ---- model, optimizer, schedule ------------------------------------------------------------------------------
+    model = BUILDERS[cfg.model](patch_size=cfg.patch_size).to(device)
+    if cfg.grad_checkpointing:
+        model.encoder.set_grad_checkpointing(True)
+    grid = model.grid((1, 3, cfg.num_frames, cfg.input_size, cfg.input_size))
+    masker = MASKERS[cfg.mask_type](mask_ratio=cfg.mask_ratio)
+    decoder_masker = RunningCellMasker(mask_ratio=cfg.decoder_mask_ratio) if cfg.decoder_mask_ratio > 0 else None
+    optimizer = build_adamw(model, lr=lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.95))
+    schedule = WarmupCosine(
+        total_steps=total_steps, warmup_steps=round(cfg.warmup_epochs * steps_per_epoch), base_lr=lr, min_lr=cfg.min_lr
+    )
+    scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
+    manager = CheckpointManager(out, keep_last=cfg.keep_checkpoints)
+    guard = NonFiniteGuard(cfg.max_bad_steps, checkpoint=manager.latest)
+
+    step, epoch, batch_in_epoch = 0, 0, 0
+    if cfg.resume:
+        state = manager.load_latest()
+        if state is None:
+            log(f"--resume: no checkpoint in {out}, starting from scratch")
+        else:
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            scaler.load_state_dict(state["scaler"])
+            schedule.load_state_dict(state["schedule"])
+            step, epoch, batch_in_epoch = state["step"], state["epoch"], state["batch_in_epoch"]
+            guard.skipped = state["skipped_steps"]
+            set_rng_state(state["rng"])
+            log(f"resumed from {manager.latest()} at step {step} (epoch {epoch}, batch {batch_in_epoch})")
+
+    train_model = model
+    if ctx.is_distributed:
+        train_model = wrap_fsdp2(model, ctx) if cfg.model in ("large", "huge") else wrap_ddp(model, ctx)
+    if cfg.compile:
+        train_model = torch.compile(train_model)
+
+    end_step = total_steps if cfg.max_steps is None else min(total_steps, cfg.max_steps)
+    vis_every = cfg.vis_every or max(1, cfg.epochs // 10)
+    ckpt_every = cfg.checkpoint_every or steps_per_epoch
+    log(
+        f"tubemask pretraining: {len(dataset)} videos, model {cfg.model} (patch {cfg.patch_size}), grid {grid}, "
+        f"{masker.num_masked(grid)}/{math.prod(grid)} tokens masked ({cfg.mask_type} {cfg.mask_ratio})"
+        + (f", decoder keeps {1 - cfg.decoder_mask_ratio:.2f} of them (running cell)" if decoder_masker else "")
+    )
+    lr_note = f"= {cfg.base_lr:g} x {clips_per_step} / 256" if cfg.lr is None else "given by --lr"
+    log(
+        f"effective batch {clips_per_step} clips = {cfg.batch_size} videos x {cfg.repeated_sampling} clips (repeated "
+        f"sampling) x {ctx.world_size} processes x {cfg.accum_steps} accumulation; lr {lr:.3g} ({lr_note})"
+    )
+    log(
+        f"{steps_per_epoch} steps per epoch, {cfg.epochs} epochs = {total_steps} steps, warmup "
+        f"{schedule.warmup_steps} steps; device {device}, precision {precision}, {ctx.world_size} process(es)"
+        + (f"; stopping early at step {end_step} (--max-steps)" if end_step < total_steps else "")
+    )
+    if cfg.repeated_sampling > 1:
+        log(
+            f"repeated sampling {cfg.repeated_sampling}: each epoch decodes every video once and trains on "
+            f"{cfg.repeated_sampling} clips of it, so one epoch here is {cfg.repeated_sampling} clip-epochs of the "
+            f"paper's counting; {cfg.epochs} epochs = {cfg.epochs * cfg.repeated_sampling} clip-epochs"
+        )
+
+    metrics = JsonlLogger(out / "metrics.jsonl", resume_step=step) if ctx.is_main else None
+    tb = None
+    if cfg.tensorboard and ctx.is_main:
+        from tubemask.train.metrics import TensorBoardWriter
+
+        tb = TensorBoardWriter(out / "tensorboard")
+
+    def checkpoint_state() -> dict:
+        return {
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scaler": scaler.state_dict(),
+            "schedule": schedule.state_dict(),
+            "step": step,
+            "epoch": epoch,
+            "batch_in_epoch": batch_in_epoch,
+            "skipped_steps": guard.skipped,
+            "rng": rng_state(),
+            "config": config_dict(cfg),
+        }
+
+    def masks_for(batch: int, at_step: int, micro: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        # One generator per (seed, step, micro-step) for the GLOBAL batch; each rank takes its rows, so masks do not
+        # depend on the number of processes and a resumed run draws the same ones.
+        g = torch.Generator().manual_seed((cfg.seed * 1_000_003 + at_step) * 97 + micro)
+        rows = batch * ctx.world_size
+        mask = masker(rows, grid, generator=g)[ctx.rank :: ctx.world_size]
+        dmask = None
+        if decoder_masker is not None:
+            dmask = decoder_masker(rows, grid, generator=g)[ctx.rank :: ctx.world_size]
+        return mask.to(device, non_blocking=True), None if dmask is None else dmask.to(device, non_blocking=True)
+
+    meter = ThroughputMeter()
+    last_vis_batch = None
+    bar = tqdm(
+        total=end_step,
+        initial=step,
+        disable=not ctx.is_main,
+        dynamic_ncols=True,
+        desc="pretrain",
+        file=sys.stdout,
+        mininterval=1.0,
+    )
+    stop = step >= end_step
+    while not stop and epoch < cfg.epochs:
+        sampler.set_epoch(epoch, start_batch=batch_in_epoch)
+        dataset.set_epoch(epoch)
+        train_model.train()
+        micro, loss_sum = 0, 0.0
+        meter.reset()
+        for video in loader:
+            meter.data_ready()
+            video = video.to(device, non_blocking=True)
+            mask, dmask = masks_for(video.shape[0], step, micro)
+            sync = micro == cfg.accum_steps - 1
+            context = (
+                train_model.no_sync()
+                if ctx.is_distributed and not sync and hasattr(train_model, "no_sync")
+                else _null()
+            )
+            with context, torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                out_ = train_model(video, mask, dmask)
+                loss = out_.loss / cfg.accum_steps
+            scaler.scale(loss).backward()
+            loss_sum += float(loss.detach())
+            micro += 1
+            batch_in_epoch += 1
+            if not sync:
+                continue
+            micro = 0
+            loss_value = torch.tensor(loss_sum, device=device)
+            if ctx.is_distributed:
+                torch.distributed.all_reduce(loss_value)
+                loss_value /= ctx.world_size
+            loss_sum = 0.0
+            current_lr = schedule.step(optimizer, step)
+            if guard.check(loss_value, step=step):
+                scaler.step(optimizer)
+                scaler.update()
+            else:
+                log(f"step {step}: non-finite loss {float(loss_value)}, step skipped ({guard.skipped} so far)")
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            meter.step(video.shape[0] * cfg.accum_steps * ctx.world_size)
+            last_vis_batch = (video[:1].detach(), mask[:1], None if dmask is None else dmask[:1])
+            if ctx.is_main:
+                values = {
+                    "epoch": epoch,
+                    "loss": float(loss_value),
+                    "lr": current_lr,
+                    "clips_per_s": meter.clips_per_s,
+                    "data_wait": meter.data_wait_share,
+                }
+                metrics.log(step, **values)
+                if tb is not None:
+                    tb.log(step, **values)
+                bar.set_postfix(
+                    loss=f"{values['loss']:.4f}",
+                    lr=f"{current_lr:.2e}",
+                    clips_s=f"{values['clips_per_s']:.1f}",
+                    wait=f"{values['data_wait']:.0%}",
+                )
+                bar.update(1)
+            if batch_in_epoch >= sampler.batches_per_epoch - sampler.batches_per_epoch % cfg.accum_steps:
+                epoch, batch_in_epoch = epoch + 1, 0
+            if ctx.is_main and (step % ckpt_every == 0 or step == end_step):
+                manager.save(step, checkpoint_state())
+            if step >= end_step:
+                stop = True
+                break
+            if batch_in_epoch == 0:
+                break  # epoch finished (a tail shorter than --accum-steps is dropped)
+        else:
+            epoch, batch_in_epoch = epoch + 1, 0
+        if ctx.is_main and last_vis_batch is not None and (epoch % vis_every == 0 or stop):
+            save_pictures(model, last_vis_batch, out / f"reconstruction-epoch{epoch:04d}", amp_dtype)
+    bar.close()
+
+    if cfg.workers == 0 and dataset.failures.counts:
+        log(dataset.summary())  # with workers, each bad file was logged by the worker that met it
+    result = {"step": step, "epoch": epoch, "skipped_steps": guard.skipped}
+    if ctx.is_main:
+        metrics.close()
+        if tb is not None:
+            tb.close()
+        final = {"model": model.state_dict(), "config": config_dict(cfg), "step": step, "epoch": epoch}
+        save_checkpoint(out / "final.pt", final)
+        encoder_keys = {k: v for k, v in model.state_dict().items() if k.startswith(("tokenizer.", "encoder."))}
+        save_checkpoint(out / "encoder.pt", {"model": encoder_keys, "config": config_dict(cfg)})
+        plot_loss_curve(out / "metrics.jsonl", out / "loss.png")
+        log(
+            f"done: {step} steps; wrote {out / 'final.pt'}, {out / 'encoder.pt'}, {out / 'metrics.jsonl'}, "
+            f"{out / 'loss.png'} and reconstruction pictures"
+        )
+    cleanup()
+    return result
+
+
+class _null:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+def config_dict(cfg: PretrainConfig) -> dict:
+    """The config as plain values (loadable with weights_only=True)."""
+    return {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(cfg).items()}
+
+
+@torch.no_grad()
+def save_pictures(model: torch.nn.Module, batch: tuple, stem: Path, amp_dtype: torch.dtype | None) -> None:
+    """Original / masked input / reconstruction of one clip as a PNG grid and an mp4."""
+    video, mask, dmask = batch
+    was_training = model.training
+    model.eval()
+    with torch.autocast(video.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+        out = model(video, mask, dmask)
+    model.train(was_training)
+    geometry = dict(
+        tubelet_size=model.tokenizer.tubelet_size,
+        patch_size=model.tokenizer.patch_size,
+        mean=model.pixel_mean,
+        std=model.pixel_std,
+    )
+    video, mask = video.float().cpu(), mask.cpu()
+    original = unnormalize(video, mean=model.pixel_mean, std=model.pixel_std)[0]
+    masked = masked_input(video, mask, **geometry)[0]
+    recon = reconstruct_video(
+        video, out.pred.float().cpu(), out.ids.cpu(), mask, norm_pix=model.target == "norm_pix", **geometry
+    )[0]
+    save_reconstruction_png(stem.with_suffix(".png"), original, masked, recon)
+    try:
+        save_reconstruction_mp4(stem.with_suffix(".mp4"), original, masked, recon)
+    except Exception as error:  # a missing encoder must not end a long run
+        print(f"warning: could not write {stem.with_suffix('.mp4')}: {error}")
+
+
+if __name__ == "__main__":
+    # before the DataLoader starts: worker processes inherit it, so each bad video they meet is named in the log
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    os.environ.setdefault("OMP_NUM_THREADS", str(os.cpu_count() or 1))
+    start = time.time()
+    main(tyro.cli(PretrainConfig))
+    print(f"wall time {time.time() - start:.0f} s")

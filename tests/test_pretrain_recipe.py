@@ -1,0 +1,307 @@
+"""The pretraining recipes on generated video: smoke runs, exact resume (also after SIGKILL), DDP equivalence,
+bad files, non-finite losses, and that `recipes` is not an importable package."""
+
+import importlib.util
+import json
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from tubemask.data import make_synthetic_ucf101, read_ucf101
+
+REPO = Path(__file__).resolve().parent.parent
+RECIPES = REPO / "recipes"
+
+pytestmark = pytest.mark.slow
+
+
+def load_recipe(name: str):
+    """Load `recipes/<name>.py` as a fresh module (recipes are scripts, not a package)."""
+    spec = importlib.util.spec_from_file_location(name, RECIPES / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def ucf(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny synthetic dataset in the UCF101 layout: 3 classes x 8 videos of 24 frames at 32 x 32."""
+    return make_synthetic_ucf101(
+        tmp_path_factory.mktemp("ucf") / "data", num_classes=3, videos_per_class=8, num_frames=24, size=32
+    )
+
+
+def tiny_options(data_root: Path, output_dir: Path, **overrides) -> dict:
+    """Options for a fast CPU run: tiny model, 8 frames of 32 x 32, batch 2, 2 epochs of 6 steps."""
+    options = dict(
+        data_root=data_root,
+        output_dir=output_dir,
+        model="tiny",
+        patch_size=8,
+        input_size=32,
+        num_frames=8,
+        sampling_rate=2,
+        batch_size=2,
+        epochs=2,
+        warmup_epochs=0.5,
+        base_lr=0.05,
+        workers=0,
+        device="cpu",
+        vis_every=1,
+    )
+    options.update(overrides)
+    return options
+
+
+def run(recipe: str = "pretrain_ucf101", **options) -> dict:
+    module = load_recipe(recipe)
+    config_class = {
+        "pretrain_ucf101": "PretrainConfig",
+        "pretrain_k400": "K400Config",
+        "pretrain_ssv2": "SSv2Config",
+        "pretrain_hmdb51": "HMDB51Config",
+    }[recipe]
+    return module.main(getattr(module, config_class)(**options))
+
+
+def final_weights(output_dir: Path) -> dict[str, torch.Tensor]:
+    return torch.load(output_dir / "final.pt", weights_only=True)["model"]
+
+
+def assert_same_weights(a: dict, b: dict, *, atol: float = 0.0) -> None:
+    assert a.keys() == b.keys()
+    for key in a:
+        if atol == 0.0:
+            assert torch.equal(a[key], b[key]), key
+        else:
+            torch.testing.assert_close(a[key], b[key], atol=atol, rtol=0, msg=key)
+
+
+def test_recipes_is_not_an_importable_package(tmp_path: Path) -> None:
+    # Outside the checkout, the installed distribution must not ship `recipes`.
+    probe = "import importlib.util, sys; sys.exit(0 if importlib.util.find_spec('recipes') is None else 1)"
+    result = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, env={**os.environ, "PYTHONPATH": ""})
+    assert result.returncode == 0
+    assert not (RECIPES / "__init__.py").exists()
+
+
+def test_ucf101_smoke_leaves_every_artifact(ucf: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    result = run(**tiny_options(ucf, out, max_steps=2))
+    assert result["step"] == 2
+    for name in ("final.pt", "encoder.pt", "metrics.jsonl", "loss.png", "checkpoint-00000002.pt"):
+        assert (out / name).is_file(), name
+    assert list(out.glob("reconstruction-*.png")) and list(out.glob("reconstruction-*.mp4"))
+    final = torch.load(out / "final.pt", weights_only=True)
+    assert final["step"] == 2 and "decoder.head.weight" in final["model"]
+    encoder = torch.load(out / "encoder.pt", weights_only=True)["model"]
+    assert encoder and all(k.startswith(("tokenizer.", "encoder.")) for k in encoder)
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2]
+    assert all(r["loss"] > 0 and r["clips_per_s"] > 0 for r in rows)
+
+
+def test_max_steps_keeps_the_schedule_of_epochs(ucf: Path, tmp_path: Path) -> None:
+    run(**tiny_options(ucf, tmp_path / "a", max_steps=3, epochs=4))
+    state = torch.load(tmp_path / "a" / "checkpoint-00000003.pt", weights_only=True)
+    assert state["schedule"]["total_steps"] == 4 * 6  # 12 train videos / batch 2 = 6 steps per epoch
+
+
+def _sibling_layouts(ucf: Path, root: Path) -> dict[str, dict]:
+    """Lay the synthetic videos out as HMDB51, SSv2 and K400 expect (symlinks; torchcodec reads by content)."""
+    records = read_ucf101(ucf, split=1, train=True)
+    classes = sorted({r.path.parent.name for r in records})
+    # HMDB51: videos/<class>/<name>.avi + splits/<class>_test_split1.txt with "name.avi 1"
+    hmdb = root / "hmdb"
+    for cls in classes:
+        (hmdb / "videos" / cls).mkdir(parents=True)
+    (hmdb / "splits").mkdir()
+    for cls in classes:
+        lines = []
+        for r in records:
+            if r.path.parent.name == cls:
+                (hmdb / "videos" / cls / r.path.name).symlink_to(r.path)
+                lines.append(f"{r.path.name} 1")
+        (hmdb / "splits" / f"{cls}_test_split1.txt").write_text("\n".join(lines) + "\n")
+    # SSv2: something-something-v2-train.json + labels.json + videos/<id>.webm
+    ssv2 = root / "ssv2"
+    (ssv2 / "videos").mkdir(parents=True)
+    entries = []
+    for i, r in enumerate(records):
+        (ssv2 / "videos" / f"{i}.webm").symlink_to(r.path)
+        entries.append(
+            {
+                "id": str(i),
+                "template": f"Moving [something] {r.path.parent.name}",
+                "label": f"moving thing {r.path.parent.name}",
+                "placeholders": ["thing"],
+            }
+        )
+    (ssv2 / "something-something-v2-train.json").write_text(json.dumps(entries))
+    (ssv2 / "labels.json").write_text(json.dumps({f"Moving something {c}": str(j) for j, c in enumerate(classes)}))
+    # K400: train.csv + train/<label>/<youtube_id>_<start>_<end>.mp4
+    k400 = root / "k400"
+    rows = ["label,youtube_id,time_start,time_end,split"]
+    for i, r in enumerate(records):
+        label = r.path.parent.name
+        (k400 / "train" / label).mkdir(parents=True, exist_ok=True)
+        (k400 / "train" / label / f"vid{i:08d}_000000_000010.mp4").symlink_to(r.path)
+        rows.append(f"{label},vid{i:08d},0,10,train")
+    (k400 / "train.csv").write_text("\n".join(rows) + "\n")
+    return {
+        "pretrain_hmdb51": dict(data_root=hmdb, video_dir="videos", split_dir="splits"),
+        "pretrain_ssv2": dict(data_root=ssv2, video_dir="videos"),
+        "pretrain_k400": dict(data_root=k400),
+    }
+
+
+@pytest.mark.parametrize("recipe", ["pretrain_hmdb51", "pretrain_ssv2", "pretrain_k400"])
+def test_sibling_recipes_two_steps(recipe: str, ucf: Path, tmp_path: Path) -> None:
+    layout = _sibling_layouts(ucf, tmp_path / "layouts")[recipe]
+    out = tmp_path / "run"
+    options = tiny_options(layout.pop("data_root"), out, max_steps=2)
+    result = run(recipe, **options, **layout)
+    assert result["step"] == 2
+    assert (out / "final.pt").is_file()
+
+
+def test_resume_is_exact_mid_epoch_and_with_workers(ucf: Path, tmp_path: Path) -> None:
+    run(**tiny_options(ucf, tmp_path / "full"))
+    # stop mid-epoch (step 5 of 6), then resume with data-loader workers
+    run(**tiny_options(ucf, tmp_path / "parts", max_steps=5))
+    result = run(**tiny_options(ucf, tmp_path / "parts", resume=True, workers=2))
+    assert result["step"] == 12
+    assert_same_weights(final_weights(tmp_path / "full"), final_weights(tmp_path / "parts"))
+    steps = [json.loads(line)["step"] for line in (tmp_path / "parts" / "metrics.jsonl").read_text().splitlines()]
+    assert steps == list(range(1, 13))
+
+
+def _cli(options: dict) -> list[str]:
+    args = []
+    for key, value in options.items():
+        flag = "--" + key.replace("_", "-")
+        if value is True:
+            args.append(flag)
+        elif value not in (False, None):
+            args += [flag, str(value)]
+    return args
+
+
+def test_resume_after_sigkill_is_exact(ucf: Path, tmp_path: Path) -> None:
+    run(**tiny_options(ucf, tmp_path / "full"))
+    out = tmp_path / "killed"
+    options = tiny_options(ucf, out, checkpoint_every=1, workers=2)
+    process = subprocess.Popen(
+        [sys.executable, str(RECIPES / "pretrain_ucf101.py"), *_cli(options)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 240
+        while not (out / "checkpoint-00000003.pt").exists():
+            assert process.poll() is None, "the run ended before it could be killed"
+            assert time.monotonic() < deadline, "no checkpoint appeared"
+            time.sleep(0.05)
+    finally:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+    assert not (out / "final.pt").exists()
+    run(**tiny_options(ucf, out, checkpoint_every=1, resume=True))
+    assert_same_weights(final_weights(tmp_path / "full"), final_weights(out))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_processes_match_one_with_the_same_global_batch(ucf: Path, tmp_path: Path) -> None:
+    one = tiny_options(ucf, tmp_path / "one", batch_size=4, max_steps=3)
+    run(**one)
+    two = tiny_options(ucf, tmp_path / "two", batch_size=2, max_steps=3)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc-per-node",
+            "2",
+            "--master-port",
+            str(_free_port()),
+            str(RECIPES / "pretrain_ucf101.py"),
+            *_cli(two),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert_same_weights(final_weights(tmp_path / "one"), final_weights(tmp_path / "two"), atol=1e-6)
+
+
+def test_an_epoch_over_bad_files_finishes_and_names_them(
+    ucf: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    data = tmp_path / "data"
+    shutil.copytree(ucf, data)
+    records = read_ucf101(data, split=1, train=True)
+    bad = {records[0].path: b"", records[3].path: os.urandom(4096), records[5].path: b"not a video\n"}
+    for path, content in bad.items():
+        path.write_bytes(content)
+    records[7].path.unlink()  # listed but missing
+    bad[records[7].path] = None
+    with caplog.at_level(logging.WARNING):
+        result = run(**tiny_options(data, tmp_path / "run", epochs=1))
+    assert result["step"] == 6
+    for path in bad:
+        assert str(path) in caplog.text, path
+
+
+def _poison(module, calls: set[int] | None) -> None:
+    """Make the decoder head output NaN on the given forward calls (all calls when None)."""
+    build = module.BUILDERS["tiny"]
+    count = [0]
+
+    def hook(_module, _inputs, output):
+        count[0] += 1
+        return output * float("nan") if calls is None or count[0] in calls else output
+
+    def poisoned(**kwargs):
+        model = build(**kwargs)
+        model.decoder.head.register_forward_hook(hook)
+        return model
+
+    module.BUILDERS["tiny"] = poisoned
+
+
+def test_non_finite_losses_are_skipped_and_counted(ucf: Path, tmp_path: Path) -> None:
+    module = load_recipe("pretrain_ucf101")
+    _poison(module, {2, 3})
+    result = module.main(module.PretrainConfig(**tiny_options(ucf, tmp_path / "run", max_steps=5)))
+    assert result == {"step": 5, "epoch": 0, "skipped_steps": 2}
+    state = torch.load(tmp_path / "run" / "final.pt", weights_only=True)
+    assert all(torch.isfinite(v).all() for v in state["model"].values())
+
+
+def test_non_finite_losses_in_a_row_abort_naming_the_last_checkpoint(ucf: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    run(**tiny_options(ucf, out, max_steps=3))
+    module = load_recipe("pretrain_ucf101")
+    _poison(module, None)
+    with pytest.raises(RuntimeError, match="3 steps in a row") as error:
+        module.main(module.PretrainConfig(**tiny_options(ucf, out, resume=True, max_bad_steps=3)))
+    assert "checkpoint-00000003.pt" in str(error.value)
