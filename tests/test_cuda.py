@@ -1,0 +1,62 @@
+"""CUDA paths (skipped without a GPU): bf16/fp16 autocast steps with float32 targets, SDPA kernels, masks on device.
+
+Run on a GPU machine with `bash scripts/gpu_check.sh`.
+"""
+
+import pytest
+import torch
+
+import tubemask
+from tubemask.tokens import split_ids
+
+pytestmark = [
+    pytest.mark.cuda,
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU"),
+]
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_autocast_step_keeps_float32_targets_and_matches_fp32(dtype: torch.dtype) -> None:
+    torch.manual_seed(0)
+    model = tubemask.videomae_vit_tiny(patch_size=8).cuda()
+    video = torch.randn(2, 3, 8, 32, 32, device="cuda")
+    mask = tubemask.TubeMasker(mask_ratio=0.75)(2, model.grid(video.shape), device="cuda")
+    with torch.no_grad():
+        reference = model(video, mask)
+    with torch.autocast("cuda", dtype=dtype):
+        out = model(video, mask)
+    assert out.target.dtype == torch.float32 and out.loss.dtype == torch.float32
+    assert out.pred.dtype == dtype
+    torch.testing.assert_close(out.target, reference.target)
+    assert abs(out.loss.item() - reference.loss.item()) < 2e-2
+    out.loss.backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters() if p.requires_grad)
+
+
+def test_cuda_matches_cpu() -> None:
+    torch.manual_seed(0)
+    model = tubemask.videomae_vit_tiny(patch_size=8).eval()
+    video = torch.randn(2, 3, 8, 32, 32)
+    mask = tubemask.RandomMasker(mask_ratio=0.9)(2, model.grid(video.shape), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        cpu = model(video, mask)
+        gpu = model.cuda()(video.cuda(), mask.cuda())
+    torch.testing.assert_close(gpu.pred.cpu(), cpu.pred, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(gpu.loss.cpu(), cpu.loss, atol=1e-5, rtol=1e-5)
+
+
+def test_flash_attention_runs_in_bf16() -> None:
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    block = tubemask.Block(64, num_heads=2).cuda()
+    x = torch.randn(2, 40, 64, device="cuda")
+    with torch.autocast("cuda", dtype=torch.bfloat16), sdpa_kernel([SDPBackend.FLASH_ATTENTION]):
+        y = block(x)
+    assert y.shape == x.shape and torch.isfinite(y).all()
+
+
+def test_masks_sampled_on_device_split_on_device() -> None:
+    g = torch.Generator(device="cuda").manual_seed(0)
+    mask = tubemask.TubeMasker(mask_ratio=0.9)(64, (8, 14, 14), generator=g, device="cuda")
+    visible, masked = split_ids(mask)
+    assert visible.is_cuda and visible.shape == (64, 160) and masked.shape == (64, 1408)
