@@ -39,6 +39,7 @@ from tubemask.data import (
     make_synthetic_ucf101,
     read_ucf101,
 )
+from tubemask.eval.diagnostics import token_diagnostics
 from tubemask.train.checkpoint import CheckpointManager, rng_state, save_checkpoint, set_rng_state
 from tubemask.train.distributed import cleanup, setup_distributed, wrap_ddp, wrap_fsdp2
 from tubemask.train.metrics import JsonlLogger, ThroughputMeter, plot_loss_curve
@@ -120,6 +121,8 @@ class PretrainConfig:
     """Reconstruction pictures every N epochs (and at the end); default: 10% of the epochs."""
     max_bad_steps: int = 5
     """Non-finite losses in a row that abort the run."""
+    diagnostics_every: int = 50
+    """Log encoder-token norm and participation ratio every N steps (collapse shows as a ratio near 1)."""
     tensorboard: bool = False
     """Also write TensorBoard scalars."""
     synthetic_videos_per_class: int = 24
@@ -348,7 +351,7 @@ def main(cfg: PretrainConfig) -> dict:
         sampler.set_epoch(epoch, start_batch=batch_in_epoch)
         dataset.set_epoch(epoch)
         train_model.train()
-        micro, loss_sum = 0, 0.0
+        micro, loss_sum, floor_sum = 0, 0.0, 0.0
         meter.reset()
         for video in loader:
             meter.data_ready()
@@ -365,6 +368,9 @@ def main(cfg: PretrainConfig) -> dict:
                 loss = out_.loss / cfg.accum_steps
             scaler.scale(loss).backward()
             loss_sum += float(loss.detach())
+            # the loss of predicting all zeros, the best constant for per-cube normalised targets: a loss that sits
+            # on this floor has learned nothing about the masked content
+            floor_sum += float(out_.target.pow(2).mean()) / cfg.accum_steps
             micro += 1
             batch_in_epoch += 1
             if not sync:
@@ -374,7 +380,7 @@ def main(cfg: PretrainConfig) -> dict:
             if ctx.is_distributed:
                 torch.distributed.all_reduce(loss_value)
                 loss_value /= ctx.world_size
-            loss_sum = 0.0
+            loss_floor, loss_sum, floor_sum = floor_sum, 0.0, 0.0
             current_lr = schedule.step(optimizer, step)
             if guard.check(loss_value, step=step):
                 scaler.step(optimizer)
@@ -389,10 +395,14 @@ def main(cfg: PretrainConfig) -> dict:
                 values = {
                     "epoch": epoch,
                     "loss": float(loss_value),
+                    "zero_floor": loss_floor,
                     "lr": current_lr,
                     "clips_per_s": meter.clips_per_s,
                     "data_wait": meter.data_wait_share,
                 }
+                if step % cfg.diagnostics_every == 0:
+                    tokens = token_diagnostics(out_.latent.float())
+                    values.update(token_norm=tokens["mean_norm"], participation_ratio=tokens["participation_ratio"])
                 metrics.log(step, **values)
                 if tb is not None:
                     tb.log(step, **values)
