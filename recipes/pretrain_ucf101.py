@@ -251,7 +251,10 @@ def main(cfg: PretrainConfig) -> dict:
     decoder_masker = RunningCellMasker(mask_ratio=cfg.decoder_mask_ratio) if cfg.decoder_mask_ratio > 0 else None
     optimizer = build_adamw(model, lr=lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.95))
     schedule = WarmupCosine(
-        total_steps=total_steps, warmup_steps=round(cfg.warmup_epochs * steps_per_epoch), base_lr=lr, min_lr=cfg.min_lr
+        total_steps=total_steps,
+        warmup_steps=min(total_steps, round(cfg.warmup_epochs * steps_per_epoch)),
+        base_lr=lr,
+        min_lr=cfg.min_lr,
     )
     scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
     manager = CheckpointManager(out, keep_last=cfg.keep_checkpoints)
