@@ -18,12 +18,14 @@ import os
 import signal
 import sys
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 import torch
 import tyro
+from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict, set_optimizer_state_dict
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
@@ -105,6 +107,8 @@ class PretrainConfig:
     """Where to train."""
     precision: Literal["fp32", "bf16", "fp16"] | None = None
     """Autocast precision (default bf16 on CUDA, fp32 on CPU). Targets are always float32."""
+    sharding: Literal["auto", "ddp", "fsdp"] = "auto"
+    """Under torchrun: DDP, or FSDP2 (parameters sharded per block); auto = FSDP2 for large and huge."""
     compile: bool = False
     """torch.compile the model."""
     grad_checkpointing: bool = False
@@ -249,7 +253,6 @@ def main(cfg: PretrainConfig) -> dict:
     grid = model.grid((1, 3, cfg.num_frames, cfg.input_size, cfg.input_size))
     masker = MASKERS[cfg.mask_type](mask_ratio=cfg.mask_ratio)
     decoder_masker = RunningCellMasker(mask_ratio=cfg.decoder_mask_ratio) if cfg.decoder_mask_ratio > 0 else None
-    optimizer = build_adamw(model, lr=lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.95))
     schedule = WarmupCosine(
         total_steps=total_steps,
         warmup_steps=min(total_steps, round(cfg.warmup_epochs * steps_per_epoch)),
@@ -260,26 +263,44 @@ def main(cfg: PretrainConfig) -> dict:
     manager = CheckpointManager(out, keep_last=cfg.keep_checkpoints)
     guard = NonFiniteGuard(cfg.max_bad_steps, checkpoint=manager.latest)
 
+    state = manager.load_latest() if cfg.resume else None
+    if state is not None:
+        model.load_state_dict(state["model"])  # full weights, before sharding
+
+    # DDP keeps the parameters; FSDP2 replaces them by shards, so the optimizer is built after wrapping
+    fsdp = ctx.is_distributed and (
+        cfg.sharding == "fsdp" or (cfg.sharding == "auto" and cfg.model in ("large", "huge"))
+    )
+    train_model = model
+    if ctx.is_distributed:
+        train_model = wrap_fsdp2(model, ctx) if fsdp else wrap_ddp(model, ctx)
+    optimizer = build_adamw(model, lr=lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.95))
+    if cfg.compile:
+        train_model = torch.compile(train_model)
+
+    def full_state() -> tuple[dict, dict]:
+        """Unsharded model and optimizer state (a collective under FSDP2: every rank calls it)."""
+        if not fsdp:
+            return model.state_dict(), optimizer.state_dict()
+        options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+        return get_state_dict(model, optimizer, options=options)
+
     step, epoch, batch_in_epoch = 0, 0, 0
     if cfg.resume:
-        state = manager.load_latest()
         if state is None:
             log(f"--resume: no checkpoint in {out}, starting from scratch")
         else:
-            model.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
+            if fsdp:
+                options = StateDictOptions(full_state_dict=True)
+                set_optimizer_state_dict(model, optimizer, state["optimizer"], options=options)
+            else:
+                optimizer.load_state_dict(state["optimizer"])
             scaler.load_state_dict(state["scaler"])
             schedule.load_state_dict(state["schedule"])
             step, epoch, batch_in_epoch = state["step"], state["epoch"], state["batch_in_epoch"]
             guard.skipped = state["skipped_steps"]
             set_rng_state(state["rng"])
             log(f"resumed from {manager.latest()} at step {step} (epoch {epoch}, batch {batch_in_epoch})")
-
-    train_model = model
-    if ctx.is_distributed:
-        train_model = wrap_fsdp2(model, ctx) if cfg.model in ("large", "huge") else wrap_ddp(model, ctx)
-    if cfg.compile:
-        train_model = torch.compile(train_model)
 
     end_step = total_steps if cfg.max_steps is None else min(total_steps, cfg.max_steps)
     vis_every = cfg.vis_every or max(1, cfg.epochs // 10)
@@ -314,9 +335,10 @@ def main(cfg: PretrainConfig) -> dict:
         tb = TensorBoardWriter(out / "tensorboard")
 
     def checkpoint_state() -> dict:
+        model_state, optimizer_state = full_state()
         return {
-            "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(),
+            "model": model_state,
+            "optimizer": optimizer_state,
             "scaler": scaler.state_dict(),
             "schedule": schedule.state_dict(),
             "step": step,
@@ -361,11 +383,10 @@ def main(cfg: PretrainConfig) -> dict:
             video = video.to(device, non_blocking=True)
             mask, dmask = masks_for(video.shape[0], step, micro)
             sync = micro == cfg.accum_steps - 1
-            context = (
-                train_model.no_sync()
-                if ctx.is_distributed and not sync and hasattr(train_model, "no_sync")
-                else _null()
-            )
+            # skip the gradient all-reduce on all but the last micro-step of an accumulation
+            if fsdp:
+                model.set_requires_gradient_sync(sync)
+            context = train_model.no_sync() if ctx.is_distributed and not fsdp and not sync else nullcontext()
             with context, torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
                 out_ = train_model(video, mask, dmask)
                 loss = out_.loss / cfg.accum_steps
@@ -418,8 +439,10 @@ def main(cfg: PretrainConfig) -> dict:
                 bar.update(1)
             if batch_in_epoch >= sampler.batches_per_epoch - sampler.batches_per_epoch % cfg.accum_steps:
                 epoch, batch_in_epoch = epoch + 1, 0
-            if ctx.is_main and (step % ckpt_every == 0 or step == end_step):
-                manager.save(step, checkpoint_state())
+            if step % ckpt_every == 0 or step == end_step:
+                state = checkpoint_state()  # every rank: gathering FSDP2 shards is a collective
+                if ctx.is_main:
+                    manager.save(step, state)
             if step >= end_step:
                 stop = True
                 break
@@ -427,20 +450,22 @@ def main(cfg: PretrainConfig) -> dict:
                 break  # epoch finished (a tail shorter than --accum-steps is dropped)
         else:
             epoch, batch_in_epoch = epoch + 1, 0
-        if ctx.is_main and last_vis_batch is not None and (epoch % vis_every == 0 or stop):
-            save_pictures(model, last_vis_batch, out / f"reconstruction-epoch{epoch:04d}", amp_dtype)
+        if last_vis_batch is not None and (epoch % vis_every == 0 or stop) and (ctx.is_main or fsdp):
+            # FSDP2 gathers weights collectively, so there every rank runs the forward and rank 0 writes
+            save_pictures(model, last_vis_batch, out / f"reconstruction-epoch{epoch:04d}", amp_dtype, ctx.is_main)
     bar.close()
 
     if cfg.workers == 0 and dataset.failures.counts:
         log(dataset.summary())  # with workers, each bad file was logged by the worker that met it
     result = {"step": step, "epoch": epoch, "skipped_steps": guard.skipped}
+    model_state, _ = full_state()
     if ctx.is_main:
         metrics.close()
         if tb is not None:
             tb.close()
-        final = {"model": model.state_dict(), "config": config_dict(cfg), "step": step, "epoch": epoch}
+        final = {"model": model_state, "config": config_dict(cfg), "step": step, "epoch": epoch}
         save_checkpoint(out / "final.pt", final)
-        encoder_keys = {k: v for k, v in model.state_dict().items() if k.startswith(("tokenizer.", "encoder."))}
+        encoder_keys = {k: v for k, v in model_state.items() if k.startswith(("tokenizer.", "encoder."))}
         save_checkpoint(out / "encoder.pt", {"model": encoder_keys, "config": config_dict(cfg)})
         plot_loss_curve(out / "metrics.jsonl", out / "loss.png")
         log(
@@ -451,21 +476,15 @@ def main(cfg: PretrainConfig) -> dict:
     return result
 
 
-class _null:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
-
-
 def config_dict(cfg: PretrainConfig) -> dict:
     """The config as plain values (loadable with weights_only=True)."""
     return {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(cfg).items()}
 
 
 @torch.no_grad()
-def save_pictures(model: torch.nn.Module, batch: tuple, stem: Path, amp_dtype: torch.dtype | None) -> None:
+def save_pictures(
+    model: torch.nn.Module, batch: tuple, stem: Path, amp_dtype: torch.dtype | None, write: bool = True
+) -> None:
     """Original / masked input / reconstruction of one clip as a PNG grid and an mp4."""
     video, mask, dmask = batch
     was_training = model.training
@@ -473,6 +492,8 @@ def save_pictures(model: torch.nn.Module, batch: tuple, stem: Path, amp_dtype: t
     with torch.autocast(video.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
         out = model(video, mask, dmask)
     model.train(was_training)
+    if not write:
+        return
     geometry = dict(
         tubelet_size=model.tokenizer.tubelet_size,
         patch_size=model.tokenizer.patch_size,

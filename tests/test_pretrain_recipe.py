@@ -227,29 +227,34 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_two_processes_match_one_with_the_same_global_batch(ucf: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("sharding", ["ddp", "fsdp"])
+def test_two_processes_match_one_with_the_same_global_batch(sharding: str, ucf: Path, tmp_path: Path) -> None:
     one = tiny_options(ucf, tmp_path / "one", batch_size=4, max_steps=3)
     run(**one)
-    two = tiny_options(ucf, tmp_path / "two", batch_size=2, max_steps=3)
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--nproc-per-node",
-            "2",
-            "--master-port",
-            str(_free_port()),
-            str(RECIPES / "pretrain_ucf101.py"),
-            *_cli(two),
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
+    two = tiny_options(ucf, tmp_path / "two", batch_size=2, max_steps=2, sharding=sharding)
+
+    def torchrun(options: dict) -> None:
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "torch.distributed.run",
+                "--nproc-per-node",
+                "2",
+                "--master-port",
+                str(_free_port()),
+                str(RECIPES / "pretrain_ucf101.py"),
+                *_cli(options),
+            ],
+            env={**os.environ, "OMP_NUM_THREADS": "1"},
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert result.returncode == 0, result.stderr[-3000:]
+
+    torchrun(two)  # stop after step 2, then resume to step 3 (the checkpoint gathers shards under FSDP2)
+    torchrun({**two, "max_steps": 3, "resume": True})
     assert_same_weights(final_weights(tmp_path / "one"), final_weights(tmp_path / "two"), atol=1e-6)
 
 
