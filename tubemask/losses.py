@@ -14,6 +14,7 @@ Cubes are laid out `(p0 p1 p2 c)`, channel fastest, matching the decoder head.
 from typing import Literal
 
 import torch
+import torch.nn.functional as F
 from jaxtyping import Float, Int
 from torch import Tensor
 
@@ -57,9 +58,10 @@ def norm_pix_per_channel(cubes: Float[Tensor, "b m k"], *, channels: int, eps: f
     """VideoMAE's target: per cube and channel, `(x - mean) / (sqrt(unbiased var) + eps)` over the cube's pixels."""
     b, m, k = cubes.shape
     x = cubes.view(b, m, k // channels, channels)
-    mean = x.mean(dim=-2, keepdim=True)
-    std = x.var(dim=-2, unbiased=True, keepdim=True).sqrt()
-    return ((x - mean) / (std + eps)).view(b, m, k)
+    centred = x - x.mean(dim=-2, keepdim=True)
+    # unbiased variance as the sum of squared deviations: Tensor.var's value, at a fraction of its CPU time
+    var = centred.square().sum(dim=-2, keepdim=True) / (x.shape[-2] - 1)
+    return (centred / (var.sqrt() + eps)).view(b, m, k)
 
 
 @typechecked
@@ -108,4 +110,4 @@ def reconstruction_targets(
 @typechecked
 def masked_mse(pred: Float[Tensor, "b m k"], target: Float[Tensor, "b m k"]) -> Float[Tensor, ""]:
     """Mean squared error over the reconstructed cubes (all `b * m * k` values), in float32."""
-    return torch.mean((pred.float() - target.float()) ** 2)
+    return F.mse_loss(pred.float(), target.float())  # fused forward and backward

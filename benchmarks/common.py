@@ -1,0 +1,153 @@
+"""Shared helpers of the benchmarks: model pairs with identical weights, timing, FLOP counts.
+
+Not a test module and not part of the package: the benchmark scripts import it as `common` (run them as
+`python benchmarks/NAME.py`). Timings on a shared machine are noisy, so comparisons run the two sides alternately
+(A, B, A, B, ...) and report the median of the per-pair ratios, which cancels slow drifts that hit both sides.
+"""
+
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from tubemask.models import SIZES, ViTSize
+
+__all__ = [
+    "CLIP",
+    "ModelPair",
+    "hf_config",
+    "make_pair",
+    "make_video",
+    "tube_mask",
+    "forward_flops",
+    "matmul_peak_gflops",
+    "time_call",
+    "alternate",
+    "median_ratio",
+]
+
+CLIP = (16, 224, 224)  # frames, height, width of a VideoMAE pretraining clip
+TUBELET, PATCH = 2, 16
+
+
+def hf_config(size: ViTSize, *, frames: int = CLIP[0], image: int = CLIP[1]):
+    """An HF `VideoMAEConfig` with the widths of `size`, SDPA attention and norm-pix loss (VideoMAE's recipe)."""
+    from transformers import VideoMAEConfig
+
+    return VideoMAEConfig(
+        image_size=image,
+        patch_size=PATCH,
+        num_channels=3,
+        num_frames=frames,
+        tubelet_size=TUBELET,
+        hidden_size=size.embed_dim,
+        num_hidden_layers=size.depth,
+        num_attention_heads=size.num_heads,
+        intermediate_size=4 * size.embed_dim,
+        decoder_hidden_size=size.decoder_dim,
+        decoder_num_hidden_layers=size.decoder_depth,
+        decoder_num_attention_heads=size.decoder_heads,
+        decoder_intermediate_size=4 * size.decoder_dim,
+        hidden_act="gelu",
+        layer_norm_eps=1e-6,
+        qkv_bias=True,
+        use_mean_pooling=True,
+        norm_pix_loss=True,
+        attn_implementation="sdpa",
+    )
+
+
+@dataclass
+class ModelPair:
+    """An HF `VideoMAEForPreTraining` and the tubemask `MAEWrapper` holding the same weights."""
+
+    name: str
+    size: ViTSize
+    hf: nn.Module
+    ours: nn.Module
+
+
+def make_pair(name: str, *, seed: int = 0) -> ModelPair:
+    """Build the HF model for preset `name` ("small", "base", ...) and convert it to tubemask."""
+    from transformers import VideoMAEForPreTraining
+
+    from tubemask.interop import from_hf
+
+    size = SIZES[name]
+    torch.manual_seed(seed)
+    hf = VideoMAEForPreTraining(hf_config(size))
+    ours = from_hf(hf)
+    return ModelPair(name, size, hf.train(), ours.train())
+
+
+def make_video(batch: int, *, frames: int = CLIP[0], image: int = CLIP[1], seed: int = 0) -> torch.Tensor:
+    """A normalised-looking clip batch `[b c t h w]` (standard normal values)."""
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(batch, 3, frames, image, image, generator=g)
+
+
+def tube_mask(batch: int, grid: tuple[int, int, int], *, ratio: float = 0.9, seed: int = 0) -> torch.Tensor:
+    """A tube mask from tubemask's TubeMasker (True = masked)."""
+    from tubemask.masking import TubeMasker
+
+    return TubeMasker(mask_ratio=ratio)(batch, grid, generator=torch.Generator().manual_seed(seed))
+
+
+def _block_flops(n: int, d: int) -> float:
+    return 24 * n * d * d + 4 * n * n * d
+
+
+def forward_flops(size: ViTSize, *, visible: int, decoded: int, embedded: int | None = None) -> float:
+    """Forward FLOPs of one clip: cube embedding, encoder on `visible` tokens, decoder on `visible + decoded`, head.
+
+    Counts 2 FLOPs per multiply-add; per block `24*n*d^2 + 4*n^2*d` (MLP ratio 4). `embedded` is the number of cubes
+    embedded (default: only the visible ones, the useful work).
+    """
+    k = TUBELET * PATCH * PATCH * 3
+    embedded = visible if embedded is None else embedded
+    flops = 2 * embedded * k * size.embed_dim
+    flops += size.depth * _block_flops(visible, size.embed_dim)
+    flops += 2 * visible * size.embed_dim * size.decoder_dim
+    flops += size.decoder_depth * _block_flops(visible + decoded, size.decoder_dim)
+    flops += 2 * decoded * size.decoder_dim * k
+    return float(flops)
+
+
+def matmul_peak_gflops(n: int = 2048, repeats: int = 5) -> float:
+    """Best fp32 `torch.mm` rate of an `n x n` product on this machine now, in GFLOP/s."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    torch.mm(a, b)
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        torch.mm(a, b)
+        best = min(best, time.perf_counter() - t0)
+    return 2 * n**3 / best / 1e9
+
+
+def time_call(fn: Callable[[], object]) -> float:
+    """Wall seconds of one call."""
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def alternate(fns: dict[str, Callable[[], object]], *, pairs: int, warmup: int = 1) -> dict[str, list[float]]:
+    """Time every function in turn, `pairs` rounds (the order flips every round), after `warmup` untimed rounds."""
+    names = list(fns)
+    for _ in range(warmup):
+        for name in names:
+            fns[name]()
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for r in range(pairs):
+        for name in names if r % 2 == 0 else reversed(names):
+            times[name].append(time_call(fns[name]))
+    return times
+
+
+def median_ratio(slow: list[float], fast: list[float]) -> float:
+    """Median over rounds of `slow[i] / fast[i]` (how many times faster `fast` is)."""
+    return statistics.median(s / f for s, f in zip(slow, fast, strict=True))

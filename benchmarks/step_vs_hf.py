@@ -1,0 +1,136 @@
+"""Train-step throughput: tubemask's MAEWrapper vs HF transformers' VideoMAEForPreTraining, identical weights and mask.
+
+One step is `zero_grad`, forward and backward of a 16x224x224 clip batch with a 0.9 tube mask. The HF model is built
+with SDPA attention and norm-pix loss, converted with `tubemask.interop.from_hf`, and both sides see the same clips
+(HF in its `b t c h w` layout, made once outside the timing) and the same mask. Sides run alternately and the speed-up
+is the median of the per-round ratios, so load from other processes hits both sides alike.
+
+The dual-masking row (VideoMAE V2) lets tubemask's decoder reconstruct only the masked cubes outside a running-cell
+decoder mask of ratio 0.5; HF cannot do that, so it is compared with HF's full decoding in clips per second.
+
+GFLOP/s count the model FLOPs analytically (`benchmarks/common.py: forward_flops`, the useful work: only visible cubes
+embedded) times 3 for forward + backward, the same count for both sides; the share is against the best fp32 `torch.mm`
+rate measured in the same run.
+
+    python benchmarks/step_vs_hf.py [--quick] [--models small,base] [--pairs N]
+"""
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import common  # noqa: E402
+
+from tubemask.masking import RunningCellMasker  # noqa: E402
+from tubemask.tokens import masked_count  # noqa: E402
+
+
+def bench_model(name: str, *, batch: int, pairs: int) -> dict:
+    """Time HF, tubemask and tubemask with dual masking on preset `name`; return the rows and the ratios."""
+    pair = common.make_pair(name)
+    size = pair.size
+    grid = pair.ours.grid((batch, 3, *common.CLIP))
+    video = common.make_video(batch)
+    video_hf = video.permute(0, 2, 1, 3, 4).contiguous()  # HF takes b t c h w
+    mask = common.tube_mask(batch, grid)
+    decoder_mask = RunningCellMasker(mask_ratio=0.5)(batch, grid, generator=torch.Generator().manual_seed(1))
+    n = grid[0] * grid[1] * grid[2]
+    masked = masked_count(mask)
+    visible = n - masked
+    decoded_dual = masked_count(mask & ~decoder_mask)
+
+    with torch.no_grad():
+        out, ref = pair.ours(video, mask), pair.hf(video_hf, bool_masked_pos=mask)
+    diff = (out.pred - ref.logits).abs().max().item()
+    print(f"[{name}] parity: loss tubemask {out.loss.item():.6f} hf {ref.loss.item():.6f}, max |pred diff| {diff:.2e}")
+
+    def step_hf() -> None:
+        pair.hf.zero_grad(set_to_none=True)
+        pair.hf(video_hf, bool_masked_pos=mask).loss.backward()
+
+    def step_ours() -> None:
+        pair.ours.zero_grad(set_to_none=True)
+        pair.ours(video, mask).loss.backward()
+
+    def step_dual() -> None:
+        pair.ours.zero_grad(set_to_none=True)
+        pair.ours(video, mask, decoder_mask).loss.backward()
+
+    times = common.alternate({"hf": step_hf, "tubemask": step_ours, "tubemask dual": step_dual}, pairs=pairs)
+    full = 3 * batch * common.forward_flops(size, visible=visible, decoded=masked)
+    dual = 3 * batch * common.forward_flops(size, visible=visible, decoded=decoded_dual)
+    flops = {"hf": full, "tubemask": full, "tubemask dual": dual}
+    ratio = common.median_ratio(times["hf"], times["tubemask"])
+    ratio_dual = common.median_ratio(times["hf"], times["tubemask dual"])
+    header = (
+        f"[{name}] batch {batch}, grid {grid}, {visible} visible / {masked} masked tokens per clip, "
+        f"dual masking decodes {decoded_dual}; {pairs} alternated rounds"
+    )
+    rows = [(side, statistics.median(ts), flops[side]) for side, ts in times.items()]
+    per_round = [h / o for h, o in zip(times["hf"], times["tubemask"], strict=True)]
+    return {
+        "header": header,
+        "rows": rows,
+        "batch": batch,
+        "identical": ratio,
+        "dual": ratio_dual,
+        "per_round": per_round,
+    }
+
+
+def report(result: dict, peak: float) -> None:
+    """Print one model's table; shares are against `peak` GFLOP/s."""
+    print(result["header"])
+    print(f"  {'side':<14} {'median s/step':>13} {'clips/s':>8} {'model GFLOP':>11} {'GFLOP/s':>8} {'of peak':>7}")
+    for side, med, flops in result["rows"]:
+        rate = flops / med / 1e9
+        print(
+            f"  {side:<14} {med:13.3f} {result['batch'] / med:8.2f} {flops / 1e9:11.1f} {rate:8.1f} {rate / peak:7.1%}"
+        )
+    print(
+        f"  speed-up tubemask/hf identical math (median of per-round ratios): {result['identical']:.2f}x  "
+        f"(target >= 1.15x); per round: {', '.join(f'{r:.2f}' for r in result['per_round'])}"
+    )
+    print(
+        f"  speed-up tubemask dual masking/hf full decoding, clips/s:           {result['dual']:.2f}x  (target >= 1.8x)"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="smoke run: ViT-S only, 3 rounds")
+    parser.add_argument("--models", default=None, help="comma-separated presets (default small,base; quick: small)")
+    parser.add_argument("--pairs", type=int, default=None, help="alternated rounds per model (default 6; quick 3)")
+    parser.add_argument("--batch", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    models = (args.models or ("small" if args.quick else "small,base")).split(",")
+    pairs = args.pairs or (3 if args.quick else 6)
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    start = time.perf_counter()
+    peak_start = common.matmul_peak_gflops()
+    results = {name: bench_model(name, batch=args.batch, pairs=pairs) for name in models}
+    peak_end = common.matmul_peak_gflops()
+    peak = max(peak_start, peak_end)
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads; fp32 mm peak (2048^2 torch.mm, best of 5) "
+        f"{peak_start:.0f} GFLOP/s at the start, {peak_end:.0f} at the end; shares use the larger, {peak:.0f}"
+    )
+    for result in results.values():
+        report(result, peak)
+    print(f"total {time.perf_counter() - start:.0f} s")
+    for name, r in results.items():
+        print(f"summary {name}: identical math {r['identical']:.2f}x, dual masking {r['dual']:.2f}x")
+    final = results["base"] if "base" in results else results[models[-1]]
+    print(f"ratio tubemask/hf: {final['identical']:.2f}")
+
+
+if __name__ == "__main__":
+    main()
