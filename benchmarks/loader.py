@@ -1,16 +1,29 @@
 """Clip-loading speed: tubemask (torchcodec) vs decord 0.6.0 vs PyAV, and repeated sampling.
 
-Measures, single process and in one run over the same files:
-1. clips/s for 16 x 4 dense clips with a random start (open the file, decode 16 frames to uint8 RGB);
-2. samples/s of `PretrainDataset` (decode + multi-scale crop to 224 + normalize) with repeated sampling 1, 2, 4.
+Measures, single process, one FFmpeg thread per decoder (the DataLoader-worker setting), in one run over the same
+files and the same (file, frame indices, augmentation seed) plan for every library:
 
-Run: `python benchmarks/loader.py [--quick]`. The last line is `ratio tubemask/decord: X.XX`
-(or `ratio tubemask/pyav: X.XX` when decord is not installed).
+1. clips/s for 16 x 4 dense clips with a random start, in three modes of work, identical on every side except the
+   decoder:
+   - `decode`: open the file and decode the 16 frames to uint8 `[t c h w]`;
+   - `+aug uint8`: the same, then `PretrainPipeline(input_size=224, normalize=False)` (multi-scale crop and resize in
+     uint8) and a contiguous uint8 `[c t h w]` clip, as the DataLoader's collate would make it;
+   - `+aug float`: the same with `normalize=True` (float32 normalized `[c t h w]`, the pre-2026-11 default).
+   decord and PyAV clips go through the same `tubemask.data` pipeline functions, so every ratio compares decoding.
+2. samples/s of `PretrainDataset` with repeated sampling 1, 2, 4 (decode once, augment r times), for uint8 output
+   (`normalize=False`; the recipe then calls `normalize_batch` on the GPU) and for float output.
+
+Everything runs on one thread, so rates are computed from process CPU time (the work done, without the time other
+processes of a shared machine take); the decoders take turns clip by clip. Figures are medians over rounds, ratios
+medians of the per-round ratios. Run: `python benchmarks/loader.py [--quick]`. The last line is
+`ratio tubemask/decord: X.XX` for the `+aug uint8` mode (or `ratio tubemask/pyav: X.XX` without decord).
 """
 
 import argparse
+import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -26,6 +39,8 @@ from tubemask.data import (
     read_clip,
     render_motion_clip,
 )
+
+MODES = ("decode", "+aug uint8", "+aug float")
 
 
 def make_files(root: Path, count: int) -> list[Path]:
@@ -51,113 +66,163 @@ def make_files(root: Path, count: int) -> list[Path]:
     return files
 
 
-def clip_plan(files: list[Path], counts: dict[Path, int], n: int, seed: int = 0) -> list[tuple[Path, list[int]]]:
-    """The same (file, indices) list for every library."""
+def clip_plan(files: list[Path], counts: dict[Path, int], n: int, seed: int = 0) -> list[tuple[Path, list[int], int]]:
+    """The same (file, indices, augmentation seed) list for every library."""
     g = torch.Generator().manual_seed(seed)
     plan = []
     for k in range(n):
         path = files[k % len(files)]
-        plan.append((path, dense_indices(counts[path], clip_len=16, stride=4, generator=g)))
+        plan.append((path, dense_indices(counts[path], clip_len=16, stride=4, generator=g), k))
     return plan
 
 
-def run_tubemask(plan):
-    for path, indices in plan:
-        reader = VideoReader(path, seek_mode="approximate", num_ffmpeg_threads=1)
-        frames, _ = read_clip(reader, lambda n, idx=indices: idx)
-        assert frames.shape[0] == 16
+def decode_tubemask(path: Path, indices: list[int]) -> torch.Tensor:
+    reader = VideoReader(path, seek_mode="approximate", num_ffmpeg_threads=1)
+    frames, _ = read_clip(reader, lambda n, idx=indices: idx)
+    return frames
 
 
-def run_decord(plan):
+def decode_decord(path: Path, indices: list[int]) -> torch.Tensor:
     import decord
 
-    for path, indices in plan:
-        vr = decord.VideoReader(str(path), num_threads=1, ctx=decord.cpu(0))
-        frames = torch.from_numpy(vr.get_batch(indices).asnumpy())
-        assert frames.shape[0] == 16
+    vr = decord.VideoReader(str(path), num_threads=1, ctx=decord.cpu(0))
+    return torch.from_numpy(vr.get_batch(indices).asnumpy()).permute(0, 3, 1, 2)  # [t c h w], as torchcodec's
 
 
-def run_pyav(plan):
+def decode_pyav(path: Path, indices: list[int]) -> torch.Tensor:
     import av
 
-    for path, indices in plan:
-        wanted = sorted(set(indices))
-        got = {}
-        with av.open(str(path)) as container:
-            stream = container.streams.video[0]
-            stream.thread_type = "SLICE"
-            rate = float(stream.average_rate)
-            tb = stream.time_base
-            start_pts = int(wanted[0] / rate / tb) + (stream.start_time or 0)
-            container.seek(start_pts, stream=stream, backward=True, any_frame=False)
-            for frame in container.decode(stream):
-                index = int(round(float((frame.pts - (stream.start_time or 0)) * tb) * rate))
-                if index in wanted:
-                    got[index] = torch.from_numpy(frame.to_ndarray(format="rgb24"))
-                if index >= wanted[-1]:
-                    break
-        frames = torch.stack([got.get(i, next(iter(got.values()))) for i in indices])
-        assert frames.shape[0] == 16
+    wanted = sorted(set(indices))
+    got = {}
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        stream.thread_type = "SLICE"
+        stream.thread_count = 1
+        rate = float(stream.average_rate)
+        tb = stream.time_base
+        start_pts = int(wanted[0] / rate / tb) + (stream.start_time or 0)
+        container.seek(start_pts, stream=stream, backward=True, any_frame=False)
+        for frame in container.decode(stream):
+            index = int(round(float((frame.pts - (stream.start_time or 0)) * tb) * rate))
+            if index in wanted:
+                got[index] = torch.from_numpy(frame.to_ndarray(format="rgb24"))
+            if index >= wanted[-1]:
+                break
+    return torch.stack([got.get(i, next(iter(got.values()))) for i in indices]).permute(0, 3, 1, 2)
 
 
-def clips_per_second(fn, plan, repeats: int) -> float:
-    fn(plan[:2])  # warm-up
-    best = 0.0
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn(plan)
-        best = max(best, len(plan) / (time.perf_counter() - start))
-    return best
+def make_work(decode: Callable, mode: str) -> Callable:
+    """One planned clip's work in `mode`, with the same pipeline for every decoder."""
+    pipeline = None if mode == "decode" else PretrainPipeline(input_size=224, normalize=mode == "+aug float")
+
+    def work(path: Path, indices: list[int], seed: int) -> None:
+        frames = decode(path, indices)
+        assert frames.shape[:2] == (16, 3) and frames.dtype == torch.uint8
+        if pipeline is not None:
+            clip = pipeline(frames, generator=torch.Generator().manual_seed(seed)).contiguous()
+            assert clip.shape == (3, 16, 224, 224)
+
+    return work
 
 
-def samples_per_second(files: list[Path], repeats: int, n: int) -> float:
+def compare_decoders(plan, decoders: dict[str, Callable], rounds: int) -> dict[str, dict[str, list[float]]]:
+    """clips/s per round for each (mode, decoder), from process CPU time (everything runs on one thread, so this is
+    the work done, without the time the shared machine's other processes take). The decoders take turns clip by
+    clip, in alternating order, so slow phases of the machine hit all of them alike."""
+    works = {m: {name: make_work(d, m) for name, d in decoders.items()} for m in MODES}
+    rates = {m: {name: [] for name in decoders} for m in MODES}
+    for mode in MODES:
+        for work in works[mode].values():
+            work(*plan[0])  # warm-up
+    for _ in range(rounds):
+        for mode in MODES:
+            spent = dict.fromkeys(decoders, 0.0)
+            for k, clip in enumerate(plan):
+                for name in list(decoders) if k % 2 == 0 else list(decoders)[::-1]:
+                    start = time.process_time()
+                    works[mode][name](*clip)
+                    spent[name] += time.process_time() - start
+            for name in decoders:
+                rates[mode][name].append(len(plan) / spent[name])
+    return rates
+
+
+def cpu_timed(fn: Callable[[], object]) -> float:
+    start = time.process_time()
+    fn()
+    return time.process_time() - start
+
+
+def dataset_rates(files: list[Path], n: int, rounds: int) -> dict[tuple[bool, int], list[float]]:
+    """PretrainDataset samples/s (process CPU time) per round for (normalize, repeats); configurations alternate
+    inside each round."""
     records = [VideoRecord(p) for p in files]
-    dataset = PretrainDataset(
-        records * (n // len(records) + 1),
-        pipeline=PretrainPipeline(input_size=224),
-        sampler=DenseSampler(clip_len=16, stride=4),
-        repeats=repeats,
-        decode=DecodeOptions(seek_mode="approximate", num_ffmpeg_threads=1),
-    )
-    dataset[0]
-    start = time.perf_counter()
-    for i in range(n):
-        dataset[i]
-    return n * repeats / (time.perf_counter() - start)
+    configs = [(norm, r) for norm in (False, True) for r in (1, 2, 4)]
+    datasets = {
+        (norm, r): PretrainDataset(
+            records * (n // len(records) + 1),
+            pipeline=PretrainPipeline(input_size=224, normalize=norm),
+            sampler=DenseSampler(clip_len=16, stride=4),
+            repeats=r,
+            decode=DecodeOptions(seek_mode="approximate", num_ffmpeg_threads=1),
+        )
+        for norm, r in configs
+    }
+    for ds in datasets.values():
+        ds[0]  # warm-up
+    rates = {c: [] for c in configs}
+    for k in range(rounds):
+        for c in configs if k % 2 == 0 else configs[::-1]:
+            ds = datasets[c]
+            rates[c].append(n * c[1] / cpu_timed(lambda ds=ds: [ds[i].contiguous() for i in range(n)]))
+    return rates
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="fewer files and clips (about 1 minute)")
+    parser.add_argument("--quick", action="store_true", help="fewer files, clips and rounds (about 1 minute)")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    n_files, n_clips, rounds, n_samples = (3, 24, 1, 12) if args.quick else (6, 60, 2, 30)
+    n_files, n_clips, rounds, n_samples = (3, 24, 2, 12) if args.quick else (6, 48, 5, 24)
+    decoders: dict[str, Callable] = {"tubemask": decode_tubemask}
     try:
         import decord  # noqa: F401
 
-        have_decord = True
+        decoders["decord"] = decode_decord
     except ImportError:
-        have_decord = False
         print("decord is not installed (`pip install decord==0.6.0`); comparing with PyAV only")
+    decoders["pyav"] = decode_pyav
+    peer = "decord" if "decord" in decoders else "pyav"
+    med = statistics.median
     with tempfile.TemporaryDirectory() as tmp:
         files = make_files(Path(tmp), n_files)
         counts = {p: VideoReader(p).num_frames for p in files}
         plan = clip_plan(files, counts, n_clips)
-        print(f"{len(files)} files ({', '.join(p.name for p in files)}), {n_clips} clips of 16 x 4, single process")
-        rates = {"tubemask": clips_per_second(run_tubemask, plan, rounds)}
-        if have_decord:
-            rates["decord"] = clips_per_second(run_decord, plan, rounds)
-        rates["pyav"] = clips_per_second(run_pyav, plan, rounds)
-        for name, rate in rates.items():
-            print(f"  {name:9s} {rate:7.1f} clips/s")
-        sps = {r: samples_per_second(files, r, n_samples) for r in (1, 2, 4)}
-        print("PretrainDataset (decode + multi-scale crop 224 + normalize), samples/s:")
-        for r, rate in sps.items():
-            print(f"  repeats {r}: {rate:6.1f} samples/s ({rate / sps[1]:.2f}x of repeats 1)")
-    if have_decord:
-        print(f"ratio tubemask/decord: {rates['tubemask'] / rates['decord']:.2f}")
-    else:
-        print(f"ratio tubemask/pyav: {rates['tubemask'] / rates['pyav']:.2f}")
+        print(f"{len(files)} files ({', '.join(p.name for p in files)}), {n_clips} clips of 16 x 4, single process,")
+        print(
+            f"1 FFmpeg thread per decoder, torch threads 1; process CPU time, medians of {rounds} rounds, peers taking"
+        )
+        print("turns clip by clip")
+        print("Work per clip, identical for every decoder except the decoding itself:")
+        print("  decode     = open the file + decode 16 frames to uint8 [t c h w]")
+        print("  +aug uint8 = decode + PretrainPipeline(224, normalize=False) + contiguous uint8 [c t h w]")
+        print("  +aug float = decode + PretrainPipeline(224) (multi-scale crop, resize, normalize to float32)")
+        rates = compare_decoders(plan, decoders, rounds)
+        print(f"{'clips/s':12s}" + "".join(f"{name:>10s}" for name in decoders) + f"   tubemask/{peer}")
+        for mode in MODES:
+            ratio = med(t / p for t, p in zip(rates[mode]["tubemask"], rates[mode][peer], strict=True))
+            cells = "".join(f"{med(rates[mode][name]):10.1f}" for name in decoders)
+            print(f"  {mode:10s}{cells}   {ratio:.2f}x")
+        sps = dataset_rates(files, n_samples, rounds)
+        for norm in (False, True):
+            what = "float32 normalized" if norm else "uint8, normalize_batch on the training device"
+            print(f"PretrainDataset (decode once + r x multi-scale crop 224, {what}), samples/s:")
+            base = med(sps[(norm, 1)])
+            for r in (1, 2, 4):
+                rate = med(sps[(norm, r)])
+                print(f"  repeats {r}: {rate:6.1f} samples/s ({rate / base:.2f}x of repeats 1)")
+    headline = med(t / p for t, p in zip(rates["+aug uint8"]["tubemask"], rates["+aug uint8"][peer], strict=True))
+    print(f"(headline: the +aug uint8 mode; decode-only and float modes above)\nratio tubemask/{peer}: {headline:.2f}")
 
 
 if __name__ == "__main__":

@@ -138,3 +138,18 @@ def test_dataloader_with_workers_over_bad_files(mixed_records, capfd):
     assert torch.equal(batches[0][:2], ds[0])
     err = capfd.readouterr().err
     assert "bad video" in err and "zero.mp4" in err  # worker processes log each bad file
+
+
+def test_uint8_pretraining_samples_match_float_after_normalize_batch(train_records):
+    from tubemask.data import normalize_batch
+
+    def make(normalize):
+        pipe = PretrainPipeline(input_size=24, normalize=normalize)
+        return PretrainDataset(train_records, pipeline=pipe, sampler=SAMPLER, repeats=2, seed=5)
+
+    raw, ref = make(False), make(True)
+    raw.set_epoch(2)
+    ref.set_epoch(2)
+    batch = collate_repeated([raw[0], raw[3]])
+    assert batch.dtype == torch.uint8 and batch.shape == (4, 3, 8, 24, 24) and batch.is_contiguous()
+    assert torch.allclose(normalize_batch(batch), collate_repeated([ref[0], ref[3]]), atol=1e-6)

@@ -95,3 +95,13 @@ def test_cuda_decoding(videos):
     reader = VideoReader(videos["mp4"], device="cuda")
     frames = reader.get_frames([0, 5, 9])
     assert frames.is_cuda and frame_ids(frames.cpu()) == [0, 5, 9]
+
+
+@pytest.mark.parametrize("kind", ["mp4", "avi", "webm", "bikes"])
+@pytest.mark.parametrize("seek_mode", ["exact", "approximate"])
+def test_dense_clips_read_in_one_pass_match_frame_by_frame(videos, kind, seek_mode):
+    """Evenly spaced indices go through get_frames_in_range; the frames equal torchcodec's get_frames_at."""
+    reader = VideoReader(videos[kind], seek_mode=seek_mode)
+    for indices in ([1, 3, 5, 7, 9], [2, 6, 10, 14], list(range(4, 12)), [0, 4, 8, 8, 8]):
+        expected = reader._decoder.get_frames_at([min(i, reader.num_frames - 1) for i in indices]).data
+        assert torch.equal(reader.get_frames(indices), expected)

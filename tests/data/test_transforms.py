@@ -8,9 +8,11 @@ from tubemask.data import (
     FinetunePipeline,
     PretrainPipeline,
     center_crop,
+    channels_first,
     horizontal_flip,
     multi_scale_crop,
     normalize,
+    normalize_batch,
     random_erasing,
     random_resized_crop,
     resize_short_side,
@@ -111,3 +113,48 @@ def test_normalize_imagenet():
     out = normalize(clip)
     assert out.shape == (3, 2, 2, 2) and out.abs().max() < 0.02
     assert torch.allclose(normalize(clip.float() / 255), out, atol=1e-6)
+
+
+def test_uint8_pipelines_then_normalize_batch_match_float_pipelines():
+    clip = torch.randint(0, 256, (4, 3, 40, 56), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
+    clip = clip.contiguous(memory_format=torch.channels_last)  # the layout torchcodec decodes to
+    for seed in range(4):
+        for float_pipe, uint8_pipe in [
+            (PretrainPipeline(input_size=32, flip_p=0.5), PretrainPipeline(input_size=32, flip_p=0.5, normalize=False)),
+            (
+                FinetunePipeline(input_size=24, erase_p=0.0),
+                FinetunePipeline(input_size=24, erase_p=0.0, normalize=False),
+            ),
+        ]:
+            ref = float_pipe(clip, generator=torch.Generator().manual_seed(seed))
+            raw = uint8_pipe(clip, generator=torch.Generator().manual_seed(seed))
+            assert raw.dtype == torch.uint8 and raw.shape == ref.shape
+            assert torch.allclose(normalize_batch(raw), ref, atol=1e-6)
+            batch = torch.stack([raw, raw])
+            assert torch.allclose(normalize_batch(batch)[1], ref, atol=1e-6)
+    views = EvalPipeline(crop_size=20, normalize=False)(clip)
+    assert all(v.dtype == torch.uint8 for v in views)
+    assert torch.allclose(normalize_batch(views[1]), EvalPipeline(crop_size=20)(clip)[1], atol=1e-6)
+    assert normalize_batch(clip.permute(1, 0, 2, 3), dtype=torch.bfloat16).dtype == torch.bfloat16
+    assert torch.equal(channels_first(clip), clip.permute(1, 0, 2, 3))
+    with pytest.raises(ValueError, match="erase_p"):
+        FinetunePipeline(normalize=False)
+    with pytest.raises(ValueError, match="channels"):
+        normalize_batch(torch.zeros(2, 4, 1, 2, 2, dtype=torch.uint8))
+
+
+def test_normalize_writes_into_out():
+    clip = torch.randint(0, 256, (3, 3, 8, 8), dtype=torch.uint8, generator=torch.Generator().manual_seed(2))
+    out = torch.empty(2, 3, 3, 8, 8)
+    assert normalize(clip, out=out[1]).data_ptr() == out[1].data_ptr()
+    assert torch.equal(out[1], normalize(clip))
+    with pytest.raises(ValueError, match="expected"):
+        normalize(clip, out=torch.empty(3, 3, 8, 8, dtype=torch.float64))
+
+
+def test_resize_antialiases_when_shrinking_like_pil():
+    """A 1-pixel checkerboard shrunk 4x averages to grey (PIL bilinear, VideoMAE V1); without antialiasing it aliases."""
+    board = ((torch.arange(64).view(8, 8) + torch.arange(64).view(8, 8).T) % 2 * 255).to(torch.uint8)
+    clip = board.expand(1, 3, 8, 8).contiguous(memory_format=torch.channels_last)
+    small = resize_short_side(clip, 2)
+    assert (small.float() - 127.5).abs().max() < 16

@@ -2,7 +2,8 @@
 
 `import tubemask.data` does not need torchcodec; decoding imports it when first asked (see
 [`tubemask.data.decoding`][]). Frames travel as uint8 `[t c h w]` until a pipeline normalizes them into the model
-input, float `[c t h w]`.
+input, float `[c t h w]`, or (with `normalize=False`) hands uint8 `[c t h w]` clips to the training loop, which
+normalizes the batch on its device with [`normalize_batch`][tubemask.data.transforms.normalize_batch].
 """
 
 from tubemask.data.annotations import (
@@ -42,9 +43,11 @@ from tubemask.data.transforms import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     center_crop,
+    channels_first,
     horizontal_flip,
     multi_scale_crop,
     normalize,
+    normalize_batch,
     random_erasing,
     random_resized_crop,
     resize_short_side,
@@ -74,6 +77,7 @@ __all__ = [
     "VideoReader",
     "VideoRecord",
     "center_crop",
+    "channels_first",
     "clip_span",
     "collate_repeated",
     "dense_indices",
@@ -83,6 +87,7 @@ __all__ = [
     "multiview_indices",
     "multiview_segment_indices",
     "normalize",
+    "normalize_batch",
     "parse_randaugment",
     "random_erasing",
     "random_resized_crop",

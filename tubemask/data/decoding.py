@@ -148,6 +148,9 @@ class VideoReader:
             raise DecodeError(self.path, "no decodable frames")
         clamped = [min(max(int(i), 0), self.num_frames - 1) for i in indices]
         try:
+            step = _arithmetic_step(clamped)
+            if step is not None:  # a dense clip: one forward pass, no per-frame seek decisions
+                return self._decoder.get_frames_in_range(clamped[0], clamped[-1] + 1, step).data
             return self._decoder.get_frames_at(clamped).data
         except (RuntimeError, IndexError, ValueError) as error:
             raise DecodeError(
@@ -190,6 +193,16 @@ class VideoReader:
         except (RuntimeError, IndexError, ValueError):
             pass
         return count
+
+
+def _arithmetic_step(indices: Sequence[int]) -> int | None:
+    """The common difference of `indices` if they are at least two, increasing and evenly spaced, else None."""
+    if len(indices) < 2:
+        return None
+    step = indices[1] - indices[0]
+    if step < 1 or any(b - a != step for a, b in zip(indices, indices[1:], strict=False)):
+        return None
+    return step
 
 
 def _short(error: BaseException) -> str:

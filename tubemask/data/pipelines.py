@@ -1,5 +1,10 @@
 """Ready-made clip pipelines: decoded uint8 frames `[t c h w]` in, normalized float clip(s) `[c t h w]` out.
 
+With `normalize=False` a pipeline returns uint8 `[c t h w]` (a view, see
+[`channels_first`][tubemask.data.transforms.channels_first]) and the training loop normalizes the batch on its
+device with [`normalize_batch`][tubemask.data.transforms.normalize_batch]: same values, a quarter of the bytes through
+the DataLoader, and the float work off the loader's CPU cores.
+
 Each pipeline is a small frozen dataclass called as `pipeline(frames, generator=g)`; the datasets take any callable
 with that signature, so a custom pipeline is a function composed from [`tubemask.data.transforms`][].
 
@@ -14,7 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
-from jaxtyping import Float, UInt8
+from jaxtyping import Shaped, UInt8
 from torch import Tensor
 
 from tubemask.data.randaugment import RandAugment, parse_randaugment
@@ -22,13 +27,16 @@ from tubemask.data.transforms import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     center_crop,
+    channels_first,
     horizontal_flip,
     multi_scale_crop,
-    normalize,
     random_erasing,
     random_resized_crop,
     resize_short_side,
     three_crop,
+)
+from tubemask.data.transforms import (
+    normalize as normalize_clip,
 )
 from tubemask.shapes import typechecked
 
@@ -45,6 +53,8 @@ class PretrainPipeline:
         flip_p: Horizontal flip probability (0 as in VideoMAE's UCF101/SSv2 pretraining).
         mean: Normalization mean.
         std: Normalization std.
+        normalize: True: float32 normalized clips. False: uint8 `[c t h w]` clips; normalize the batch on the
+            training device with [`normalize_batch`][tubemask.data.transforms.normalize_batch]`(batch, mean, std)`.
     """
 
     input_size: int = 224
@@ -52,15 +62,16 @@ class PretrainPipeline:
     flip_p: float = 0.0
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
+    normalize: bool = True
 
     @typechecked
     def __call__(
         self, frames: UInt8[Tensor, "t c h w"], *, generator: torch.Generator | None = None
-    ) -> Float[Tensor, "c t _ _"]:
-        """Augment and normalize one clip."""
+    ) -> Shaped[Tensor, "c t _ _"]:
+        """Augment (in uint8) and normalize one clip."""
         frames = multi_scale_crop(frames, size=self.input_size, scales=self.scales, generator=generator)
         frames = horizontal_flip(frames, p=self.flip_p, generator=generator)
-        return normalize(frames, mean=self.mean, std=self.std)
+        return normalize_clip(frames, mean=self.mean, std=self.std) if self.normalize else channels_first(frames)
 
 
 @dataclass(frozen=True)
@@ -76,6 +87,9 @@ class FinetunePipeline:
         erase_p: Random erasing probability (0.25 in VideoMAE).
         mean: Normalization mean.
         std: Normalization std.
+        normalize: False returns uint8 `[c t h w]` for
+            [`normalize_batch`][tubemask.data.transforms.normalize_batch] on the training device; random erasing
+            works on normalized clips, so it then needs `erase_p=0`.
     """
 
     input_size: int = 224
@@ -86,15 +100,21 @@ class FinetunePipeline:
     erase_p: float = 0.25
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
+    normalize: bool = True
 
     def __post_init__(self) -> None:
         if isinstance(self.randaugment, str):
             object.__setattr__(self, "randaugment", parse_randaugment(self.randaugment))
+        if not self.normalize and self.erase_p > 0:
+            raise ValueError(
+                f"erase_p={self.erase_p} with normalize=False: random erasing fills normalized clips with N(0, 1) "
+                "noise; set erase_p=0 or keep normalize=True"
+            )
 
     @typechecked
     def __call__(
         self, frames: UInt8[Tensor, "t c h w"], *, generator: torch.Generator | None = None
-    ) -> Float[Tensor, "c t _ _"]:
+    ) -> Shaped[Tensor, "c t _ _"]:
         """Augment and normalize one clip."""
         if isinstance(self.randaugment, RandAugment):
             frames = self.randaugment(frames, generator=generator)
@@ -102,7 +122,9 @@ class FinetunePipeline:
             frames, size=self.input_size, scale=self.scale, ratio=self.ratio, generator=generator
         )
         frames = horizontal_flip(frames, p=self.flip_p, generator=generator)
-        clip = normalize(frames, mean=self.mean, std=self.std)
+        if not self.normalize:
+            return channels_first(frames)
+        clip = normalize_clip(frames, mean=self.mean, std=self.std)
         return random_erasing(clip, p=self.erase_p, generator=generator)
 
 
@@ -116,6 +138,8 @@ class EvalPipeline:
         num_crops: 1 (centre) or 3 (along the long side, VideoMAE testing).
         mean: Normalization mean.
         std: Normalization std.
+        normalize: False returns uint8 `[c t h w]` views for
+            [`normalize_batch`][tubemask.data.transforms.normalize_batch].
     """
 
     crop_size: int = 224
@@ -123,6 +147,7 @@ class EvalPipeline:
     num_crops: int = 3
     mean: Sequence[float] = IMAGENET_MEAN
     std: Sequence[float] = IMAGENET_STD
+    normalize: bool = True
 
     def __post_init__(self) -> None:
         if self.num_crops not in (1, 3):
@@ -131,8 +156,10 @@ class EvalPipeline:
     @typechecked
     def __call__(
         self, frames: UInt8[Tensor, "t c h w"], *, generator: torch.Generator | None = None
-    ) -> list[Float[Tensor, "c t _ _"]]:
+    ) -> list[Shaped[Tensor, "c t _ _"]]:
         """Return `num_crops` normalized views (the generator is unused; views are deterministic)."""
         frames = resize_short_side(frames, self.short_side or self.crop_size)
         crops = three_crop(frames, self.crop_size) if self.num_crops == 3 else [center_crop(frames, self.crop_size)]
-        return [normalize(c, mean=self.mean, std=self.std) for c in crops]
+        if not self.normalize:
+            return [channels_first(c) for c in crops]
+        return [normalize_clip(c, mean=self.mean, std=self.std) for c in crops]
