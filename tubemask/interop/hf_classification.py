@@ -24,10 +24,8 @@ from tubemask.classification import VideoClassifier
 from tubemask.encoders import ViTEncoder
 from tubemask.grid import token_grid
 from tubemask.heads import ClassificationHead
-from tubemask.interop._widths import mlp_ratio_for
-from tubemask.interop.hf import hf_to_tubemask_state_dict, tubemask_to_hf_state_dict
+from tubemask.interop.hf import _encoder_parts, hf_to_tubemask_state_dict, tubemask_to_hf_state_dict
 from tubemask.pos_embed import SinusoidPositionEmbedding
-from tubemask.tokenizers import CubeEmbedding
 
 __all__ = ["classifier_from_hf", "classifier_to_hf"]
 
@@ -43,14 +41,6 @@ def _transformers() -> Any:
             "(pip install 'transformers>=4.40', or `pip install tubemask[dev]`)"
         ) from err
     return transformers
-
-
-def _square(value: Any, name: str) -> int:
-    if isinstance(value, (list, tuple)):
-        if len(value) != 2 or value[0] != value[1]:
-            raise ValueError(f"classifier_from_hf: tubemask needs square cubes, got config.{name}={value!r}")
-        value = value[0]
-    return int(value)
 
 
 def _like(module: nn.Module, source: nn.Module) -> nn.Module:
@@ -113,23 +103,7 @@ def classifier_from_hf(hf_model: nn.Module) -> VideoClassifier:
             stacklevel=2,
         )
     d = config.hidden_size
-    tokenizer = CubeEmbedding(
-        d,
-        tubelet_size=int(config.tubelet_size),
-        patch_size=_square(config.patch_size, "patch_size"),
-        in_channels=config.num_channels,
-    )
-    encoder = ViTEncoder(
-        d,
-        depth=config.num_hidden_layers,
-        num_heads=config.num_attention_heads,
-        mlp_ratio=mlp_ratio_for(config.intermediate_size, d, what="config.intermediate_size"),
-        qkv_bias=bool(config.qv_bias),
-        drop_rate=float(config.hidden_dropout_prob),
-        attn_drop_rate=float(config.attention_probs_dropout_prob),
-        norm_eps=float(config.layer_norm_eps),
-        final_norm=False,
-    )
+    tokenizer, encoder = _encoder_parts(config, final_norm=False)  # fine-tuned VideoMAE: fc_norm, no final norm
     head = ClassificationHead(d, config.num_labels, dropout=0.0, fc_norm=True, norm_eps=float(hf_model.fc_norm.eps))
     model = VideoClassifier(encoder, tokenizer=tokenizer, head=head, pos_embed=SinusoidPositionEmbedding(d))
 
