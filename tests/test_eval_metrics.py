@@ -200,3 +200,56 @@ def test_linear_probe_separates_and_is_deterministic():
     assert shuffled < 0.45  # chance 0.25
     with pytest.raises(Exception, match="test_feats"):  # the shape checker names the argument
         linear_probe_accuracy(xtr, ytr, xte[:, :8], yte)
+
+
+def test_pooled_features_views():
+    from tubemask.eval.diagnostics import pooled_features
+
+    tokens = torch.arange(2 * 6 * 3, dtype=torch.float32).view(2, 6, 3)  # 2 time slots x 3 cells
+    mean, per_time = pooled_features(tokens, 2)
+    torch.testing.assert_close(mean, tokens.mean(dim=1))
+    torch.testing.assert_close(per_time[:, :3], tokens[:, :3].mean(dim=1))
+    torch.testing.assert_close(per_time[:, 3:], tokens[:, 3:].mean(dim=1))
+    with pytest.raises(ValueError, match="time_slots=4"):
+        pooled_features(tokens, 4)
+
+
+def test_probe_encoder_tells_time_order_the_mean_cannot():
+    """Two classes whose tokens hold the same values in opposite time order: the mean pool cannot separate them,
+    the per-time view can."""
+    from tubemask.eval.diagnostics import ProbeSet, probe_encoder
+
+    gen = torch.Generator().manual_seed(0)
+
+    def clips(n):
+        labels = torch.arange(n) % 2
+        a, b = torch.randn(n, 1, 4, generator=gen), torch.randn(n, 1, 4, generator=gen)
+        first = torch.where(labels.view(-1, 1, 1) == 0, a + 3, a - 3)
+        second = torch.where(labels.view(-1, 1, 1) == 0, b - 3, b + 3)
+        return torch.cat([first.expand(n, 2, 4), second.expand(n, 2, 4)], dim=1), labels  # [n 4 4]: t=2, cells=2
+
+    (xtr, ytr), (xte, yte) = clips(40), clips(40)
+    result = probe_encoder(lambda x: x, ProbeSet(xtr, ytr, xte, yte), time_slots=2, batch_size=16)
+    assert result["probe_per_time"] == 1.0
+    assert result["probe_mean_pool"] < 0.8
+    assert result["participation_ratio"] >= 1.0 and result["token_norm"] > 0
+
+
+def test_probe_set_checks_sizes():
+    from tubemask.eval.diagnostics import ProbeSet
+
+    with pytest.raises(ValueError, match="train has 3 clips and 2 labels"):
+        ProbeSet(torch.zeros(3, 2), torch.zeros(2), torch.zeros(1, 2), torch.zeros(1))
+
+
+def test_plot_diagnostics_writes_png(tmp_path):
+    from tubemask.eval.diagnostics import plot_diagnostics
+
+    rows = [
+        {"step": 0, "probe_mean_pool": 0.5, "probe_per_time": 0.6, "participation_ratio": 12.0, "token_norm": 11.0},
+        {"step": 100, "loss": 0.5, "zero_floor": 0.6, "probe_mean_pool": 0.7, "participation_ratio": float("nan")},
+    ]
+    path = plot_diagnostics(rows, tmp_path / "sub" / "d.png", title="t")
+    assert path.read_bytes()[:4] == b"\x89PNG"
+    with pytest.raises(ValueError, match="no row"):
+        plot_diagnostics([{"epoch": 1}], tmp_path / "e.png")

@@ -19,12 +19,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from jaxtyping import UInt8
+from typing import Literal
+
+from jaxtyping import Int64, UInt8
 from torch import Tensor
 
 from tubemask.shapes import typechecked
 
-__all__ = ["MOTION_CLASSES", "make_synthetic_ucf101", "render_motion_clip"]
+__all__ = ["MOTION_CLASSES", "Background", "make_synthetic_ucf101", "render_motion_clip", "render_motion_dataset"]
 
 MOTION_CLASSES = (
     "MoveLeft",
@@ -41,6 +43,10 @@ MOTION_CLASSES = (
     "OrbitCounterclockwise",
 )
 """Class names in label order; a dataset with `num_classes=k` uses the first `k`."""
+
+Background = Literal["texture", "flat", "black"]
+"""Backgrounds of [render_motion_clip][tubemask.data.synthetic.render_motion_clip]: a static random texture (the
+default), one flat random colour, or black."""
 
 _MARKER = "synthetic.json"
 _CLIPS_PER_GROUP = 4
@@ -65,7 +71,12 @@ def _colour_pair(rng: np.random.Generator) -> tuple[Tensor, Tensor]:
 
 @typechecked
 def render_motion_clip(
-    label: int, *, num_frames: int = 64, size: tuple[int, int] = (64, 64), seed: int = 0
+    label: int,
+    *,
+    num_frames: int = 64,
+    size: tuple[int, int] = (64, 64),
+    seed: int = 0,
+    background: Background = "texture",
 ) -> UInt8[Tensor, "t 3 h w"]:
     """Render one clip of class `MOTION_CLASSES[label]`, deterministic in `(label, seed)`.
 
@@ -74,12 +85,16 @@ def render_motion_clip(
         num_frames: Frames `t`.
         size: `(height, width)`.
         seed: Appearance and trajectory seed.
+        background: `"texture"` (static random texture), `"flat"` (one random colour) or `"black"`. The random draws
+            are the same for every choice, so a seed gives the same object and trajectory on each background.
 
     Returns:
         uint8 frames `[t 3 h w]`.
     """
     if not 0 <= label < len(MOTION_CLASSES):
         raise ValueError(f"label={label}; allowed 0..{len(MOTION_CLASSES) - 1}")
+    if background not in ("texture", "flat", "black"):
+        raise ValueError(f"background={background!r}; allowed 'texture', 'flat', 'black'")
     name = MOTION_CLASSES[label]
     rng = np.random.default_rng([seed, label])
     h, w = size
@@ -91,7 +106,11 @@ def render_motion_clip(
     # Background: static texture in pixel coordinates.
     bg_a, bg_b = _colour_pair(rng)
     bg = _texture(rng, xs.expand(1, h, w) / short, ys.expand(1, h, w) / short)  # [1 h w]
-    background = bg_a * bg + bg_b * (1 - bg)  # [3 1 h w]
+    background_frames = bg_a * bg + bg_b * (1 - bg)  # [3 1 h w]
+    if background == "flat":
+        background_frames = bg_a.expand(3, 1, h, w)
+    elif background == "black":
+        background_frames = torch.zeros(3, 1, h, w)
 
     # Object appearance and a base pose; only the trajectory depends on the class.
     radius = short * rng.uniform(0.16, 0.24)
@@ -130,8 +149,54 @@ def render_motion_clip(
     pattern = _texture(rng, u, v)  # [t h w], moves and turns with the object
     foreground = fg_a * pattern + fg_b * (1 - pattern)  # [3 t h w]
     weight = inside.float() * alpha  # [t h w]
-    frames = background * (1 - weight) + foreground * weight
+    frames = background_frames * (1 - weight) + foreground * weight
     return (frames.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 0, 2, 3).contiguous()
+
+
+@typechecked
+def render_motion_dataset(
+    count: int,
+    *,
+    num_classes: int = 10,
+    num_frames: int = 16,
+    size: tuple[int, int] = (32, 32),
+    seed: int = 0,
+    background: Background = "texture",
+) -> tuple[UInt8[Tensor, "n 3 t h w"], Int64[Tensor, " n"]]:
+    """Render `count` labelled clips in memory (no files), classes in turn, for experiments that do not need the
+    decoding path (e.g. `recipes/data_efficiency.py`).
+
+    Clip `i` has label `i % num_classes` and is `render_motion_clip(label, seed=s_i)` with
+    `s_i = numpy.random.SeedSequence([seed, i]).generate_state(1)[0]`, so two sets with different `seed` share no
+    clip and the same arguments give the same tensors.
+
+    Args:
+        count: number of clips.
+        num_classes: the first `num_classes` of `MOTION_CLASSES`.
+        num_frames: frames per clip.
+        size: `(height, width)`.
+        seed: dataset seed.
+        background: see [render_motion_clip][tubemask.data.synthetic.render_motion_clip].
+
+    Returns:
+        `(clips, labels)`: uint8 clips `[n 3 t h w]` (channels first, as models take them) and int64 labels.
+
+    Raises:
+        ValueError: for `count < 0` or `num_classes` outside `1..len(MOTION_CLASSES)`.
+    """
+    if count < 0:
+        raise ValueError(f"render_motion_dataset: count={count}; must be >= 0")
+    if not 1 <= num_classes <= len(MOTION_CLASSES):
+        raise ValueError(f"render_motion_dataset: num_classes={num_classes}; allowed 1..{len(MOTION_CLASSES)}")
+    clips = torch.empty(count, 3, num_frames, *size, dtype=torch.uint8)
+    labels = torch.arange(count, dtype=torch.int64) % num_classes
+    for i in range(count):
+        clip_seed = int(np.random.SeedSequence([seed, i]).generate_state(1)[0])
+        frames = render_motion_clip(
+            int(labels[i]), num_frames=num_frames, size=size, seed=clip_seed, background=background
+        )
+        clips[i] = frames.permute(1, 0, 2, 3)
+    return clips, labels
 
 
 def _complete(root: Path, params: dict) -> bool:

@@ -1,6 +1,14 @@
 """Evaluation: classification metrics with VideoMAE's multi-view protocol, and representation diagnostics."""
 
-from tubemask.eval.diagnostics import linear_probe_accuracy, participation_ratio, token_diagnostics
+from tubemask.eval.diagnostics import (
+    ProbeSet,
+    linear_probe_accuracy,
+    participation_ratio,
+    plot_diagnostics,
+    pooled_features,
+    probe_encoder,
+    token_diagnostics,
+)
 from tubemask.eval.metrics import (
     MultiViewAccumulator,
     MultiViewResult,
@@ -14,11 +22,15 @@ from tubemask.eval.metrics import (
 __all__ = [
     "MultiViewAccumulator",
     "MultiViewResult",
+    "ProbeSet",
     "confusion_matrix",
     "linear_probe_accuracy",
     "multiview_predictions",
     "participation_ratio",
     "per_class_accuracy",
+    "plot_diagnostics",
+    "pooled_features",
+    "probe_encoder",
     "save_confusion_matrix_png",
     "token_diagnostics",
     "topk_accuracy",

@@ -6,6 +6,12 @@ variance explained by the token position moves. A linear probe on frozen, mean-p
 representation still separates classes. Both are cheap enough to run every few hundred steps.
 """
 
+import math
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
 import torch
 import torch.nn.functional as F
 from jaxtyping import Float, Int
@@ -13,7 +19,15 @@ from torch import Tensor
 
 from tubemask.shapes import typechecked
 
-__all__ = ["participation_ratio", "token_diagnostics", "linear_probe_accuracy"]
+__all__ = [
+    "participation_ratio",
+    "token_diagnostics",
+    "linear_probe_accuracy",
+    "pooled_features",
+    "ProbeSet",
+    "probe_encoder",
+    "plot_diagnostics",
+]
 
 
 @typechecked
@@ -121,3 +135,152 @@ def linear_probe_accuracy(
     with torch.no_grad():
         pred = (xte @ weight + bias).argmax(dim=1)
     return float((pred == test_labels.cpu()).double().mean())
+
+
+@typechecked
+def pooled_features(
+    tokens: Float[Tensor, "b n d"], time_slots: int
+) -> tuple[Float[Tensor, "b d"], Float[Tensor, "b e"]]:
+    """Two frozen-feature views of encoder tokens in raster `(t, h, w)` order: the mean over all tokens, and the
+    per-time-slot spatial means concatenated in time order (`e = time_slots * d`), which keeps the order of events
+    that a mean over all tokens discards (e.g. motion direction).
+
+    Raises:
+        ValueError: when `n` is not a multiple of `time_slots`.
+    """
+    b, n, d = tokens.shape
+    if time_slots < 1 or n % time_slots:
+        raise ValueError(f"pooled_features: {n} tokens do not split into time_slots={time_slots}")
+    per_time = tokens.reshape(b, time_slots, n // time_slots, d).mean(dim=2).flatten(1)
+    return tokens.mean(dim=1), per_time
+
+
+@dataclass
+class ProbeSet:
+    """Labelled clips for probing a frozen encoder during pretraining: a training half to fit the probe, a test half
+    to score it. Clips are whatever the `encode` function of [probe_encoder][tubemask.eval.diagnostics.probe_encoder]
+    takes (e.g. uint8 clips it normalises itself)."""
+
+    train_clips: Tensor
+    train_labels: Tensor
+    test_clips: Tensor
+    test_labels: Tensor
+
+    def __post_init__(self) -> None:
+        for clips, labels, name in (
+            (self.train_clips, self.train_labels, "train"),
+            (self.test_clips, self.test_labels, "test"),
+        ):
+            if clips.shape[0] != labels.shape[0] or clips.shape[0] == 0:
+                raise ValueError(
+                    f"ProbeSet: {name} has {clips.shape[0]} clips and {labels.shape[0]} labels; need the same, > 0"
+                )
+
+
+@torch.no_grad()
+def probe_encoder(
+    encode: Callable[[Tensor], Tensor],
+    probe: ProbeSet,
+    *,
+    time_slots: int,
+    batch_size: int = 64,
+    weight_decay: float = 1e-3,
+) -> dict[str, float]:
+    """Linear probes and token statistics of a frozen encoder, for logging every few hundred pretraining steps.
+
+    Args:
+        encode: maps a batch of `probe` clips to encoder tokens `[b n d]` (all tokens, no mask), e.g.
+            `lambda clips: model.forward_features(normalise(clips))` in eval mode.
+        probe: the labelled clips.
+        time_slots: token grid time size (`frames // tubelet_size`) for the per-time-slot features.
+        batch_size: clips per `encode` call.
+        weight_decay: the probes' L2 penalty.
+
+    Returns:
+        `probe_mean_pool` and `probe_per_time` (test accuracies of
+        [linear_probe_accuracy][tubemask.eval.diagnostics.linear_probe_accuracy] on the two views of
+        [pooled_features][tubemask.eval.diagnostics.pooled_features]), plus the
+        [token_diagnostics][tubemask.eval.diagnostics.token_diagnostics] of the first test batch (`token_norm`,
+        `participation_ratio`, `position_variance_fraction`).
+    """
+
+    def features(clips: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        pooled, per_time, first = [], [], None
+        for start in range(0, clips.shape[0], batch_size):
+            tokens = encode(clips[start : start + batch_size]).float()
+            first = tokens if first is None else first
+            mean, slots = pooled_features(tokens, time_slots)
+            pooled.append(mean)
+            per_time.append(slots)
+        return torch.cat(pooled), torch.cat(per_time), first
+
+    tr_mean, tr_time, _ = features(probe.train_clips)
+    te_mean, te_time, tokens = features(probe.test_clips)
+    ytr, yte = probe.train_labels, probe.test_labels
+    stats = token_diagnostics(tokens)
+    return {
+        "probe_mean_pool": linear_probe_accuracy(tr_mean, ytr, te_mean, yte, weight_decay=weight_decay),
+        "probe_per_time": linear_probe_accuracy(tr_time, ytr, te_time, yte, weight_decay=weight_decay),
+        "token_norm": stats["mean_norm"],
+        "participation_ratio": stats["participation_ratio"],
+        "position_variance_fraction": stats["position_variance_fraction"],
+    }
+
+
+def plot_diagnostics(
+    rows: Sequence[Mapping[str, object]], png_path: str | os.PathLike, *, title: str | None = None
+) -> Path:
+    """Plot a pretraining run's diagnostics against `step` into one PNG with three panels: the loss next to its
+    trivial floor (`loss`, `zero_floor`), the probe accuracies (`probe_*`), and the participation ratio with the
+    token norm (`participation_ratio`, `token_norm`). Keys a row lacks, or non-finite values, are left out; the PNG is
+    written atomically (matplotlib Agg, no display).
+
+    Raises:
+        ValueError: when no row has a `step` and any of the plotted keys.
+        ImportError: when matplotlib is not installed.
+    """
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ImportError as error:
+        raise ImportError("plot_diagnostics needs matplotlib: pip install matplotlib") from error
+    from tubemask.train.atomic import atomic_path
+
+    def series(key: str) -> tuple[list[float], list[float]]:
+        points = [
+            (float(r["step"]), float(r[key]))
+            for r in rows
+            if "step" in r and isinstance(r.get(key), (int, float)) and math.isfinite(float(r[key]))
+        ]
+        return [p[0] for p in points], [p[1] for p in points]
+
+    probe_keys = sorted({k for r in rows for k in r if k.startswith("probe_")})
+    panels = [("loss", "zero_floor"), tuple(probe_keys), ("participation_ratio", "token_norm")]
+    if not any(series(k)[0] for keys in panels for k in keys):
+        raise ValueError("plot_diagnostics: no row has a step and a loss, probe or token statistic")
+    figure = Figure(figsize=(13, 3.6), dpi=100)
+    FigureCanvasAgg(figure)
+    titles = ("loss vs trivial floor", "linear probe (test accuracy)", "tokens")
+    for i, keys in enumerate(panels):
+        axes = figure.add_subplot(1, 3, i + 1)
+        twin = axes.twinx() if keys == ("participation_ratio", "token_norm") else None
+        for j, key in enumerate(keys):
+            steps, values = series(key)
+            if steps:
+                target = twin if (twin is not None and key == "token_norm") else axes
+                target.plot(steps, values, marker="." if len(steps) < 50 else None, color=f"C{j}", label=key)
+                target.set_ylabel(key if target is twin else ", ".join(keys) if twin is None else key)
+        axes.set_xlabel("step")
+        axes.set_title(titles[i])
+        handles = axes.get_legend_handles_labels()
+        extra = twin.get_legend_handles_labels() if twin is not None else ([], [])
+        if handles[0] or extra[0]:
+            axes.legend(handles[0] + extra[0], handles[1] + extra[1], fontsize=8)
+    if title:
+        figure.suptitle(title)
+    figure.tight_layout()
+    png_path = Path(png_path)
+    png_path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(png_path) as tmp:
+        figure.savefig(tmp, format="png")
+    return png_path
