@@ -151,5 +151,12 @@ def test_uint8_pretraining_samples_match_float_after_normalize_batch(train_recor
     raw.set_epoch(2)
     ref.set_epoch(2)
     batch = collate_repeated([raw[0], raw[3]])
-    assert batch.dtype == torch.uint8 and batch.shape == (4, 3, 8, 24, 24) and batch.is_contiguous()
-    assert torch.allclose(normalize_batch(batch), collate_repeated([ref[0], ref[3]]), atol=1e-6)
+    assert batch.dtype == torch.uint8 and batch.shape == (4, 3, 8, 24, 24)
+    assert batch.permute(0, 2, 3, 4, 1).is_contiguous()  # channels-last memory, as decoded: no transposition
+    assert torch.equal(batch, torch.cat([raw[0], raw[3]]))
+    floats = normalize_batch(batch)
+    assert floats.is_contiguous()
+    assert torch.allclose(floats, collate_repeated([ref[0], ref[3]]), atol=1e-6)
+    # Through DataLoader workers (shared-memory collate) the values are the same.
+    loader = DataLoader(raw, batch_size=2, num_workers=1, collate_fn=collate_repeated)
+    assert torch.equal(next(iter(loader)), collate_repeated([raw[0], raw[1]]))

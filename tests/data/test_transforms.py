@@ -16,6 +16,7 @@ from tubemask.data import (
     random_erasing,
     random_resized_crop,
     resize_short_side,
+    stack_clips,
     three_crop,
 )
 
@@ -141,6 +142,26 @@ def test_uint8_pipelines_then_normalize_batch_match_float_pipelines():
         FinetunePipeline(normalize=False)
     with pytest.raises(ValueError, match="channels"):
         normalize_batch(torch.zeros(2, 4, 1, 2, 2, dtype=torch.uint8))
+
+
+def test_stack_clips_copies_in_memory_order_and_normalize_batch_makes_it_contiguous():
+    frames = torch.randint(0, 256, (4, 3, 40, 56), dtype=torch.uint8, generator=torch.Generator().manual_seed(3))
+    frames = frames.contiguous(memory_format=torch.channels_last)  # the layout torchcodec decodes to
+    pipe = PretrainPipeline(input_size=32, normalize=False)
+    clips = [pipe(frames, generator=torch.Generator().manual_seed(seed)) for seed in range(3)]
+    stacked = stack_clips(clips)
+    assert torch.equal(stacked, torch.stack(clips)) and stacked.shape == (3, 3, 4, 32, 32)
+    assert stacked.permute(0, 2, 3, 4, 1).is_contiguous()  # [n t h w c] memory: a copy, no transposition
+    nested = stack_clips([stacked, stacked])  # repeats [r c t h w] of two samples
+    assert torch.equal(nested, torch.stack([stacked, stacked])) and nested.permute(0, 1, 3, 4, 5, 2).is_contiguous()
+    batch = normalize_batch(stacked)
+    assert batch.is_contiguous() and torch.equal(batch, normalize_batch(stacked.contiguous()))
+    assert torch.equal(batch[1], PretrainPipeline(input_size=32)(frames, generator=torch.Generator().manual_seed(1)))
+    # Clips in another layout (contiguous float, slices) are stacked as torch.stack does.
+    floats = [normalize(frames), normalize(frames)]
+    assert stack_clips(floats).is_contiguous() and torch.equal(stack_clips(floats), torch.stack(floats))
+    views = [channels_first(frames[..., :20, :20])] * 2  # a crop that needed no resize: still channels-last
+    assert torch.equal(stack_clips(views), torch.stack(views)) and stack_clips(views).stride(1) == 1
 
 
 def test_normalize_writes_into_out():

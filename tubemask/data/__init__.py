@@ -3,7 +3,9 @@
 `import tubemask.data` does not need torchcodec; decoding imports it when first asked (see
 [`tubemask.data.decoding`][]). Frames travel as uint8 `[t c h w]` until a pipeline normalizes them into the model
 input, float `[c t h w]`, or (with `normalize=False`) hands uint8 `[c t h w]` clips to the training loop, which
-normalizes the batch on its device with [`normalize_batch`][tubemask.data.transforms.normalize_batch].
+normalizes the batch on its device with [`normalize_batch`][tubemask.data.transforms.normalize_batch]. Those uint8
+clips keep the decoder's channels-last memory (`[t h w c]` storage) through repeats and the collate
+([`stack_clips`][tubemask.data.transforms.stack_clips]); `normalize_batch` returns a contiguous float batch.
 """
 
 from tubemask.data.annotations import (
@@ -51,6 +53,7 @@ from tubemask.data.transforms import (
     random_erasing,
     random_resized_crop,
     resize_short_side,
+    stack_clips,
     three_crop,
 )
 
@@ -103,5 +106,6 @@ __all__ = [
     "sample_generator",
     "segment_indices",
     "smooth_one_hot",
+    "stack_clips",
     "three_crop",
 ]

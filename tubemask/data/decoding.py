@@ -30,8 +30,15 @@ __all__ = [
 ]
 
 SeekMode = Literal["exact", "approximate"]
-"""torchcodec seek mode: `"exact"` scans the file once at open and guarantees frame `i` is frame `i`; `"approximate"`
-trusts the header (faster to open, may be off on variable-frame-rate files)."""
+"""torchcodec seek mode: `"exact"` scans the file's packets once at open (no decoding) and guarantees frame `i` is
+frame `i`; `"approximate"` trusts the header (skips the scan, may be off on variable-frame-rate files).
+
+`"exact"` is the default because it is also the faster one for training clips from short videos: the scan costs a
+fraction of a millisecond on a 10 s file, and with it torchcodec knows the keyframes and never seeks needlessly. In
+approximate mode torchcodec 0.17 takes keyframe positions from FFmpeg's index, which can be wrong for h264 with
+B-frames, and then seeks backwards and decodes the same frames twice (torchcodec issue #1077): 16 x 4 clips of
+h264 mp4s decode 10 to 25% slower there (mpeg4 avi and vp9 webm: no difference; docs/data.md). Prefer approximate
+for long videos (minutes) read a few clips at a time, where the scan is the larger cost."""
 
 
 class MissingDecoderError(ImportError):
@@ -75,7 +82,8 @@ class VideoReader:
 
     Args:
         path: The video file (mp4/h264, avi/mpeg4, webm/vp9, anything FFmpeg reads).
-        seek_mode: `"approximate"` (default, fast open, trusts the header) or `"exact"` (scans the file at open).
+        seek_mode: `"exact"` (default: scans the packets at open, exact indices, fastest for short videos) or
+            `"approximate"` (trusts the header; no scan); see [`SeekMode`][tubemask.data.decoding.SeekMode].
         num_ffmpeg_threads: FFmpeg decoding threads. 1 is best when many readers run in parallel (DataLoader
             workers); 0 lets FFmpeg decide.
         device: `"cpu"` or a CUDA device (`"cuda"`, `"cuda:1"`) to decode on the GPU with NVDEC; frames then come
@@ -96,7 +104,7 @@ class VideoReader:
         self,
         path: str | os.PathLike,
         *,
-        seek_mode: SeekMode = "approximate",
+        seek_mode: SeekMode = "exact",
         num_ffmpeg_threads: int = 1,
         device: str | torch.device = "cpu",
     ) -> None:

@@ -16,11 +16,10 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
-from typing import Literal
-
 from jaxtyping import Int64, UInt8
 from torch import Tensor
 
