@@ -33,6 +33,8 @@ import tubemask
 from tubemask import FrameMasker, RandomMasker, RunningCellMasker, TubeMasker
 from tubemask.data import (
     DenseSampler,
+    EvalPipeline,
+    MultiViewDataset,
     PretrainDataset,
     PretrainPipeline,
     SegmentSampler,
@@ -42,10 +44,10 @@ from tubemask.data import (
     normalize_batch,
     read_ucf101,
 )
-from tubemask.eval.diagnostics import token_diagnostics
+from tubemask.eval.diagnostics import ProbeSet, plot_diagnostics, probe_encoder, token_diagnostics
 from tubemask.train.checkpoint import CheckpointManager, rng_state, save_checkpoint, set_rng_state
 from tubemask.train.distributed import cleanup, setup_distributed, wrap_ddp, wrap_fsdp2
-from tubemask.train.metrics import JsonlLogger, ThroughputMeter, plot_loss_curve
+from tubemask.train.metrics import JsonlLogger, ThroughputMeter, plot_loss_curve, read_jsonl
 from tubemask.train.nonfinite import NonFiniteGuard
 from tubemask.train.optim import build_adamw
 from tubemask.train.sampler import ResumableDistributedSampler
@@ -70,6 +72,8 @@ class PretrainConfig:
     """Size preset (paper: base; synthetic: tiny)."""
     patch_size: int | None = None
     """Pixels per cube side (paper: 16; synthetic: 8)."""
+    target: Literal["norm_pix", "pixels"] = "norm_pix"
+    """Reconstruction target: per-cube normalised pixels (the paper) or raw pixels in [0, 1]."""
     mask_type: Literal["tube", "frame", "random"] = "tube"
     """Encoder masking strategy."""
     mask_ratio: float = 0.75
@@ -128,6 +132,11 @@ class PretrainConfig:
     """Non-finite losses in a row that abort the run."""
     diagnostics_every: int = 50
     """Log encoder-token norm and participation ratio every N steps (collapse shows as a ratio near 1)."""
+    probe_every: int | None = None
+    """Linear probe of the frozen encoder every N optimizer steps, at the start and at the end (0 = off; synthetic
+    preset: 100; paper preset: off, as the probe clips are held in memory)."""
+    probe_videos_per_class: int = 4
+    """Labelled training videos per class for the probe: the first half of them fit it, the second half score it."""
     tensorboard: bool = False
     """Also write TensorBoard scalars."""
     synthetic_videos_per_class: int = 24
@@ -144,6 +153,7 @@ PAPER = dict(
     sampling_rate=4,
     input_size=224,
     precision=None,
+    probe_every=0,
 )
 SYNTHETIC = dict(
     base_lr=2.4e-2,
@@ -155,6 +165,7 @@ SYNTHETIC = dict(
     sampling_rate=2,
     input_size=64,
     precision=None,
+    probe_every=100,
 )
 
 
@@ -211,6 +222,36 @@ def build_dataset(cfg: PretrainConfig, *, is_main: bool) -> PretrainDataset:
     )
 
 
+def build_probe_set(cfg: PretrainConfig, records: list[VideoRecord]) -> ProbeSet | None:
+    """Centre clips (uint8, one view) of `--probe-videos-per-class` labelled videos per class: the first half of each
+    class fits the linear probe, the second half scores it. None when the records carry no labels."""
+    by_class: dict[int, list[VideoRecord]] = {}
+    for record in sorted(records, key=lambda r: str(r.path)):
+        if record.label is not None:
+            by_class.setdefault(record.label, []).append(record)
+    half = cfg.probe_videos_per_class // 2
+    if half < 1:
+        raise SystemExit(
+            f"--probe-videos-per-class {cfg.probe_videos_per_class}: need at least 2 (one to fit, one to score)"
+        )
+    fit = [r for rs in by_class.values() for r in rs[:half]]
+    score = [r for rs in by_class.values() for r in rs[half : 2 * half]]
+    if len(by_class) < 2 or not score:
+        return None
+
+    def load(chosen: list[VideoRecord]) -> tuple[torch.Tensor, torch.Tensor]:
+        dataset = MultiViewDataset(
+            chosen,
+            pipeline=EvalPipeline(crop_size=cfg.input_size, num_crops=1, normalize=False),
+            sampler=frame_sampler(cfg),
+            num_clips=1,
+        )
+        items = [dataset[i] for i in range(len(dataset))]
+        return torch.stack([views[0] for views, _, _ in items]), torch.tensor([label for _, label, _ in items])
+
+    return ProbeSet(*load(fit), *load(score))
+
+
 def main(cfg: PretrainConfig) -> dict:
     cfg = resolve(cfg)
     ctx = setup_distributed(cfg.device)
@@ -219,6 +260,8 @@ def main(cfg: PretrainConfig) -> dict:
     amp_dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
     out = cfg.output_dir
     log = print if ctx.is_main else (lambda *a, **k: None)
+    if cfg.probe_every < 0:
+        raise SystemExit(f"--probe-every {cfg.probe_every}: must be >= 0 (0 = off)")
     if ctx.is_main:
         out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)  # same initial weights on every rank
@@ -249,7 +292,7 @@ def main(cfg: PretrainConfig) -> dict:
     lr = cfg.lr if cfg.lr is not None else scaled_lr(cfg.base_lr, clips_per_step)
 
     # ---- model, optimizer, schedule ------------------------------------------------------------------------------
-    model = BUILDERS[cfg.model](patch_size=cfg.patch_size).to(device)
+    model = BUILDERS[cfg.model](patch_size=cfg.patch_size, target=cfg.target).to(device)
     if cfg.grad_checkpointing:
         model.encoder.set_grad_checkpointing(True)
     grid = model.grid((1, 3, cfg.num_frames, cfg.input_size, cfg.input_size))
@@ -330,6 +373,44 @@ def main(cfg: PretrainConfig) -> dict:
         )
 
     metrics = JsonlLogger(out / "metrics.jsonl", resume_step=step) if ctx.is_main else None
+    probes = None
+    if cfg.probe_every and ctx.is_main:
+        if fsdp:  # the forward of a sharded model is a collective; the probe runs on rank 0 alone
+            log("linear probe off under FSDP2 (run it on a saved encoder.pt instead)")
+        else:
+            probes = build_probe_set(cfg, read_records(cfg, is_main=True))
+            if probes is None:
+                log("linear probe off: the training records carry fewer than two labelled classes")
+
+    def run_probe(at_step: int) -> None:
+        """Frozen-encoder linear probe + token statistics on the probe clips, logged under `probe_*` keys."""
+        if probes is None:
+            return
+        was_training = model.training
+        model.eval()
+
+        def encode(clips: torch.Tensor) -> torch.Tensor:
+            with torch.no_grad(), torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                return model.forward_features(normalize_batch(clips.to(device))).float()
+
+        values = probe_encoder(encode, probes, time_slots=grid[0], batch_size=cfg.batch_size)
+        model.train(was_training)
+        # token statistics of whole probe clips go under their own names (the training log has those of visible tokens)
+        metrics.log(
+            at_step,
+            probe_mean_pool=values["probe_mean_pool"],
+            probe_per_time=values["probe_per_time"],
+            clip_token_participation_ratio=values["participation_ratio"],
+            clip_token_position_variance=values["position_variance_fraction"],
+        )
+        log(
+            f"step {at_step}: linear probe {values['probe_mean_pool']:.3f} (mean pool) / "
+            f"{values['probe_per_time']:.3f} (per time slot), token participation ratio "
+            f"{values['participation_ratio']:.2f}"
+        )
+
+    if step == 0 and cfg.probe_every:
+        run_probe(0)  # the random-initialisation baseline
     tb = None
     if cfg.tensorboard and ctx.is_main:
         from tubemask.train.metrics import TensorBoardWriter
@@ -440,6 +521,8 @@ def main(cfg: PretrainConfig) -> dict:
                     wait=f"{values['data_wait']:.0%}",
                 )
                 bar.update(1)
+                if cfg.probe_every and step % cfg.probe_every == 0:
+                    run_probe(step)
             if batch_in_epoch >= sampler.batches_per_epoch - sampler.batches_per_epoch % cfg.accum_steps:
                 epoch, batch_in_epoch = epoch + 1, 0
             if step % ckpt_every == 0 or step == end_step:
@@ -457,6 +540,8 @@ def main(cfg: PretrainConfig) -> dict:
             # FSDP2 gathers weights collectively, so there every rank runs the forward and rank 0 writes
             save_pictures(model, last_vis_batch, out / f"reconstruction-epoch{epoch:04d}", amp_dtype, ctx.is_main)
     bar.close()
+    if cfg.probe_every and step % cfg.probe_every != 0 and ctx.is_main:
+        run_probe(step)  # the final encoder
 
     if cfg.workers == 0 and dataset.failures.counts:
         log(dataset.summary())  # with workers, each bad file was logged by the worker that met it
@@ -471,9 +556,10 @@ def main(cfg: PretrainConfig) -> dict:
         encoder_keys = {k: v for k, v in model_state.items() if k.startswith(("tokenizer.", "encoder."))}
         save_checkpoint(out / "encoder.pt", {"model": encoder_keys, "config": config_dict(cfg)})
         plot_loss_curve(out / "metrics.jsonl", out / "loss.png")
+        plot_diagnostics(read_jsonl(out / "metrics.jsonl"), out / "diagnostics.png", title="pretraining diagnostics")
         log(
             f"done: {step} steps; wrote {out / 'final.pt'}, {out / 'encoder.pt'}, {out / 'metrics.jsonl'}, "
-            f"{out / 'loss.png'} and reconstruction pictures"
+            f"{out / 'loss.png'}, {out / 'diagnostics.png'} and reconstruction pictures"
         )
     cleanup()
     return result

@@ -111,6 +111,19 @@ def test_ucf101_smoke_leaves_every_artifact(ucf: Path, tmp_path: Path) -> None:
     assert all(r["loss"] > 0 and r["clips_per_s"] > 0 for r in rows)
 
 
+def test_linear_probe_is_logged_plotted_and_leaves_training_untouched(ucf: Path, tmp_path: Path) -> None:
+    run(**tiny_options(ucf, tmp_path / "plain", max_steps=3))
+    run(**tiny_options(ucf, tmp_path / "probed", max_steps=3, probe_every=2, probe_videos_per_class=2))
+    assert_same_weights(final_weights(tmp_path / "plain"), final_weights(tmp_path / "probed"))
+    rows = [json.loads(line) for line in (tmp_path / "probed" / "metrics.jsonl").read_text().splitlines()]
+    probes = [r for r in rows if "probe_mean_pool" in r]
+    assert [r["step"] for r in probes] == [0, 2, 3]  # start, every 2 steps, the end
+    for r in probes:
+        assert 0.0 <= r["probe_mean_pool"] <= 1.0 and 0.0 <= r["probe_per_time"] <= 1.0
+        assert r["clip_token_participation_ratio"] >= 1.0
+    assert (tmp_path / "probed" / "diagnostics.png").read_bytes()[:4] == b"\x89PNG"
+
+
 def test_max_steps_keeps_the_schedule_of_epochs(ucf: Path, tmp_path: Path) -> None:
     run(**tiny_options(ucf, tmp_path / "a", max_steps=3, epochs=4))
     state = torch.load(tmp_path / "a" / "checkpoint-00000003.pt", weights_only=True)
