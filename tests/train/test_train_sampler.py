@@ -19,7 +19,9 @@ def test_rank_shares_make_the_global_batches(length: int, batch: int, world: int
     if length < batch * world:
         return
     single = ResumableDistributedSampler(length, batch_size=batch * world, seed=seed)
-    ranks = [ResumableDistributedSampler(length, batch_size=batch, rank=r, world_size=world, seed=seed) for r in range(world)]
+    ranks = [
+        ResumableDistributedSampler(length, batch_size=batch, rank=r, world_size=world, seed=seed) for r in range(world)
+    ]
     for s in [single, *ranks]:
         s.set_epoch(epoch)
     global_order = list(single)
