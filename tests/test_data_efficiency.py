@@ -2,24 +2,18 @@
 rule, and that the pretrained arm really starts from the pretrained encoder."""
 
 import dataclasses
-import importlib.util
 import json
 import math
-import sys
 from pathlib import Path
 
 import pytest
 import torch
-
-RECIPE = Path(__file__).resolve().parent.parent / "recipes" / "data_efficiency.py"
+from recipe_helpers import load_recipe
 
 
 @pytest.fixture(scope="module")
 def recipe():
-    spec = importlib.util.spec_from_file_location("data_efficiency", RECIPE)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["data_efficiency"] = module
-    spec.loader.exec_module(module)
+    module = load_recipe("data_efficiency")
     threads = torch.get_num_threads()
     yield module
     torch.set_num_threads(threads)

@@ -1,7 +1,6 @@
 """The fine-tuning recipes on generated video: smoke runs of every preset, loading a pretraining checkpoint, the
 linear probe's frozen encoder, exact resume, and the multi-view test outputs."""
 
-import importlib.util
 import json
 import math
 import os
@@ -12,12 +11,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from recipe_helpers import RECIPES, load_recipe
 
 import tubemask
 from tubemask.data import make_synthetic_ucf101, read_ucf101
 
 REPO = Path(__file__).resolve().parent.parent
-RECIPES = REPO / "recipes"
 CONFIGS = {
     "finetune_ucf101": "FinetuneConfig",
     "finetune_hmdb51": "HMDB51Config",
@@ -34,15 +33,6 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
-
-
-def load_recipe(name: str):
-    """Load `recipes/<name>.py` as a fresh module (recipes are scripts, not a package)."""
-    spec = importlib.util.spec_from_file_location(name, RECIPES / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def run(recipe: str = "finetune_ucf101", **options) -> dict:

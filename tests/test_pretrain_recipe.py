@@ -1,7 +1,6 @@
 """The pretraining recipes on generated video: smoke runs, exact resume (also after SIGKILL), DDP equivalence,
 bad files, non-finite losses, and that `recipes` is not an importable package."""
 
-import importlib.util
 import json
 import logging
 import os
@@ -15,22 +14,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from recipe_helpers import RECIPES, load_recipe
 
 from tubemask.data import make_synthetic_ucf101, read_ucf101
 
 REPO = Path(__file__).resolve().parent.parent
-RECIPES = REPO / "recipes"
 
 pytestmark = pytest.mark.slow
-
-
-def load_recipe(name: str):
-    """Load `recipes/<name>.py` as a fresh module (recipes are scripts, not a package)."""
-    spec = importlib.util.spec_from_file_location(name, RECIPES / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")

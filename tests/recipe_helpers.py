@@ -1,0 +1,17 @@
+"""Shared by the recipe tests: recipes are scripts, not a package, so tests load them by path."""
+
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+
+RECIPES = Path(__file__).resolve().parent.parent / "recipes"
+
+
+def load_recipe(name: str) -> ModuleType:
+    """Load `recipes/<name>.py` as a fresh module registered under `name` (dataclasses and pickling need it)."""
+    spec = importlib.util.spec_from_file_location(name, RECIPES / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
