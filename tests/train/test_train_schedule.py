@@ -2,7 +2,7 @@ import math
 
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from torch import nn
 
@@ -91,6 +91,7 @@ def test_warmup_cosine_validates() -> None:
     base=st.floats(1e-6, 1.0),
     min_frac=st.floats(0.0, 1.0),
 )
+@example(total=2, warmup_frac=1.0, step_frac=0.5, base=1.0, min_frac=0.0)  # warmup spanning the whole run
 def test_cosine_schedule_stays_within_its_bounds(
     total: int, warmup_frac: float, step_frac: float, base: float, min_frac: float
 ) -> None:
@@ -102,7 +103,9 @@ def test_cosine_schedule_stays_within_its_bounds(
     if step >= warmup:
         assert lr >= min_lr * (1 - 1e-12)
     nxt = cosine_schedule(step + 1, total_steps=total, warmup_steps=warmup, base_lr=base, min_lr=min_lr)
-    if step + 1 <= warmup:
+    if step + 1 >= total:
+        assert nxt == min_lr  # past the run (even when the warmup spans all of it): the final value
+    elif step + 1 <= warmup:
         assert nxt >= lr  # warmup only rises, up to base_lr
     else:
         assert nxt <= lr * (1 + 1e-12)  # the cosine only falls
