@@ -2,14 +2,18 @@
 
 The peer is VideoMAE's `TubeMaskingGenerator` as the official data pipeline uses it: per sample, `np.hstack` of
 zeros and ones, `np.random.shuffle`, `np.tile` over time; the batch is stacked and turned into a Bool tensor as the
-collate does. tubemask draws the whole batch at once (one argsort of uniform noise) from a `torch.Generator`.
+collate does. tubemask draws the whole batch at once from a `torch.Generator` (`choose_k`: per row, a few random
+bytes, skipping repeats and out-of-range values, no sort). Both sides produce the same product, a `Bool[256, 1568]`
+tube mask; the script checks shape, dtype, counts and tube structure of both before timing.
 
-Also reported: the masking cost as a share of a ViT-S train step (tubemask, 16x224x224, batch 2), per clip.
+Also reported: the floor of any torch sampler here (drawing the random words alone, and writing the 400 KB output),
+and the masking cost as a share of a ViT-S train step (tubemask, 16x224x224, batch 2), per clip.
 
     python benchmarks/masking.py [--quick]
 """
 
 import argparse
+import math
 import statistics
 import sys
 import time
@@ -22,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import common  # noqa: E402
 
-from tubemask.masking import TubeMasker  # noqa: E402
+from tubemask.masking import TubeMasker, _draws_per_row  # noqa: E402
 from tubemask.models import videomae_vit_s  # noqa: E402
 
 
@@ -68,7 +72,11 @@ def main() -> None:
     np.random.seed(0)  # noqa: NPY002
     official = NumpyTubeMasking(grid, ratio)
     a, b = masker(batch, grid, generator=generator), numpy_batch(official, batch)
-    assert a.shape == b.shape and (a.sum(1) == b.sum(1)).all(), "the two samplers disagree on the masked count"
+    for mask in (a, b):
+        assert mask.shape == (batch, math.prod(grid)) and mask.dtype == torch.bool and mask.is_contiguous()
+        slots = mask.view(batch, grid[0], -1)
+        assert torch.equal(slots, slots[:, :1].expand_as(slots)), "a tube mask repeats one frame-grid over time"
+    assert torch.equal(a.sum(1), b.sum(1)), "the two samplers disagree on the masked count"
 
     fns = {
         "numpy per-sample": lambda: numpy_batch(official, batch),
@@ -81,6 +89,20 @@ def main() -> None:
         for name in fns if r % 2 == 0 else reversed(list(fns)):
             times[name].append(per_call(fns[name], calls))
     speedup = common.median_ratio(times["numpy per-sample"], times["tubemask TubeMasker"])
+
+    # the floor: the random words choose_k draws for this batch, writing the output tensor, one of its ~12 tensor ops
+    per_row = _draws_per_row(grid[1] * grid[2], grid[1] * grid[2] - masker.num_masked(grid) // grid[0], 8)
+    words = -(-batch * per_row // 8)  # 8-bit draws, 8 per word
+    draws_like = torch.zeros(batch, per_row, dtype=torch.int64)  # choose_k runs about a dozen ops of this size
+    floor = {
+        "draw the random words": lambda: torch.empty(words, dtype=torch.int64).random_(
+            -(2**63), None, generator=generator
+        ),
+        "write the output": lambda: torch.empty(batch, math.prod(grid), dtype=torch.bool).numpy().fill(False),
+        "one op on the draws": lambda: torch.eq(draws_like, draws_like),
+        "one empty torch op": lambda: torch.empty(0),
+    }
+    floor_s = {name: statistics.median(per_call(fn, calls * 10) for _ in range(rounds)) for name, fn in floor.items()}
 
     # share of a ViT-S train step (tubemask, batch 2), per clip
     model = videomae_vit_s().train()
@@ -107,7 +129,10 @@ def main() -> None:
         med = statistics.median(ts)
         print(f"  {name:<22} {med * 1e3:15.3f} {med / batch * 1e6:8.2f}")
     ours_clip = statistics.median(times["tubemask TubeMasker"]) / batch
+    numpy_s = statistics.median(times["numpy per-sample"])
     print(f"  speed-up tubemask/numpy (median of per-round ratios): {speedup:.1f}x  (target >= 50x)")
+    for name, sec in floor_s.items():
+        print(f"  floor: {name:<24} {sec * 1e6:8.1f} us  (numpy / this = {numpy_s / sec:.0f}x)")
     print(f"  ViT-S train step (tubemask, batch {step_batch}): {step_s:.3f} s = {step_s / step_batch:.3f} s/clip")
     print(
         f"  masking share of the step, per clip at batch {batch}: {ours_clip / (step_s / step_batch):.5%}; "

@@ -8,14 +8,20 @@ is the median of the per-round ratios, so load from other processes hits both si
 The dual-masking row (VideoMAE V2) lets tubemask's decoder reconstruct only the masked cubes outside a running-cell
 decoder mask of ratio 0.5; HF cannot do that, so it is compared with HF's full decoding in clips per second.
 
+`--compile` adds a row for tubemask under `torch.compile` (inductor, CPU C++ codegen), timed in the same alternation
+after a warm-up that compiles forward and backward (the compile time is printed). It is an extra row, not the
+identical-math headline, which stays HF eager vs tubemask eager. The compiled call runs with jaxtyping's runtime shape
+checks switched off (their `isinstance` hooks are not traceable, see `tests/test_compile.py`).
+
 GFLOP/s count the model FLOPs analytically (`benchmarks/common.py: forward_flops`, the useful work: only visible cubes
 embedded) times 3 for forward + backward, the same count for both sides; the share is against the best fp32 `torch.mm`
 rate measured in the same run.
 
-    python benchmarks/step_vs_hf.py [--quick] [--models small,base] [--pairs N]
+    python benchmarks/step_vs_hf.py [--quick] [--models small,base] [--pairs N] [--compile]
 """
 
 import argparse
+import contextlib
 import statistics
 import sys
 import time
@@ -31,7 +37,20 @@ from tubemask.masking import RunningCellMasker  # noqa: E402
 from tubemask.tokens import masked_count  # noqa: E402
 
 
-def bench_model(name: str, *, batch: int, pairs: int) -> dict:
+@contextlib.contextmanager
+def no_shape_checks():
+    """Switch jaxtyping's runtime shape checks off (Dynamo cannot trace them)."""
+    import jaxtyping
+
+    before = jaxtyping.config.jaxtyping_disable
+    jaxtyping.config.update("jaxtyping_disable", True)
+    try:
+        yield
+    finally:
+        jaxtyping.config.update("jaxtyping_disable", before)
+
+
+def bench_model(name: str, *, batch: int, pairs: int, compile_: bool = False) -> dict:
     """Time HF, tubemask and tubemask with dual masking on preset `name`; return the rows and the ratios."""
     pair = common.make_pair(name)
     size = pair.size
@@ -62,11 +81,30 @@ def bench_model(name: str, *, batch: int, pairs: int) -> dict:
         pair.ours.zero_grad(set_to_none=True)
         pair.ours(video, mask, decoder_mask).loss.backward()
 
-    times = common.alternate({"hf": step_hf, "tubemask": step_ours, "tubemask dual": step_dual}, pairs=pairs)
+    steps = {"hf": step_hf, "tubemask": step_ours, "tubemask dual": step_dual}
+    compile_s = None
+    if compile_:
+        compiled = torch.compile(pair.ours)
+
+        def step_compiled() -> None:
+            pair.ours.zero_grad(set_to_none=True)
+            with no_shape_checks():
+                compiled(video, mask).loss.backward()
+
+        t0 = time.perf_counter()
+        step_compiled()  # compiles forward and backward
+        compile_s = time.perf_counter() - t0
+        with torch.no_grad(), no_shape_checks():
+            loss_c = compiled(video, mask).loss.item()
+        print(f"[{name}] torch.compile: first step {compile_s:.0f} s; loss compiled {loss_c:.6f}")
+        steps["tubemask compiled"] = step_compiled
+
+    times = common.alternate(steps, pairs=pairs)
     full = 3 * batch * common.forward_flops(size, visible=visible, decoded=masked)
     dual = 3 * batch * common.forward_flops(size, visible=visible, decoded=decoded_dual)
-    flops = {"hf": full, "tubemask": full, "tubemask dual": dual}
+    flops = {"hf": full, "tubemask": full, "tubemask dual": dual, "tubemask compiled": full}
     ratio = common.median_ratio(times["hf"], times["tubemask"])
+    ratio_compiled = common.median_ratio(times["hf"], times["tubemask compiled"]) if compile_ else None
     ratio_dual = common.median_ratio(times["hf"], times["tubemask dual"])
     header = (
         f"[{name}] batch {batch}, grid {grid}, {visible} visible / {masked} masked tokens per clip, "
@@ -81,6 +119,7 @@ def bench_model(name: str, *, batch: int, pairs: int) -> dict:
         "identical": ratio,
         "dual": ratio_dual,
         "per_round": per_round,
+        "compiled": ratio_compiled,
     }
 
 
@@ -100,6 +139,8 @@ def report(result: dict, peak: float) -> None:
     print(
         f"  speed-up tubemask dual masking/hf full decoding, clips/s:           {result['dual']:.2f}x  (target >= 1.8x)"
     )
+    if result["compiled"] is not None:
+        print(f"  extra row, tubemask torch.compile (inductor) vs hf eager, same math: {result['compiled']:.2f}x")
 
 
 def main() -> None:
@@ -109,6 +150,7 @@ def main() -> None:
     parser.add_argument("--pairs", type=int, default=None, help="alternated rounds per model (default 6; quick 3)")
     parser.add_argument("--batch", type=int, default=2)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--compile", action="store_true", help="add a torch.compile (inductor) row for tubemask")
     args = parser.parse_args()
     models = (args.models or ("small" if args.quick else "small,base")).split(",")
     pairs = args.pairs or (3 if args.quick else 6)
@@ -116,7 +158,7 @@ def main() -> None:
     torch.manual_seed(0)
     start = time.perf_counter()
     peak_start = common.matmul_peak_gflops()
-    results = {name: bench_model(name, batch=args.batch, pairs=pairs) for name in models}
+    results = {name: bench_model(name, batch=args.batch, pairs=pairs, compile_=args.compile) for name in models}
     peak_end = common.matmul_peak_gflops()
     peak = max(peak_start, peak_end)
     print(
@@ -127,7 +169,8 @@ def main() -> None:
         report(result, peak)
     print(f"total {time.perf_counter() - start:.0f} s")
     for name, r in results.items():
-        print(f"summary {name}: identical math {r['identical']:.2f}x, dual masking {r['dual']:.2f}x")
+        extra = f", compiled {r['compiled']:.2f}x" if r["compiled"] is not None else ""
+        print(f"summary {name}: identical math {r['identical']:.2f}x, dual masking {r['dual']:.2f}x{extra}")
     final = results["base"] if "base" in results else results[models[-1]]
     print(f"ratio tubemask/hf: {final['identical']:.2f}")
 

@@ -4,9 +4,10 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from tubemask.layers import Attention, Block, DropPath, Mlp, drop_path
+from tubemask.layers import Attention, Block, DropPath, Mlp, drop_path, qkv_attention
 
 
 def manual_attention(attn: Attention, x: torch.Tensor) -> torch.Tensor:
@@ -111,3 +112,21 @@ def test_block_shapes_and_names():
     assert isinstance(Block(16, num_heads=4).drop_path, nn.Identity)
     names = set(block.state_dict())
     assert {"norm1.weight", "attn.qkv.weight", "attn.q_bias", "attn.v_bias", "mlp.fc1.weight", "mlp.fc2.bias"} <= names
+
+
+@pytest.mark.parametrize(("b", "n", "dim", "heads"), [(2, 7, 8, 2), (1, 33, 24, 3), (3, 160, 64, 4)])
+def test_qkv_attention_cpu_path_is_bit_identical_to_sdpa(b, n, dim, heads):
+    """The CPU flash path with the stacked backward gives SDPA's output and qkv gradient exactly."""
+    torch.manual_seed(0)
+    qkv = torch.randn(b, n, 3 * dim, requires_grad=True)
+    grad = torch.randn(b, n, dim)
+    out = qkv_attention(qkv, heads)
+    (g,) = torch.autograd.grad(out, qkv, grad)
+    q, k, v = qkv.view(b, n, 3, heads, dim // heads).permute(2, 0, 3, 1, 4).unbind(0)
+    ref = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, n, dim)
+    (g_ref,) = torch.autograd.grad(ref, qkv, grad)
+    assert torch.equal(out, ref) and torch.equal(g, g_ref)
+    with torch.nn.attention.sdpa_kernel(torch.nn.attention.SDPBackend.MATH):  # the backend switch is honoured
+        math_out = qkv_attention(qkv, heads)
+    assert math_out.grad_fn is not None and "CPUFlashAttention" not in type(math_out.grad_fn).__name__
+    torch.testing.assert_close(math_out, ref, rtol=1e-5, atol=1e-6)

@@ -15,7 +15,7 @@ from tubemask.losses import (
     reconstruction_targets,
     unnormalize_cubes,
 )
-from tubemask.tokenizers import patchify
+from tubemask.tokenizers import gather_cubes, patchify
 
 SETTINGS = settings(max_examples=30, deadline=None)
 TS, PS = 2, 4  # tiny cubes: 2 x 4 x 4
@@ -148,3 +148,20 @@ def test_masked_mse():
     p = pred.clone().requires_grad_(True)
     masked_mse(p, target).backward()
     torch.testing.assert_close(p.grad, 2 * (pred - target) / pred.numel())
+
+
+@SETTINGS
+@given(seed=st.integers(0, 2**16), scale=st.sampled_from([1.0, 1e-3, 30.0]))
+def test_norm_pix_fast_path_equals_unnormalise_first(seed, scale):
+    """The folded per-channel norm-pix equals un-normalise, then norm_pix_per_channel (in float64), to float32 rounding.
+
+    The reference runs in float64: with a small std and a large mean, un-normalising first loses digits in float32
+    (the folded form does not).
+    """
+    video = clip(seed) * scale
+    ids = all_ids(video)
+    cubes = gather_cubes(video.double(), ids, tubelet_size=TS, patch_size=PS)
+    for mean, std in ((IMAGENET_MEAN, IMAGENET_STD), (None, None), ((0.5, 0.1, -2.0), (0.5, 2.0, 1e-3))):
+        exact = norm_pix_per_channel(unnormalize_cubes(cubes, channels=3, mean=mean, std=std), channels=3)
+        fast = reconstruction_targets(video, ids, tubelet_size=TS, patch_size=PS, mean=mean, std=std)
+        torch.testing.assert_close(fast, exact.float(), rtol=1e-5, atol=1e-5)

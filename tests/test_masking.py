@@ -375,3 +375,89 @@ def test_no_visible_token_guard_names_mask_ratio():
     with pytest.raises(ValueError, match="mask_ratio.*no visible token"):
         _masked_units(1.0, 4, "tokens")
     assert _masked_units(0.75, 4, "tokens") == 3
+
+
+# --- choose_k: exact uniformity over k-subsets ------------------------------------------------------------------------
+
+
+def subset_chi_square(chosen: torch.Tensor) -> tuple[float, int]:
+    """Chi-square of the rows of `chosen` (`Bool[draws, n]`) against the uniform law over all k-subsets; and its df."""
+    draws, n = chosen.shape
+    k = int(chosen[0].sum())
+    codes = (chosen.long() << torch.arange(n)).sum(dim=1)
+    counts = torch.bincount(codes, minlength=1 << n).double()
+    subsets = math.comb(n, k)
+    assert int((counts > 0).sum()) <= subsets
+    expected = draws / subsets
+    observed = counts[counts > 0]
+    chi2 = float(((observed - expected) ** 2 / expected).sum()) + (subsets - observed.numel()) * expected
+    return chi2, subsets - 1
+
+
+@pytest.mark.parametrize(("n", "k"), [(6, 2), (6, 4), (5, 2), (7, 3), (9, 1), (4, 2)])
+def test_choose_k_uniform_over_subsets(n, k):
+    """Every k-subset is equally likely: chi-square over all C(n, k) subsets under its mean + 6 sd (fixed seed)."""
+    chosen = choose_k(30000, n, k, generator=gen(11))
+    chi2, df = subset_chi_square(chosen)
+    assert chi2 < df + 6 * math.sqrt(2 * df)
+
+
+def test_choose_k_uniform_when_rows_are_redrawn(monkeypatch):
+    """With draws cut to the bare minimum most rows run short and are drawn again; the law stays uniform."""
+    import tubemask.masking as masking
+
+    monkeypatch.setattr(masking, "_draws_per_row", lambda cells, smaller, bits: smaller)
+    chosen = choose_k(20000, 6, 3, generator=gen(12))  # 3 values of 3 bits: most rows reject or repeat one
+    assert chosen.sum(dim=1).tolist() == [3] * 20000
+    chi2, df = subset_chi_square(chosen)
+    assert chi2 < df + 6 * math.sqrt(2 * df)
+
+
+def test_choose_k_tube_positions_and_pairs():
+    """VideoMAE's 20 visible of 196 cells: per-cell and per-pair frequencies match the uniform law (chi-square)."""
+    draws, n, k = 20000, 196, 20
+    visible = ~choose_k(draws, n, n - k, generator=gen(13))  # the masker's call: k = 176 masked
+    assert visible.sum(dim=1).tolist() == [k] * draws
+    x = visible.double()
+    p = k / n
+    cell = x.sum(dim=0)
+    chi2 = float(((cell - draws * p) ** 2 / (draws * p * (1 - p))).sum())
+    assert chi2 < n + 6 * math.sqrt(2 * n)
+    pairs = (x.T @ x)[torch.triu_indices(n, n, offset=1).unbind()]  # co-occurrence of every pair of cells
+    q = k * (k - 1) / (n * (n - 1))
+    m = pairs.numel()
+    chi2 = float(((pairs - draws * q) ** 2 / (draws * q * (1 - q))).sum())
+    assert chi2 < m + 6 * math.sqrt(2 * m)
+
+
+def test_choose_k_same_generator_state_same_mask_on_any_device_argument():
+    a = choose_k(7, 196, 176, generator=gen(14))
+    b = choose_k(7, 196, 176, generator=gen(14), device="cpu")
+    assert torch.equal(a, b) and not torch.equal(a, choose_k(7, 196, 176, generator=gen(15)))
+
+
+def short_row_probability(cells: int, smaller: int, bits: int, draws: int) -> float:
+    """Exact chance that `draws` values of `bits` bits hold fewer than `smaller` distinct values below `cells`."""
+    dist = [1.0] + [0.0] * smaller  # dist[d]: chance of d distinct accepted values so far (capped at smaller)
+    for _ in range(draws):
+        nxt = [0.0] * (smaller + 1)
+        for d, pd in enumerate(dist):
+            if d == smaller:
+                nxt[d] += pd
+                continue
+            hit = (cells - d) / (1 << bits)
+            nxt[d + 1] += pd * hit
+            nxt[d] += pd * (1 - hit)
+        dist = nxt
+    return 1.0 - dist[smaller]
+
+
+def test_draws_per_row_leaves_few_short_rows():
+    """The margin of `_draws_per_row` keeps redraws rare (below 1e-5 of rows) for every small grid and VideoMAE's."""
+    from tubemask.masking import _draws_per_row
+
+    cases = [(n, s) for n in range(2, 40) for s in range(1, n // 2 + 1)]
+    cases += [(196, 20), (196, 98), (257, 1), (257, 128), (1568, 157)]
+    for n, s in cases:
+        bits = max(1, (n - 1).bit_length())
+        assert short_row_probability(n, s, bits, _draws_per_row(n, s, bits)) < 1e-5, (n, s)

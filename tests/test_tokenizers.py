@@ -6,7 +6,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tubemask.tokenizers import CubeEmbedding, gather_cubes, patchify, unpatchify
+from tubemask.tokenizers import CubeEmbedding, gather_cube_planes, gather_cubes, patchify, unpatchify
 
 SETTINGS = settings(max_examples=40, deadline=None)
 
@@ -96,6 +96,17 @@ def test_gather_cubes_equals_patchify_gathered(sample):
     full = patchify(video, tubelet_size=ts, patch_size=ps)
     expected = torch.stack([full[i, ids[i]] for i in range(video.shape[0])])
     assert torch.equal(gather_cubes(video, ids, tubelet_size=ts, patch_size=ps), expected)
+
+
+@SETTINGS
+@given(clips_and_ids())
+def test_gather_cube_planes_is_gather_cubes_channel_major(sample):
+    video, ts, ps, _, ids = sample
+    b, c = video.shape[:2]
+    cubes = gather_cubes(video, ids, tubelet_size=ts, patch_size=ps)  # (p0 p1 p2 c)
+    planes = gather_cube_planes(video, ids, tubelet_size=ts, patch_size=ps)
+    assert planes.shape == (b, ids.shape[1], c, ts * ps * ps)
+    assert torch.equal(planes, cubes.view(b, ids.shape[1], -1, c).transpose(-1, -2))
 
 
 @SETTINGS

@@ -2,6 +2,8 @@
 
 Attention holds one fused `qkv` weight without bias plus learnable `q_bias` and `v_bias` (the key bias is zero), as
 VideoMAE does, and runs `torch.nn.functional.scaled_dot_product_attention` (flash / memory-efficient kernels on GPU).
+On CPU, [qkv_attention][tubemask.layers.qkv_attention] calls the same flash kernel with a backward that writes the
+q, k and v gradients straight into one `[b n 3d]` tensor (bit-identical results, fewer copies).
 Parameter names follow the official VideoMAE checkpoints (`attn.qkv`, `attn.q_bias`, `attn.proj`, `mlp.fc1`, ...).
 """
 
@@ -10,7 +12,7 @@ import torch.nn.functional as F
 from jaxtyping import Float
 from torch import Tensor, nn
 
-__all__ = ["drop_path", "DropPath", "Attention", "Mlp", "Block"]
+__all__ = ["drop_path", "DropPath", "qkv_attention", "Attention", "Mlp", "Block"]
 
 
 def drop_path(x: Tensor, drop_prob: float, *, training: bool, generator: torch.Generator | None = None) -> Tensor:
@@ -41,6 +43,63 @@ class DropPath(nn.Module):
 
     def extra_repr(self) -> str:
         return f"drop_prob={self.drop_prob}"
+
+
+def _split_heads(qkv: Tensor, num_heads: int) -> tuple[Tensor, Tensor, Tensor]:
+    """`[b n 3d] -> q, k, v` as `[b heads n head_dim]` views (no copy)."""
+    b, n, three_d = qkv.shape
+    return qkv.view(b, n, 3, num_heads, three_d // (3 * num_heads)).permute(2, 0, 3, 1, 4).unbind(0)
+
+
+class _CPUFlashAttention(torch.autograd.Function):
+    """SDPA's CPU flash kernel on a fused `[b n 3d]` qkv, with the q/k/v gradients stacked straight into `[b n 3d]`.
+
+    Through `F.scaled_dot_product_attention` the backward of the q/k/v split stacks the three gradients head-major
+    (`[3 b heads n hd]`) and then copies them back to the token-major layout of the `qkv` linear; here one `stack`
+    writes them token-major. The kernel calls, and hence every value, are the same as SDPA's on CPU.
+    """
+
+    @staticmethod
+    def forward(ctx, qkv: Tensor, num_heads: int) -> Tensor:
+        b, n, three_d = qkv.shape
+        q, k, v = _split_heads(qkv, num_heads)
+        out, logsumexp = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(q, k, v, 0.0, False)
+        ctx.save_for_backward(qkv, out, logsumexp)
+        ctx.num_heads = num_heads
+        return out.transpose(1, 2).reshape(b, n, three_d // 3)  # the kernel's output is token-major: a view
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:
+        qkv, out, logsumexp = ctx.saved_tensors
+        b, n, three_d = qkv.shape
+        q, k, v = _split_heads(qkv, ctx.num_heads)
+        grad_heads = grad.reshape(b, n, ctx.num_heads, -1).transpose(1, 2)
+        grads = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward(
+            grad_heads, q, k, v, out, logsumexp, 0.0, False
+        )
+        return torch.stack([g.transpose(1, 2) for g in grads], dim=2).view(b, n, three_d), None
+
+
+def qkv_attention(qkv: Float[Tensor, "b n e"], num_heads: int, *, dropout_p: float = 0.0) -> Float[Tensor, "b n d"]:
+    """Softmax attention of a fused `qkv` projection `[b n 3d]` (q, k, v blocks, heads inside each), `[b n d]` out.
+
+    Scaled dot-product attention per head with scale `head_dim ** -0.5`. On CPU without dropout (and outside
+    torch.compile, which fuses on its own) it runs the flash kernel through `_CPUFlashAttention`; elsewhere through
+    `F.scaled_dot_product_attention`. Both give the same values.
+    """
+    b, n, three_d = qkv.shape
+    if (
+        not torch.compiler.is_compiling()  # first, so Dynamo never traces the rest
+        and qkv.device.type == "cpu"
+        and dropout_p == 0.0
+        and qkv.dtype in (torch.float32, torch.bfloat16)
+        and torch.backends.cuda.flash_sdp_enabled()  # the backend switch SDPA honours on CPU too
+    ):
+        return _CPUFlashAttention.apply(qkv, num_heads)
+    q, k, v = _split_heads(qkv, num_heads)
+    out = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p)
+    return out.transpose(1, 2).reshape(b, n, three_d // 3)
 
 
 class Attention(nn.Module):
@@ -80,11 +139,8 @@ class Attention(nn.Module):
         return torch.cat([self.q_bias, torch.zeros_like(self.q_bias), self.v_bias])
 
     def forward(self, x: Float[Tensor, "b n d"]) -> Float[Tensor, "b n d"]:
-        b, n, d = x.shape
         qkv = F.linear(x, self.qkv.weight, self.qkv_bias())
-        q, k, v = qkv.view(b, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
-        out = F.scaled_dot_product_attention(q, k, v, dropout_p=self.attn_drop if self.training else 0.0)
-        out = out.transpose(1, 2).reshape(b, n, d)
+        out = qkv_attention(qkv, self.num_heads, dropout_p=self.attn_drop if self.training else 0.0)
         return self.proj_drop(self.proj(out))
 
 

@@ -13,7 +13,7 @@ from torch import Tensor, nn
 from tubemask.grid import token_grid
 from tubemask.shapes import typechecked
 
-__all__ = ["patchify", "unpatchify", "gather_cubes", "CubeEmbedding"]
+__all__ = ["patchify", "unpatchify", "gather_cubes", "gather_cube_planes", "CubeEmbedding"]
 
 
 @typechecked
@@ -78,6 +78,26 @@ def gather_cubes(
     wi = ids % w
     rows = torch.arange(b, device=ids.device)[:, None]
     return view[rows, ti, hi, wi].reshape(b, ids.shape[1], -1)
+
+
+@typechecked
+def gather_cube_planes(
+    video: Float[Tensor, "b c t h w"], ids: Int[Tensor, "b v"], *, tubelet_size: int, patch_size: int
+) -> Float[Tensor, "b v c q"]:
+    """The cubes at `ids` channel-major: `[b v c q]` with `q = tubelet_size * patch_size**2` pixels `(p0 p1 p2)`.
+
+    The same values as [gather_cubes][tubemask.tokenizers.gather_cubes], one plane per channel. It copies runs of
+    `patch_size` contiguous pixels instead of interleaving the channels, so it is the cheaper gather when the consumer
+    works per channel (the norm-pix target).
+    """
+    b, c, _, _, _ = video.shape
+    t, h, w = token_grid(*video.shape[2:], tubelet_size=tubelet_size, patch_size=patch_size)
+    view = video.reshape(b, c, t, tubelet_size, h, patch_size, w, patch_size).permute(0, 2, 4, 6, 1, 3, 5, 7)
+    ti = torch.div(ids, h * w, rounding_mode="floor")
+    hi = torch.div(ids, w, rounding_mode="floor") % h
+    wi = ids % w
+    rows = torch.arange(b, device=ids.device)[:, None]
+    return view[rows, ti, hi, wi].reshape(b, ids.shape[1], c, -1)
 
 
 class CubeEmbedding(nn.Module):
