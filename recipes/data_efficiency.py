@@ -1,7 +1,7 @@
 """Does VideoMAE pretraining make a ViT data-efficient? An honest, seeded comparison on synthetic motion clips.
 
     python recipes/data_efficiency.py --quick          # CI-sized: a few minutes on 2 CPU cores
-    python recipes/data_efficiency.py                  # the full run (about an hour on 2 CPU cores)
+    python recipes/data_efficiency.py                  # the full run: 5 seeds, about an hour on 2 idle CPU cores
     python recipes/data_efficiency.py --stage pretrain --pretrain.target pixels   # scout one pretraining design
 
 For each seed:
@@ -127,7 +127,7 @@ class ExperimentConfig:
     """Pretrained vs from-scratch fine-tuning on a small labelled set, over several seeds."""
 
     output_dir: Path = Path("outputs/data_efficiency")
-    seeds: tuple[int, ...] = (0, 1, 2)
+    seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
     quick: bool = False
     """CI-sized run: a small pool, short pretraining and fine-tuning, one learning rate per arm."""
     stage: Literal["all", "pretrain"] = "all"
