@@ -210,11 +210,11 @@ def frame_sampler(cfg: PretrainConfig) -> DenseSampler | SegmentSampler:
     return DenseSampler(clip_len=cfg.num_frames, stride=cfg.sampling_rate)
 
 
-def build_dataset(cfg: PretrainConfig, *, is_main: bool) -> PretrainDataset:
+def build_dataset(cfg: PretrainConfig, records: list[VideoRecord]) -> PretrainDataset:
     """Clips with the V1 multi-scale crop (scales 1, .875, .75, .66), no flip, as uint8: the training loop applies the
     ImageNet normalisation on the device (normalize_batch), so the loader moves a quarter of the bytes."""
     return PretrainDataset(
-        read_records(cfg, is_main=is_main),
+        records,
         pipeline=PretrainPipeline(input_size=cfg.input_size, flip_p=0.0, normalize=False),
         sampler=frame_sampler(cfg),
         repeats=cfg.repeated_sampling,
@@ -267,7 +267,8 @@ def main(cfg: PretrainConfig) -> dict:
     torch.manual_seed(cfg.seed)  # same initial weights on every rank
 
     # ---- data -------------------------------------------------------------------------------------------------
-    dataset = build_dataset(cfg, is_main=ctx.is_main)
+    records = read_records(cfg, is_main=ctx.is_main)  # every rank: generating the synthetic set ends in a barrier
+    dataset = build_dataset(cfg, records)
     sampler = ResumableDistributedSampler(
         len(dataset), batch_size=cfg.batch_size, rank=ctx.rank, world_size=ctx.world_size, seed=cfg.seed
     )
@@ -378,7 +379,7 @@ def main(cfg: PretrainConfig) -> dict:
         if fsdp:  # the forward of a sharded model is a collective; the probe runs on rank 0 alone
             log("linear probe off under FSDP2 (run it on a saved encoder.pt instead)")
         else:
-            probes = build_probe_set(cfg, read_records(cfg, is_main=True))
+            probes = build_probe_set(cfg, records)
             if probes is None:
                 log("linear probe off: the training records carry fewer than two labelled classes")
 
