@@ -62,6 +62,20 @@ def unpatchify(
     )
 
 
+def _index_cubes(video: Tensor, ids: Tensor, tubelet_size: int, patch_size: int, *, channels_last: bool) -> Tensor:
+    """The cubes at `ids` of a `b c t h w` clip as `[b v p0 p1 p2 c]` (`channels_last`) or `[b v c p0 p1 p2]`: the clip
+    is viewed per cube without copying and only the `v` cubes are indexed (copied)."""
+    b, c, _, _, _ = video.shape
+    t, h, w = token_grid(*video.shape[2:], tubelet_size=tubelet_size, patch_size=patch_size)
+    cube_dims = (3, 5, 7, 1) if channels_last else (1, 3, 5, 7)
+    view = video.reshape(b, c, t, tubelet_size, h, patch_size, w, patch_size).permute(0, 2, 4, 6, *cube_dims)
+    ti = torch.div(ids, h * w, rounding_mode="floor")
+    hi = torch.div(ids, w, rounding_mode="floor") % h
+    wi = ids % w
+    rows = torch.arange(b, device=ids.device)[:, None]
+    return view[rows, ti, hi, wi]
+
+
 @typechecked
 def gather_cubes(
     video: Float[Tensor, "b c t h w"], ids: Int[Tensor, "b v"], *, tubelet_size: int, patch_size: int
@@ -70,14 +84,7 @@ def gather_cubes(
 
     The clip is viewed as `b T H W p0 p1 p2 c` (no copy) and indexed, so the cost is proportional to `v`.
     """
-    b, c, _, _, _ = video.shape
-    t, h, w = token_grid(*video.shape[2:], tubelet_size=tubelet_size, patch_size=patch_size)
-    view = video.reshape(b, c, t, tubelet_size, h, patch_size, w, patch_size).permute(0, 2, 4, 6, 3, 5, 7, 1)
-    ti = torch.div(ids, h * w, rounding_mode="floor")
-    hi = torch.div(ids, w, rounding_mode="floor") % h
-    wi = ids % w
-    rows = torch.arange(b, device=ids.device)[:, None]
-    return view[rows, ti, hi, wi].reshape(b, ids.shape[1], -1)
+    return _index_cubes(video, ids, tubelet_size, patch_size, channels_last=True).flatten(2)
 
 
 @typechecked
@@ -90,14 +97,7 @@ def gather_cube_planes(
     `patch_size` contiguous pixels instead of interleaving the channels, so it is the cheaper gather when the consumer
     works per channel (the norm-pix target).
     """
-    b, c, _, _, _ = video.shape
-    t, h, w = token_grid(*video.shape[2:], tubelet_size=tubelet_size, patch_size=patch_size)
-    view = video.reshape(b, c, t, tubelet_size, h, patch_size, w, patch_size).permute(0, 2, 4, 6, 1, 3, 5, 7)
-    ti = torch.div(ids, h * w, rounding_mode="floor")
-    hi = torch.div(ids, w, rounding_mode="floor") % h
-    wi = ids % w
-    rows = torch.arange(b, device=ids.device)[:, None]
-    return view[rows, ti, hi, wi].reshape(b, ids.shape[1], c, -1)
+    return _index_cubes(video, ids, tubelet_size, patch_size, channels_last=False).flatten(3)
 
 
 class CubeEmbedding(nn.Module):
