@@ -35,6 +35,7 @@ import torch.nn.functional as F
 import tyro
 
 from tubemask import videomae_classifier
+from tubemask.data import normalize_batch
 from tubemask.data.synthetic import Background, render_motion_dataset
 from tubemask.eval.diagnostics import ProbeSet, plot_diagnostics, probe_encoder
 from tubemask.interop.finetune_weights import load_pretrained_encoder
@@ -160,9 +161,7 @@ def apply_quick(cfg: ExperimentConfig) -> ExperimentConfig:
 
 def normalise(clips: torch.Tensor) -> torch.Tensor:
     """uint8 `[b 3 t h w]` -> float, normalised with `MEAN` / `STD`."""
-    mean = torch.tensor(MEAN).view(1, 3, 1, 1, 1)
-    std = torch.tensor(STD).view(1, 3, 1, 1, 1)
-    return (clips.float() / 255.0 - mean) / std
+    return normalize_batch(clips, MEAN, STD)
 
 
 def vit_size(m: ModelConfig) -> ViTSize:
