@@ -21,7 +21,6 @@ rate measured in the same run.
 """
 
 import argparse
-import contextlib
 import statistics
 import sys
 import time
@@ -34,20 +33,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
 
 from tubemask.masking import RunningCellMasker  # noqa: E402
+from tubemask.shapes import shape_checks_disabled  # noqa: E402
 from tubemask.tokens import masked_count  # noqa: E402
-
-
-@contextlib.contextmanager
-def no_shape_checks():
-    """Switch jaxtyping's runtime shape checks off (Dynamo cannot trace them)."""
-    import jaxtyping
-
-    before = jaxtyping.config.jaxtyping_disable
-    jaxtyping.config.update("jaxtyping_disable", True)
-    try:
-        yield
-    finally:
-        jaxtyping.config.update("jaxtyping_disable", before)
 
 
 def bench_model(name: str, *, batch: int, pairs: int, compile_: bool = False) -> dict:
@@ -88,13 +75,13 @@ def bench_model(name: str, *, batch: int, pairs: int, compile_: bool = False) ->
 
         def step_compiled() -> None:
             pair.ours.zero_grad(set_to_none=True)
-            with no_shape_checks():
+            with shape_checks_disabled():
                 compiled(video, mask).loss.backward()
 
         t0 = time.perf_counter()
         step_compiled()  # compiles forward and backward
         compile_s = time.perf_counter() - t0
-        with torch.no_grad(), no_shape_checks():
+        with torch.no_grad(), shape_checks_disabled():
             loss_c = compiled(video, mask).loss.item()
         print(f"[{name}] torch.compile: first step {compile_s:.0f} s; loss compiled {loss_c:.6f}")
         steps["tubemask compiled"] = step_compiled

@@ -5,26 +5,14 @@ compiled with them switched off (`jaxtyping_disable`); the encoder body has none
 the graph where it reads the per-row masked count (`masked_count`, a data-dependent Python int), outside the loops.
 """
 
-import contextlib
-
-import jaxtyping
 import pytest
 import torch
 import torch._dynamo
 
 from tubemask.masking import TubeMasker
 from tubemask.models import videomae_vit_tiny
+from tubemask.shapes import shape_checks_disabled
 from tubemask.tokens import split_ids
-
-
-@contextlib.contextmanager
-def _no_shape_checks():
-    before = jaxtyping.config.jaxtyping_disable
-    jaxtyping.config.update("jaxtyping_disable", True)
-    try:
-        yield
-    finally:
-        jaxtyping.config.update("jaxtyping_disable", before)
 
 
 def _setup():
@@ -59,7 +47,7 @@ def test_decoder_compiles_as_one_graph_without_shape_checks():
     visible_ids, masked_ids = split_ids(mask)
     visible = torch.randn(2, visible_ids.shape[1], model.decoder.embed_dim)
     eager = model.decoder(visible, visible_ids, masked_ids, grid)  # also fills the position-table cache
-    with _no_shape_checks():
+    with shape_checks_disabled():
         explained = torch._dynamo.explain(model.decoder)(visible, visible_ids, masked_ids, grid)
         assert explained.graph_break_count == 0, [b.reason for b in explained.break_reasons]
         compiled = torch.compile(model.decoder, fullgraph=True, backend="eager")
@@ -69,7 +57,7 @@ def test_decoder_compiles_as_one_graph_without_shape_checks():
 
 def test_no_graph_break_inside_the_block_loops():
     model, video, grid, mask = _setup()
-    with _no_shape_checks():
+    with shape_checks_disabled():
         explained = torch._dynamo.explain(model)(video, mask)
     frames = [str(frame) for reason in explained.break_reasons for frame in reason.user_stack]
     assert not [f for f in frames if "tubemask/layers.py" in f], frames
@@ -87,7 +75,7 @@ def test_inductor_matches_eager_forward_and_backward():
     eager_grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
     model.zero_grad(set_to_none=True)
     compiled_model = torch.compile(model)
-    with _no_shape_checks():
+    with shape_checks_disabled():
         out = compiled_model(video, mask)
         out.loss.backward()
     torch.testing.assert_close(out.loss, eager.loss, rtol=1e-4, atol=1e-4)

@@ -16,13 +16,27 @@ Axis names (one vocabulary across the package):
 Masks are `Bool[Tensor, "b n"]` with **True = masked** (hidden from the encoder) everywhere in tubemask.
 """
 
+import contextlib
+from collections.abc import Iterator
 from typing import TypeVar
 
+import jaxtyping
 from beartype import beartype
 from jaxtyping import Bool, Float, Int, jaxtyped
 from torch import Tensor
 
-__all__ = ["Bool", "Float", "Int", "Tensor", "typechecked", "Mask", "Video", "Tokens", "TokenIds"]
+__all__ = [
+    "Bool",
+    "Float",
+    "Int",
+    "Tensor",
+    "typechecked",
+    "shape_checks_disabled",
+    "Mask",
+    "Video",
+    "Tokens",
+    "TokenIds",
+]
 
 _F = TypeVar("_F")
 
@@ -43,3 +57,15 @@ Tokens = Float[Tensor, "b n d"]
 """Token features in raster (t, h, w) order."""
 TokenIds = Int[Tensor, "b m"]
 """Flat token indices into the raster order."""
+
+
+@contextlib.contextmanager
+def shape_checks_disabled() -> Iterator[None]:
+    """Switch jaxtyping's runtime shape checks off inside the block (restored after): for torch.compile, which cannot
+    trace them, and for timing code without their per-call Python cost."""
+    before = jaxtyping.config.jaxtyping_disable
+    jaxtyping.config.update("jaxtyping_disable", True)
+    try:
+        yield
+    finally:
+        jaxtyping.config.update("jaxtyping_disable", before)
