@@ -2,6 +2,8 @@
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tubemask.data import (
     EvalPipeline,
@@ -179,3 +181,45 @@ def test_resize_antialiases_when_shrinking_like_pil():
     clip = board.expand(1, 3, 8, 8).contiguous(memory_format=torch.channels_last)
     small = resize_short_side(clip, 2)
     assert (small.float() - 127.5).abs().max() < 16
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    num_frames=st.integers(1, 3),
+    height=st.integers(8, 40),
+    width=st.integers(8, 40),
+    size=st.integers(4, 32),
+    repeats=st.integers(1, 4),
+    flip_p=st.sampled_from([0.0, 0.5, 1.0]),
+    normalize=st.booleans(),
+    channels_last=st.booleans(),
+    seed=st.integers(0, 2**16),
+)
+def test_pretrain_pipeline_repeat_equals_stacked_calls(
+    num_frames, height, width, size, repeats, flip_p, normalize, channels_last, seed
+):
+    """`repeat` writes each crop straight into its batch slot; values, random draws and memory layout must be those
+    of stacking separate calls (uint8: `[r t h w c]` memory as stack_clips keeps it; float: contiguous)."""
+    gen = torch.Generator().manual_seed(seed)
+    frames = torch.randint(0, 256, (num_frames, 3, height, width), dtype=torch.uint8, generator=gen)
+    if channels_last:
+        frames = frames.contiguous(memory_format=torch.channels_last)  # torchcodec's layout
+    pipe = PretrainPipeline(input_size=size, flip_p=flip_p, normalize=normalize)
+    g_ref, g_rep = torch.Generator().manual_seed(seed), torch.Generator().manual_seed(seed)
+    expected = stack_clips([pipe(frames, generator=g_ref) for _ in range(repeats)])
+    batch = pipe.repeat(frames, repeats, generator=g_rep)
+    assert batch.shape == expected.shape and batch.dtype == expected.dtype
+    assert torch.equal(batch, expected)
+    if num_frames > 1:  # (one frame: torch's resize picks its output layout by its own rules; values still equal)
+        assert batch.stride() == expected.stride()
+    assert torch.equal(torch.rand(4, generator=g_rep), torch.rand(4, generator=g_ref))  # same draws consumed
+
+
+def test_pretrain_pipeline_repeat_and_multi_scale_crop_out_reject_bad_arguments():
+    frames = torch.zeros(2, 3, 16, 16, dtype=torch.uint8)
+    with pytest.raises(ValueError, match="repeats=0"):
+        PretrainPipeline(input_size=8).repeat(frames, 0)
+    with pytest.raises(ValueError, match=r"expected torch.uint8 \(2, 3, 8, 8\)"):
+        multi_scale_crop(frames, size=8, out=torch.zeros(2, 3, 8, 9, dtype=torch.uint8))
+    with pytest.raises(ValueError, match="out is torch.float32"):
+        multi_scale_crop(frames, size=8, out=torch.zeros(2, 3, 8, 8))

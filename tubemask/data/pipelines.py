@@ -73,6 +73,45 @@ class PretrainPipeline:
         frames = horizontal_flip(frames, p=self.flip_p, generator=generator)
         return normalize_clip(frames, mean=self.mean, std=self.std) if self.normalize else channels_first(frames)
 
+    @typechecked
+    def repeat(
+        self, frames: UInt8[Tensor, "t c h w"], repeats: int, *, generator: torch.Generator | None = None
+    ) -> Shaped[Tensor, "r c t _ _"]:
+        """`repeats` independently augmented clips of the same frames, `[r c t h w]` (repeated sampling).
+
+        The values and memory layout of `stack_clips([self(frames, generator=generator) for _ in range(repeats)])`
+        (the same random draws in the same order), but each crop is resized straight into its slot of the batch:
+        no per-clip output and no stacking copy. uint8 batches are `[r c t h w]` views of `[r t h w c]` memory, as
+        [`stack_clips`][tubemask.data.transforms.stack_clips] makes them; float batches are contiguous.
+        [`PretrainDataset`][tubemask.data.datasets.PretrainDataset] calls this for `repeats > 1`.
+        """
+        if repeats < 1:
+            raise ValueError(f"repeats={repeats} must be >= 1")
+        t, c = frames.shape[:2]
+        size = self.input_size
+        device = frames.device
+        # Decoded frames keep channels innermost through crop and resize (stack_clips then stacks them as
+        # [r t h w c]); other layouts resize and stack as contiguous [c t h w] clips.
+        channels_last = c > 1 and frames.stride(1) == 1
+        if channels_last:
+            slots = torch.empty((repeats, t, size, size, c), dtype=torch.uint8, device=device).permute(0, 1, 4, 2, 3)
+        else:
+            slots = torch.empty((repeats, c, t, size, size), dtype=torch.uint8, device=device).transpose(1, 2)
+        if self.normalize:  # resize in uint8 into one reused slot, then normalize into the float batch
+            slots = slots[:1].expand(repeats, -1, -1, -1, -1)
+            batch = torch.empty((repeats, c, t, size, size), dtype=torch.float32, device=device)
+        else:
+            batch = slots.transpose(1, 2)  # [r c t h w]
+        for i in range(repeats):
+            slot = slots[i]  # [t c size size]
+            multi_scale_crop(frames, size=size, scales=self.scales, generator=generator, out=slot)
+            flipped = horizontal_flip(slot, p=self.flip_p, generator=generator)
+            if self.normalize:
+                normalize_clip(flipped, mean=self.mean, std=self.std, out=batch[i])
+            elif flipped is not slot:
+                slot.copy_(flipped)
+        return batch
+
 
 @dataclass(frozen=True)
 class FinetunePipeline:
