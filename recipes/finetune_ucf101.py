@@ -27,6 +27,7 @@ import os
 import signal
 import sys
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -55,6 +56,7 @@ from tubemask.data import (
 )
 from tubemask.eval.metrics import MultiViewAccumulator, MultiViewResult, confusion_matrix, save_confusion_matrix_png
 from tubemask.interop.finetune_weights import load_pretrained_encoder
+from tubemask.shapes import shape_checks_disabled
 from tubemask.train.checkpoint import CheckpointManager, rng_state, save_checkpoint, set_rng_state
 from tubemask.train.distributed import cleanup, setup_distributed, wrap_ddp, wrap_fsdp2
 from tubemask.train.metrics import JsonlLogger, ThroughputMeter, plot_loss_curve
@@ -148,7 +150,7 @@ class FinetuneConfig:
     precision: Literal["fp32", "bf16", "fp16"] | None = None
     """Autocast precision (default bf16 on CUDA, fp32 on CPU). The loss is always computed in float32."""
     compile: bool = False
-    """torch.compile the model for training."""
+    """torch.compile the model for training (runtime shape checks are off for the run: Dynamo cannot trace them)."""
     grad_checkpointing: bool = False
     """Recompute encoder activations in backward (less memory, ~30% more compute)."""
     seed: int = 0
@@ -342,6 +344,14 @@ def eval_loader(dataset: MultiViewDataset, cfg: FinetuneConfig, *, rank: int, wo
 
 
 def main(cfg: FinetuneConfig) -> dict:
+    """Run the fine-tuning; returns a summary dict. With `--compile` the runtime shape checks (jaxtyping) are off for
+    the run and restored after it: Dynamo cannot trace their `isinstance` hooks, so every checked call would end a
+    graph (the decoder, the position tables and the cube gather would each run as separate graphs)."""
+    with shape_checks_disabled() if cfg.compile else nullcontext():
+        return _train(cfg)
+
+
+def _train(cfg: FinetuneConfig) -> dict:
     cfg = resolve(cfg)
     ctx = setup_distributed(cfg.device)
     device = ctx.device

@@ -45,6 +45,7 @@ from tubemask.data import (
     read_ucf101,
 )
 from tubemask.eval.diagnostics import ProbeSet, plot_diagnostics, probe_encoder, token_diagnostics
+from tubemask.shapes import shape_checks_disabled
 from tubemask.train.checkpoint import CheckpointManager, rng_state, save_checkpoint, set_rng_state
 from tubemask.train.distributed import cleanup, setup_distributed, wrap_ddp, wrap_fsdp2
 from tubemask.train.metrics import JsonlLogger, ThroughputMeter, plot_loss_curve, read_jsonl
@@ -115,7 +116,7 @@ class PretrainConfig:
     sharding: Literal["auto", "ddp", "fsdp"] = "auto"
     """Under torchrun: DDP, or FSDP2 (parameters sharded per block); auto = FSDP2 for large and huge."""
     compile: bool = False
-    """torch.compile the model."""
+    """torch.compile the model (runtime shape checks are off for the run: Dynamo cannot trace them)."""
     grad_checkpointing: bool = False
     """Recompute encoder activations in backward (less memory, ~30% more compute)."""
     seed: int = 0
@@ -253,6 +254,14 @@ def build_probe_set(cfg: PretrainConfig, records: list[VideoRecord]) -> ProbeSet
 
 
 def main(cfg: PretrainConfig) -> dict:
+    """Run the pretraining; returns a summary dict. With `--compile` the runtime shape checks (jaxtyping) are off for
+    the run and restored after it: Dynamo cannot trace their `isinstance` hooks, so every checked call would end a
+    graph (the decoder, the position tables and the cube gather would each run as separate graphs)."""
+    with shape_checks_disabled() if cfg.compile else nullcontext():
+        return _train(cfg)
+
+
+def _train(cfg: PretrainConfig) -> dict:
     cfg = resolve(cfg)
     ctx = setup_distributed(cfg.device)
     device = ctx.device

@@ -114,6 +114,26 @@ def test_linear_probe_is_logged_plotted_and_leaves_training_untouched(ucf: Path,
     assert (tmp_path / "probed" / "diagnostics.png").read_bytes()[:4] == b"\x89PNG"
 
 
+def test_compile_runs_without_shape_checks_and_restores_them(ucf: Path, tmp_path: Path) -> None:
+    """`--compile` trains (inductor on CPU) with the first loss of eager, and leaves the shape checks as they were."""
+    import jaxtyping
+    from torch._dynamo.utils import counters
+
+    run(**tiny_options(ucf, tmp_path / "eager", max_steps=2))
+    torch._dynamo.reset()
+    counters.clear()
+    run(**tiny_options(ucf, tmp_path / "compiled", max_steps=2, compile=True))
+    breaks = list(counters["graph_break"])
+    assert breaks and not [r for r in breaks if "instancecheck" in r], breaks  # none from the shape checks
+    assert not jaxtyping.config.jaxtyping_disable  # restored after the run
+    losses = {
+        name: [json.loads(line)["loss"] for line in (tmp_path / name / "metrics.jsonl").read_text().splitlines()]
+        for name in ("eager", "compiled")
+    }
+    assert len(losses["compiled"]) == 2
+    assert losses["compiled"][0] == pytest.approx(losses["eager"][0], rel=1e-5)  # same weights, same batch
+
+
 def test_max_steps_keeps_the_schedule_of_epochs(ucf: Path, tmp_path: Path) -> None:
     run(**tiny_options(ucf, tmp_path / "a", max_steps=3, epochs=4))
     state = torch.load(tmp_path / "a" / "checkpoint-00000003.pt", weights_only=True)
