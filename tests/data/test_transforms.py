@@ -215,6 +215,19 @@ def test_pretrain_pipeline_repeat_equals_stacked_calls(
     assert torch.equal(torch.rand(4, generator=g_rep), torch.rand(4, generator=g_ref))  # same draws consumed
 
 
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.float32])
+@pytest.mark.parametrize("channels_last", [True, False])
+def test_multi_scale_crop_into_out_equals_the_returned_frames(dtype, channels_last):
+    frames = torch.randint(0, 256, (3, 3, 30, 44), generator=torch.Generator().manual_seed(0)).to(dtype)
+    if channels_last:
+        frames = frames.contiguous(memory_format=torch.channels_last)
+    for seed in range(12):  # every scale pair and offset kind, enlarging and shrinking
+        expected = multi_scale_crop(frames, size=24, generator=torch.Generator().manual_seed(seed))
+        out = torch.full((3, 24, 24, 3), 7, dtype=dtype).permute(0, 3, 1, 2)  # a channels-last slot
+        got = multi_scale_crop(frames, size=24, generator=torch.Generator().manual_seed(seed), out=out)
+        assert got.data_ptr() == out.data_ptr() and torch.equal(got, expected), seed
+
+
 def test_pretrain_pipeline_repeat_and_multi_scale_crop_out_reject_bad_arguments():
     frames = torch.zeros(2, 3, 16, 16, dtype=torch.uint8)
     with pytest.raises(ValueError, match="repeats=0"):
