@@ -50,6 +50,45 @@ def test_deterministic_per_seed_epoch_index(train_records):
     assert not torch.equal(make(1)[3], make(0)[3])
 
 
+def test_keys_carry_their_epoch(train_records):
+    from tubemask.data.datasets import split_key
+
+    ds = PretrainDataset(train_records, pipeline=PretrainPipeline(input_size=24), sampler=SAMPLER, seed=2)
+    plain = PretrainDataset(train_records, pipeline=PretrainPipeline(input_size=24), sampler=SAMPLER, seed=2)
+    plain.set_epoch(3)
+    assert torch.equal(ds[(3, 5)], plain[5])  # the key's epoch wins over the dataset's (still 0)
+    assert torch.equal(ds[5], ds[(0, 5)])
+    labelled = FinetuneDataset(train_records, pipeline=FinetunePipeline(input_size=24, erase_p=0.0), sampler=SAMPLER)
+    labelled.set_epoch(3)
+    clip, label = labelled[5]
+    labelled.set_epoch(0)
+    keyed, keyed_label = labelled[(3, 5)]
+    assert torch.equal(clip, keyed) and label == keyed_label
+    assert split_key(torch.tensor(4), 1) == (1, 4) and split_key((2, 7), 1) == (2, 7)
+    for bad in (True, (1, 2, 3), ("a", 1), 2.0):
+        with pytest.raises(TypeError, match="expected an int index or an"):
+            split_key(bad, 0)
+
+
+def test_persistent_workers_with_epoch_keys_give_each_epochs_clips(train_records):
+    """Workers that live across epochs keep their dataset copy's epoch; keys with the epoch keep the clips exact."""
+    from tubemask.train.sampler import ResumableDistributedSampler
+
+    def dataset():
+        return PretrainDataset(train_records[:8], pipeline=PretrainPipeline(input_size=16), sampler=SAMPLER, seed=4)
+
+    keyed = ResumableDistributedSampler(8, batch_size=4, seed=1, with_epoch=True)
+    loader = DataLoader(dataset(), batch_size=4, sampler=keyed, num_workers=2, persistent_workers=True)
+    reference = dataset()
+    for epoch in range(3):
+        keyed.set_epoch(epoch)
+        got = torch.cat(list(loader))
+        reference.set_epoch(epoch)
+        order = [i for _, i in keyed]
+        assert [e for e, _ in keyed] == [epoch] * 8
+        assert torch.equal(got, torch.stack([reference[i] for i in order])), epoch
+
+
 def test_repeated_sampling_decodes_once_and_augments_independently(train_records, monkeypatch):
     import tubemask.data.datasets as datasets
 

@@ -60,3 +60,14 @@ def test_errors_name_the_problem() -> None:
     s = ResumableDistributedSampler(10, batch_size=2)
     with pytest.raises(ValueError, match="start_batch"):
         s.set_epoch(0, start_batch=99)
+
+
+@settings(max_examples=30, deadline=None)
+@given(length=st.integers(4, 40), batch=st.integers(1, 4), epoch=st.integers(0, 5), start=st.integers(0, 3))
+def test_with_epoch_yields_the_same_indices_keyed_by_epoch(length: int, batch: int, epoch: int, start: int) -> None:
+    plain = ResumableDistributedSampler(length, batch_size=batch, seed=3)
+    keyed = ResumableDistributedSampler(length, batch_size=batch, seed=3, with_epoch=True)
+    start = min(start, plain.batches_per_epoch)
+    plain.set_epoch(epoch, start_batch=start)
+    keyed.set_epoch(epoch, start_batch=start)
+    assert list(keyed) == [(epoch, i) for i in plain] and len(keyed) == len(plain)

@@ -23,6 +23,7 @@ from tubemask.data.datasets import (
     FinetuneDataset,
     MultiViewDataset,
     PretrainDataset,
+    SampleKey,
     collate_repeated,
     sample_generator,
 )
@@ -103,6 +104,7 @@ __all__ = [
     "render_motion_clip",
     "require_torchcodec",
     "resize_short_side",
+    "SampleKey",
     "sample_generator",
     "segment_indices",
     "smooth_one_hot",

@@ -8,7 +8,7 @@ from torch.utils.data import Sampler
 __all__ = ["ResumableDistributedSampler"]
 
 
-class ResumableDistributedSampler(Sampler[int]):
+class ResumableDistributedSampler(Sampler[int | tuple[int, int]]):
     """Shuffle `len(dataset)` indices per epoch from `(seed, epoch)`, give each rank its share, skip what was done.
 
     Rank `r` of `world_size` takes positions `r, r + world_size, ...` of the epoch's order, so a global batch of
@@ -23,6 +23,9 @@ class ResumableDistributedSampler(Sampler[int]):
         world_size: number of processes.
         seed: shuffle seed (shared by all ranks).
         shuffle: shuffle each epoch; False keeps the dataset order.
+        with_epoch: yield `(epoch, index)` keys instead of indices, for the tubemask datasets
+            ([`SampleKey`][tubemask.data.datasets.SampleKey]): each sample then carries its epoch into the
+            DataLoader's workers, so `persistent_workers=True` keeps every epoch's clips exact.
     """
 
     def __init__(
@@ -34,6 +37,7 @@ class ResumableDistributedSampler(Sampler[int]):
         world_size: int = 1,
         seed: int = 0,
         shuffle: bool = True,
+        with_epoch: bool = False,
     ) -> None:
         if length < batch_size * world_size:
             raise ValueError(
@@ -46,6 +50,7 @@ class ResumableDistributedSampler(Sampler[int]):
         self.world_size = world_size
         self.seed = seed
         self.shuffle = shuffle
+        self.with_epoch = with_epoch
         self.epoch = 0
         self.start_batch = 0
 
@@ -70,10 +75,11 @@ class ResumableDistributedSampler(Sampler[int]):
             order = list(range(self.length))
         return order[: self.batches_per_epoch * self.batch_size * self.world_size]
 
-    def __iter__(self) -> Iterator[int]:
+    def __iter__(self) -> Iterator[int | tuple[int, int]]:
         order = self.epoch_order()
         start = self.start_batch * self.batch_size * self.world_size
-        return iter(order[start + self.rank :: self.world_size])
+        mine = order[start + self.rank :: self.world_size]
+        return iter([(self.epoch, i) for i in mine] if self.with_epoch else mine)
 
     def __len__(self) -> int:
         return (self.batches_per_epoch - self.start_batch) * self.batch_size
