@@ -2,9 +2,60 @@
 
 import pytest
 import torch
+import torchvision.transforms.v2.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tubemask.data import Mixup, RandAugment, parse_randaugment, smooth_one_hot
 from tubemask.data.randaugment import RANDAUGMENT_OPS
+
+
+def _reference_solarize_add(x, add):
+    added = (x.to(torch.int16) + add).clamp(0, 255).to(torch.uint8)
+    return torch.where(x < 128, added, x)
+
+
+def _reference_translate(x, m, s, axis):
+    size = x.shape[-1] if axis == 0 else x.shape[-2]
+    shift = int(round(m / 10 * 0.45 * s * size))
+    translate = [shift, 0] if axis == 0 else [0, shift]
+    return F.affine(x, angle=0.0, translate=translate, scale=1.0, shear=[0.0, 0.0], fill=128)
+
+
+# timm's definitions written directly with torchvision, for the ops that tubemask computes by a shortcut
+REFERENCE_OPS = {
+    "AutoContrast": lambda x, m, s: F.autocontrast(x),
+    # magnitude 0 gives threshold 256: PIL (timm) inverts nothing there, torchvision refuses it
+    "SolarizeIncreasing": lambda x, m, s: x if int(m / 10 * 256) == 0 else F.solarize(x, 256 - int(m / 10 * 256)),
+    "SolarizeAdd": lambda x, m, s: _reference_solarize_add(x, int(m / 10 * 110)),
+    "TranslateXRel": lambda x, m, s: _reference_translate(x, m, s, 0),
+    "TranslateYRel": lambda x, m, s: _reference_translate(x, m, s, 1),
+}
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    op=st.sampled_from(sorted(REFERENCE_OPS)),
+    frames=st.integers(1, 3),
+    height=st.integers(1, 24),
+    width=st.integers(1, 24),
+    magnitude=st.floats(0.0, 10.0),
+    sign=st.sampled_from([1.0, -1.0]),
+    channels_last=st.booleans(),
+    seed=st.integers(0, 2**16),
+)
+def test_shortcut_ops_equal_torchvision(op, frames, height, width, magnitude, sign, channels_last, seed):
+    """Translations by a shifted copy, solarize by a lookup table, autocontrast on contiguous frames: the same values
+    as torchvision's ops, and the frames' memory layout kept."""
+    x = torch.randint(
+        0, 256, (frames, 3, height, width), dtype=torch.uint8, generator=torch.Generator().manual_seed(seed)
+    )
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    got = RANDAUGMENT_OPS[op](x, magnitude, sign)
+    assert got.dtype == torch.uint8 and torch.equal(got, REFERENCE_OPS[op](x, magnitude, sign))
+    if channels_last and frames > 1 and height * width > 1:
+        assert got.is_contiguous(memory_format=torch.channels_last)
 
 
 def test_parse_videomae_spec():
@@ -61,3 +112,10 @@ def test_mixup_off_returns_smoothed_targets():
     clips, labels = torch.randn(2, 3, 2, 4, 4), torch.tensor([1, 0])
     out, targets = Mixup(num_classes=2, prob=0.0, label_smoothing=0.1)(clips, labels)
     assert out is clips and torch.allclose(targets, smooth_one_hot(labels, 2, 0.1))
+
+
+def test_solarize_at_magnitude_zero_is_the_identity():
+    """Threshold 256 (magnitude 0, e.g. `rand-m0-...`): PIL/timm invert nothing; torchvision alone would raise."""
+    clip = torch.randint(0, 256, (2, 3, 8, 8), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    ra = RandAugment(magnitude=0, num_ops=1, magnitude_std=0.0, prob=1.0, ops=("SolarizeIncreasing",))
+    assert torch.equal(ra(clip, generator=torch.Generator().manual_seed(0)), clip)

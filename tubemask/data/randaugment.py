@@ -4,7 +4,12 @@ The spec string follows timm: `rand-m7-n4-mstd0.5-inc1` = magnitude 7 (of 10), 4
 0.5, the "increasing" op set (larger magnitude = stronger for every op). VideoMAE V1 fine-tuning uses exactly that.
 Each chosen op is applied with probability 0.5 (timm's default), its magnitude drawn once from
 `N(m, mstd)` clipped to [0, 10], and its sign (for signed ops) drawn once, so the clip stays temporally consistent.
-Ops run on uint8 `[t c h w]` frames with `torchvision.transforms.v2.functional`.
+Ops run on uint8 `[t c h w]` frames with `torchvision.transforms.v2.functional`, three of them by exact shortcuts
+(one CPU core, 16 frames of 320 x 240, channels-last as decoded): the integer translations are a shifted copy
+instead of an affine resampling (0.6 ms instead of 19 to 36 ms), solarize and solarize-add look their result up in a
+256-entry table computed by the torchvision op itself (9 ms instead of 21 and 34 ms), and autocontrast runs on a
+contiguous copy (38 ms channels-last, 9 ms with the copies). `tests/data/test_randaugment_mixup.py`
+checks every op against torchvision's, value for value.
 """
 
 import math
@@ -12,6 +17,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torchvision.transforms.v2.functional as F
 from jaxtyping import UInt8
@@ -36,6 +42,12 @@ def _affine(x: Tensor, *, angle: float = 0.0, translate=(0, 0), shear=(0.0, 0.0)
     return F.affine(x, angle=angle, translate=list(translate), scale=1.0, shear=list(shear), fill=128)
 
 
+def _solarize(x: Tensor, threshold: int) -> Tensor:
+    """Invert the values `>= threshold`; 256 (magnitude 0) inverts nothing, as PIL's solarize in timm (torchvision
+    refuses a threshold above 255)."""
+    return x if threshold > 255 else F.solarize(x, threshold)
+
+
 def _solarize_add(x: Tensor, add: int) -> Tensor:
     added = (x.to(torch.int16) + add).clamp(0, 255).to(torch.uint8)
     return torch.where(x < 128, added, x)
@@ -44,7 +56,56 @@ def _solarize_add(x: Tensor, add: int) -> Tensor:
 def _translate(x: Tensor, level: float, sign: float, axis: int) -> Tensor:
     size = x.shape[-1] if axis == 0 else x.shape[-2]
     shift = int(round(_signed(level / _MAX * 0.45, sign) * size))
-    return _affine(x, translate=(shift, 0) if axis == 0 else (0, shift))
+    return _shifted(x, shift, axis)
+
+
+def _shifted(x: Tensor, shift: int, axis: int, fill: int = 128) -> Tensor:
+    """`F.affine(x, translate=...)` for an integer shift along width (axis 0) or height (1), filled with `fill`: the
+    same pixels (nearest sampling of an integer translation moves whole pixels), copied instead of resampled."""
+    dim = -1 if axis == 0 else -2
+    size = x.shape[dim]
+    out = torch.full_like(x, fill)  # keeps the frames' memory format
+    if abs(shift) < size:
+        src = x.narrow(dim, max(0, -shift), size - abs(shift))
+        out.narrow(dim, max(0, shift), size - abs(shift)).copy_(src)
+    return out
+
+
+_VALUES = torch.arange(256, dtype=torch.uint8).view(1, 1, 1, 256)
+
+
+def _valuewise(op: Callable[[Tensor, float, float], Tensor]) -> Callable[[Tensor, float, float], Tensor]:
+    """`op` for an op that maps each uint8 value on its own (same value in, same value out, in every channel and
+    frame): run `op` once on the 256 values and look every pixel up in that table. Exact by construction; on CPU
+    2 to 4x faster than torch's comparisons and integer casts over a whole clip (NumPy's `take`, about 1.5 ns per
+    value; not worth it for ops that are a single multiply, such as brightness)."""
+
+    def apply(x: Tensor, m: float, s: float) -> Tensor:
+        if x.device.type != "cpu":
+            return op(x, m, s)
+        table = op(_VALUES, m, s).reshape(256).numpy()
+        storage = _storage_order(x)  # the same elements in memory order, so the result keeps the layout
+        out = torch.from_numpy(np.take(table, storage.numpy()))
+        return _restore_order(out, x)
+
+    return apply
+
+
+def _storage_order(x: Tensor) -> Tensor:
+    """`x` (`[t c h w]`) as the view whose shape follows its memory: `[t h w c]` for channels-last frames."""
+    return x.permute(0, 2, 3, 1) if x.stride(1) == 1 and x.shape[1] > 1 else x.contiguous()
+
+
+def _restore_order(out: Tensor, like: Tensor) -> Tensor:
+    return out.permute(0, 3, 1, 2) if like.stride(1) == 1 and like.shape[1] > 1 else out
+
+
+def _autocontrast(x: Tensor) -> Tensor:
+    """`F.autocontrast`, run on contiguous frames: its per-frame min/max over channels-last memory is 4x slower than
+    the two copies."""
+    if x.stride(1) == 1 and x.shape[1] > 1 and x.device.type == "cpu":
+        return F.autocontrast(x.contiguous()).contiguous(memory_format=torch.channels_last)
+    return F.autocontrast(x)
 
 
 def _shear(x: Tensor, level: float, sign: float, axis: int) -> Tensor:
@@ -53,13 +114,13 @@ def _shear(x: Tensor, level: float, sign: float, axis: int) -> Tensor:
 
 
 RANDAUGMENT_OPS: dict[str, Callable[[Tensor, float, float], Tensor]] = {
-    "AutoContrast": lambda x, m, s: F.autocontrast(x),
+    "AutoContrast": lambda x, m, s: _autocontrast(x),
     "Equalize": lambda x, m, s: F.equalize(x),
     "Invert": lambda x, m, s: F.invert(x),
     "Rotate": lambda x, m, s: _affine(x, angle=_signed(m / _MAX * 30.0, s)),
     "PosterizeIncreasing": lambda x, m, s: F.posterize(x, max(0, 4 - int(m / _MAX * 4))),
-    "SolarizeIncreasing": lambda x, m, s: F.solarize(x, 256 - int(m / _MAX * 256)),
-    "SolarizeAdd": lambda x, m, s: _solarize_add(x, int(m / _MAX * 110)),
+    "SolarizeIncreasing": _valuewise(lambda x, m, s: _solarize(x, 256 - int(m / _MAX * 256))),
+    "SolarizeAdd": _valuewise(lambda x, m, s: _solarize_add(x, int(m / _MAX * 110))),
     "ColorIncreasing": lambda x, m, s: F.adjust_saturation(x, _enhance(m, s)),
     "ContrastIncreasing": lambda x, m, s: F.adjust_contrast(x, _enhance(m, s)),
     "BrightnessIncreasing": lambda x, m, s: F.adjust_brightness(x, _enhance(m, s)),
