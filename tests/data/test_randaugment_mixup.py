@@ -1,5 +1,7 @@
 """RandAugment spec parsing and per-clip consistency; mixup/cutmix with label smoothing."""
 
+import math
+
 import pytest
 import torch
 import torchvision.transforms.v2.functional as F
@@ -22,12 +24,23 @@ def _reference_translate(x, m, s, axis):
     return F.affine(x, angle=0.0, translate=translate, scale=1.0, shear=[0.0, 0.0], fill=128)
 
 
+def _reference_shear(x, m, s, axis):
+    degrees = math.degrees(math.atan(m / 10 * 0.3 * s))
+    shear = [degrees, 0.0] if axis == 0 else [0.0, degrees]
+    return F.affine(x, angle=0.0, translate=[0, 0], scale=1.0, shear=shear, fill=128)
+
+
 # timm's definitions written directly with torchvision, for the ops that tubemask computes by a shortcut
 REFERENCE_OPS = {
     "AutoContrast": lambda x, m, s: F.autocontrast(x),
     # magnitude 0 gives threshold 256: PIL (timm) inverts nothing there, torchvision refuses it
     "SolarizeIncreasing": lambda x, m, s: x if int(m / 10 * 256) == 0 else F.solarize(x, 256 - int(m / 10 * 256)),
     "SolarizeAdd": lambda x, m, s: _reference_solarize_add(x, int(m / 10 * 110)),
+    "Rotate": lambda x, m, s: F.affine(
+        x, angle=m / 10 * 30.0 * s, translate=[0, 0], scale=1.0, shear=[0.0, 0.0], fill=128
+    ),
+    "ShearX": lambda x, m, s: _reference_shear(x, m, s, 0),
+    "ShearY": lambda x, m, s: _reference_shear(x, m, s, 1),
     "TranslateXRel": lambda x, m, s: _reference_translate(x, m, s, 0),
     "TranslateYRel": lambda x, m, s: _reference_translate(x, m, s, 1),
 }

@@ -6,7 +6,8 @@ Each chosen op is applied with probability 0.5 (timm's default), its magnitude d
 `N(m, mstd)` clipped to [0, 10], and its sign (for signed ops) drawn once, so the clip stays temporally consistent.
 Ops run on uint8 `[t c h w]` frames with `torchvision.transforms.v2.functional`, three of them by exact shortcuts
 (one CPU core, 16 frames of 320 x 240, channels-last as decoded): the integer translations are a shifted copy
-instead of an affine resampling (0.6 ms instead of 19 to 36 ms), solarize and solarize-add look their result up in a
+instead of an affine resampling (0.6 ms instead of 19 to 36 ms), rotations and shears gather the pixels that
+torchvision's nearest sampling picks (2x faster), solarize and solarize-add look their result up in a
 256-entry table computed by the torchvision op itself (9 ms instead of 21 and 34 ms), and autocontrast runs on a
 contiguous copy (38 ms channels-last, 9 ms with the copies). `tests/data/test_randaugment_mixup.py`
 checks every op against torchvision's, value for value.
@@ -38,8 +39,28 @@ def _enhance(level: float, sign: float) -> float:
     return 1.0 + _signed(level / _MAX * 0.9, sign)
 
 
-def _affine(x: Tensor, *, angle: float = 0.0, translate=(0, 0), shear=(0.0, 0.0)) -> Tensor:
-    return F.affine(x, angle=angle, translate=list(translate), scale=1.0, shear=list(shear), fill=128)
+def _affine(x: Tensor, *, angle: float = 0.0, translate=(0, 0), shear=(0.0, 0.0), fill: int = 128) -> Tensor:
+    """`F.affine(x, ..., fill=fill)` with nearest sampling: on CPU a gather of the source pixels.
+
+    torchvision resamples every frame and channel through a float grid; nearest sampling only picks one source pixel
+    per output pixel (or the fill), the same for all frames and channels. So the pick is made once, by running
+    `F.affine` itself on a one-channel image of pixel numbers (exact in float32 below 2**24 pixels), and the clip is
+    gathered with it: the same values, 2x faster on 16 frames of 320 x 240, and the frames' memory layout kept.
+    """
+    t, c, h, w = x.shape
+    if x.device.type != "cpu" or h * w >= 2**24:
+        return F.affine(x, angle=angle, translate=list(translate), scale=1.0, shear=list(shear), fill=fill)
+    numbers = torch.arange(1, h * w + 1, dtype=torch.float32).view(1, 1, h, w)
+    picked = F.affine(numbers, angle=angle, translate=list(translate), scale=1.0, shear=list(shear), fill=0.0)
+    index = picked.view(h * w).to(torch.int64) - 1
+    index[index < 0] = h * w  # outside the frame: the fill pixel appended below
+    if x.stride(1) == 1 and c > 1:  # channels-last [t h w c] memory: gather whole pixels
+        pixels = x.permute(0, 2, 3, 1).reshape(t, h * w, c)
+        padded = torch.cat([pixels, pixels.new_full((t, 1, c), fill)], dim=1)
+        return padded.index_select(1, index).view(t, h, w, c).permute(0, 3, 1, 2)
+    planes = x.reshape(t, c, h * w)
+    padded = torch.cat([planes, planes.new_full((t, c, 1), fill)], dim=2)
+    return padded.index_select(2, index).view(t, c, h, w)
 
 
 def _solarize(x: Tensor, threshold: int) -> Tensor:
