@@ -127,6 +127,18 @@ def test_mixup_off_returns_smoothed_targets():
     assert out is clips and torch.allclose(targets, smooth_one_hot(labels, 2, 0.1))
 
 
+def test_randaugment_clips_equal_the_torchvision_ops(monkeypatch):
+    """Whole clips (channels-last, as decoded) through the VideoMAE spec: the shortcuts give torchvision's clips."""
+    clip = torch.randint(0, 256, (4, 3, 36, 52), dtype=torch.uint8, generator=torch.Generator().manual_seed(3))
+    clip = clip.contiguous(memory_format=torch.channels_last)
+    ra = parse_randaugment("rand-m7-n4-mstd0.5-inc1")
+    fast = [ra(clip, generator=torch.Generator().manual_seed(seed)) for seed in range(40)]
+    for name, op in REFERENCE_OPS.items():
+        monkeypatch.setitem(RANDAUGMENT_OPS, name, op)
+    for seed, got in enumerate(fast):
+        assert torch.equal(got, ra(clip, generator=torch.Generator().manual_seed(seed))), seed
+
+
 def test_solarize_at_magnitude_zero_is_the_identity():
     """Threshold 256 (magnitude 0, e.g. `rand-m0-...`): PIL/timm invert nothing; torchvision alone would raise."""
     clip = torch.randint(0, 256, (2, 3, 8, 8), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
