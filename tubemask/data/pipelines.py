@@ -26,6 +26,8 @@ from tubemask.data.randaugment import RandAugment, parse_randaugment
 from tubemask.data.transforms import (
     IMAGENET_MEAN,
     IMAGENET_STD,
+    _horizontal_flip,
+    _multi_scale_crop,
     center_crop,
     channels_first,
     horizontal_flip,
@@ -104,8 +106,9 @@ class PretrainPipeline:
             batch = slots.transpose(1, 2)  # [r c t h w]
         for i in range(repeats):
             slot = slots[i]  # [t c size size]
-            multi_scale_crop(frames, size=size, scales=self.scales, generator=generator, out=slot)
-            flipped = horizontal_flip(slot, p=self.flip_p, generator=generator)
+            # the unchecked forms: the frames were checked once on entry (each check costs ~0.1 ms per call)
+            _multi_scale_crop(frames, size=size, scales=self.scales, generator=generator, out=slot)
+            flipped = _horizontal_flip(slot, p=self.flip_p, generator=generator)
             if self.normalize:
                 normalize_clip(flipped, mean=self.mean, std=self.std, out=batch[i])
             elif flipped is not slot:

@@ -131,6 +131,28 @@ def multi_scale_crop(
     Returns:
         `[t c size size]` frames, same dtype (`out` when given).
     """
+    return _multi_scale_crop(
+        frames,
+        size=size,
+        generator=generator,
+        scales=scales,
+        max_distort=max_distort,
+        more_fix_crop=more_fix_crop,
+        out=out,
+    )
+
+
+def _multi_scale_crop(
+    frames: Tensor,
+    *,
+    size: int | Sequence[int],
+    generator: torch.Generator | None,
+    scales: Sequence[float],
+    max_distort: int = 1,
+    more_fix_crop: bool = True,
+    out: Tensor | None = None,
+) -> Tensor:
+    """`multi_scale_crop` without the runtime shape checks, for callers that checked their input once (repeats)."""
     out_h, out_w = _pair(size)
     if out is not None and (tuple(out.shape) != (*frames.shape[:2], out_h, out_w) or out.dtype != frames.dtype):
         raise ValueError(
@@ -202,6 +224,10 @@ def horizontal_flip(frames: Frames, *, p: float = 0.5, generator: torch.Generato
 
     Keep `p=0` for datasets whose labels depend on motion direction (SSv2: "pushing left to right").
     """
+    return _horizontal_flip(frames, p=p, generator=generator)
+
+
+def _horizontal_flip(frames: Tensor, *, p: float, generator: torch.Generator | None) -> Tensor:
     if p > 0 and _uniform(generator) < p:
         return frames.flip(-1)
     return frames
