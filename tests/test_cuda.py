@@ -60,3 +60,23 @@ def test_masks_sampled_on_device_split_on_device() -> None:
     mask = tubemask.TubeMasker(mask_ratio=0.9)(64, (8, 14, 14), generator=g, device="cuda")
     visible, masked = split_ids(mask)
     assert visible.is_cuda and visible.shape == (64, 160) and masked.shape == (64, 1408)
+
+
+@pytest.mark.parametrize("normalize", [False, True])
+def test_repeated_sampling_on_gpu_frames_equals_stacked_calls(normalize: bool) -> None:
+    """NVDEC hands frames over on the GPU: `PretrainPipeline.repeat` takes the copy path there (no CPU resize kernel)
+    and must give the clips, random draws and layout of stacking separate calls. RandAugment's CPU shortcuts fall back
+    to torchvision's ops on GPU tensors."""
+    from tubemask.data import PretrainPipeline, parse_randaugment, stack_clips
+
+    frames = torch.randint(0, 256, (4, 3, 40, 56), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    frames = frames.cuda().contiguous(memory_format=torch.channels_last)
+    pipe = PretrainPipeline(input_size=32, flip_p=0.5, normalize=normalize)
+    g_ref, g_rep = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
+    expected = stack_clips([pipe(frames, generator=g_ref) for _ in range(3)])
+    batch = pipe.repeat(frames, 3, generator=g_rep)
+    assert batch.device.type == "cuda" and torch.equal(batch, expected)
+    ra = parse_randaugment("rand-m7-n4-mstd0.5-inc1")
+    for seed in range(8):
+        out = ra(frames, generator=torch.Generator().manual_seed(seed))
+        assert out.device.type == "cuda" and out.dtype == torch.uint8 and out.shape == frames.shape
