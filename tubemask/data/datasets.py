@@ -223,7 +223,7 @@ class PretrainDataset(_ClipDataset):
 
     `dataset[i]` is a normalized float clip `[c t h w]`, or `[r c t h w]` with `repeats=r > 1`; uint8 with a
     `normalize=False` pipeline (then apply [`normalize_batch`][tubemask.data.transforms.normalize_batch] to each
-    batch on the training device: 4x less memory and DataLoader IPC, and a repeat costs about 2 ms on one core
+    batch on the training device: 4x less memory and DataLoader IPC, and a repeat costs about 2-3 ms on one core
     (crop and resize in uint8, written channels-last into its slot of the batch) instead of about 8 ms as float).
     A pipeline with a `repeat(frames, r, generator=g) -> [r c t h w]` method (as
     [`PretrainPipeline.repeat`][tubemask.data.pipelines.PretrainPipeline.repeat]) builds the repeats itself; other

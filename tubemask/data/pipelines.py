@@ -95,12 +95,13 @@ class PretrainPipeline:
         # Decoded frames keep channels innermost through crop and resize (stack_clips then stacks them as
         # [r t h w c]); other layouts resize and stack as contiguous [c t h w] clips.
         channels_last = c > 1 and frames.stride(1) == 1
+        n = 1 if self.normalize else repeats  # float output: resize in uint8 into one reused slot
         if channels_last:
-            slots = torch.empty((repeats, t, size, size, c), dtype=torch.uint8, device=device).permute(0, 1, 4, 2, 3)
+            slots = torch.empty((n, t, size, size, c), dtype=torch.uint8, device=device).permute(0, 1, 4, 2, 3)
         else:
-            slots = torch.empty((repeats, c, t, size, size), dtype=torch.uint8, device=device).transpose(1, 2)
-        if self.normalize:  # resize in uint8 into one reused slot, then normalize into the float batch
-            slots = slots[:1].expand(repeats, -1, -1, -1, -1)
+            slots = torch.empty((n, c, t, size, size), dtype=torch.uint8, device=device).transpose(1, 2)
+        if self.normalize:  # then normalize from that slot into the float batch
+            slots = slots.expand(repeats, -1, -1, -1, -1)
             batch = torch.empty((repeats, c, t, size, size), dtype=torch.float32, device=device)
         else:
             batch = slots.transpose(1, 2)  # [r c t h w]
