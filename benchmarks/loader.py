@@ -227,9 +227,14 @@ def dataset_rates(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="fewer files, clips and rounds (about 1 minute)")
+    parser.add_argument("--rounds", type=int, default=None, help="alternated rounds (default 5; --quick 2)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     per_format, n_clips, rounds, per_file = (1, 30, 2, 2) if args.quick else (2, 60, 5, 4)
+    if args.rounds is not None:
+        if args.rounds < 1:
+            parser.error(f"--rounds {args.rounds}: must be >= 1")
+        rounds = args.rounds
     decoders: dict[str, Callable] = {"tubemask": decode_tubemask}
     try:
         import decord  # noqa: F401
