@@ -26,7 +26,8 @@ on all of them (mean abs difference 0).
 
 Everything runs on one thread, so rates are computed from process CPU time (the work done, without the time other
 processes of a shared machine take); the decoders take turns clip by clip. Figures are medians over rounds, ratios
-medians of the per-round ratios. Run: `python benchmarks/loader.py [--quick]`. The last line is
+medians of the per-round ratios. Run: `python benchmarks/loader.py [--quick] [--rounds N]` (default 5 rounds; 12
+give steadier medians in 7 minutes). The last line is
 `ratio tubemask/decord: X.XX` for the `+aug uint8` mode over all files (or `ratio tubemask/pyav: X.XX` without
 decord).
 """
