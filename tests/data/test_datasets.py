@@ -72,13 +72,13 @@ def test_keys_carry_their_epoch(train_records):
 
 def test_persistent_workers_with_epoch_keys_give_each_epochs_clips(train_records):
     """Workers that live across epochs keep their dataset copy's epoch; keys with the epoch keep the clips exact."""
-    from tubemask.train.sampler import ResumableDistributedSampler
+    from tubemask.train.sampler import resumable_loader
 
     def dataset():
         return PretrainDataset(train_records[:8], pipeline=PretrainPipeline(input_size=16), sampler=SAMPLER, seed=4)
 
-    keyed = ResumableDistributedSampler(8, batch_size=4, seed=1, with_epoch=True)
-    loader = DataLoader(dataset(), batch_size=4, sampler=keyed, num_workers=2, persistent_workers=True)
+    keyed, loader = resumable_loader(dataset(), batch_size=4, seed=1, workers=2)
+    assert keyed.with_epoch and loader.persistent_workers
     reference = dataset()
     for epoch in range(3):
         keyed.set_epoch(epoch)

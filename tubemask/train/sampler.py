@@ -1,11 +1,12 @@
 """A distributed, resumable sampler: the same shuffled order for every process count, startable mid-epoch."""
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import torch
-from torch.utils.data import Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler
 
-__all__ = ["ResumableDistributedSampler"]
+__all__ = ["ResumableDistributedSampler", "resumable_loader"]
 
 
 class ResumableDistributedSampler(Sampler[int | tuple[int, int]]):
@@ -83,3 +84,55 @@ class ResumableDistributedSampler(Sampler[int | tuple[int, int]]):
 
     def __len__(self) -> int:
         return (self.batches_per_epoch - self.start_batch) * self.batch_size
+
+
+def resumable_loader(
+    dataset: Dataset,
+    *,
+    batch_size: int,
+    rank: int = 0,
+    world_size: int = 1,
+    seed: int = 0,
+    workers: int = 0,
+    pin_memory: bool = False,
+    collate_fn: Callable[[list[Any]], Any] | None = None,
+    generator: torch.Generator | None = None,
+) -> tuple[ResumableDistributedSampler, DataLoader]:
+    """The recipes' training loader: a [`ResumableDistributedSampler`][tubemask.train.sampler.ResumableDistributedSampler]
+    yielding `(epoch, index)` keys and a DataLoader whose workers live across epochs.
+
+    The two go together: workers that outlive an epoch keep the epoch their dataset copy started with, so only keys
+    that carry their epoch keep every epoch's clips exact (the tubemask datasets take them, see
+    [`SampleKey`][tubemask.data.datasets.SampleKey]); in exchange the loader does not re-fork its workers each epoch
+    (about 0.3 s per epoch with 2 workers on the synthetic set). Call `sampler.set_epoch(epoch, start_batch=...)`
+    before iterating each epoch; incomplete batches are dropped.
+
+    Args:
+        dataset: A dataset taking `(epoch, index)` keys.
+        batch_size: Samples per process and step.
+        rank: This process's rank.
+        world_size: Number of processes.
+        seed: Shuffle seed (shared by all ranks).
+        workers: DataLoader worker processes (0: load in the main process).
+        pin_memory: Pin batches for faster host-to-GPU copies.
+        collate_fn: The DataLoader's collate function (None: its default).
+        generator: The DataLoader's generator for its worker seeds (None: drawn from the global RNG).
+
+    Returns:
+        `(sampler, loader)`.
+    """
+    sampler = ResumableDistributedSampler(
+        len(dataset), batch_size=batch_size, rank=rank, world_size=world_size, seed=seed, with_epoch=True
+    )
+    loader = DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=sampler,
+        num_workers=workers,
+        pin_memory=pin_memory,
+        persistent_workers=workers > 0,
+        drop_last=True,
+        collate_fn=collate_fn,
+        generator=generator,
+    )
+    return sampler, loader
