@@ -25,6 +25,7 @@ import torchvision.transforms.v2.functional as F
 from jaxtyping import UInt8
 from torch import Tensor
 
+from tubemask.data.transforms import _channels_innermost
 from tubemask.shapes import typechecked
 
 __all__ = ["RandAugment", "RANDAUGMENT_OPS", "parse_randaugment"]
@@ -55,7 +56,7 @@ def _affine(x: Tensor, *, angle: float = 0.0, translate=(0, 0), shear=(0.0, 0.0)
     picked = F.affine(numbers, angle=angle, translate=list(translate), scale=1.0, shear=list(shear), fill=0.0)
     index = picked.view(h * w).to(torch.int64) - 1
     index[index < 0] = h * w  # outside the frame: the fill pixel appended below
-    if x.stride(1) == 1 and c > 1:  # channels-last [t h w c] memory: gather whole pixels
+    if _channels_innermost(x):  # channels-last [t h w c] memory: gather whole pixels
         pixels = x.permute(0, 2, 3, 1).reshape(t, h * w, c)
         padded = torch.cat([pixels, pixels.new_full((t, 1, c), fill)], dim=1)
         return padded.index_select(1, index).view(t, h, w, c).permute(0, 3, 1, 2)
@@ -115,17 +116,17 @@ def _valuewise(op: Callable[[Tensor, float, float], Tensor]) -> Callable[[Tensor
 
 def _storage_order(x: Tensor) -> Tensor:
     """`x` (`[t c h w]`) as the view whose shape follows its memory: `[t h w c]` for channels-last frames."""
-    return x.permute(0, 2, 3, 1) if x.stride(1) == 1 and x.shape[1] > 1 else x.contiguous()
+    return x.permute(0, 2, 3, 1) if _channels_innermost(x) else x.contiguous()
 
 
 def _restore_order(out: Tensor, like: Tensor) -> Tensor:
-    return out.permute(0, 3, 1, 2) if like.stride(1) == 1 and like.shape[1] > 1 else out
+    return out.permute(0, 3, 1, 2) if _channels_innermost(like) else out
 
 
 def _autocontrast(x: Tensor) -> Tensor:
     """`F.autocontrast`, run on contiguous frames: its per-frame min/max over channels-last memory is 4x slower than
     the two copies."""
-    if x.stride(1) == 1 and x.shape[1] > 1 and x.device.type == "cpu":
+    if _channels_innermost(x) and x.device.type == "cpu":
         return F.autocontrast(x.contiguous()).contiguous(memory_format=torch.channels_last)
     return F.autocontrast(x)
 
