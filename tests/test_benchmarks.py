@@ -1,0 +1,44 @@
+"""The parts of the benchmark scripts that run without a GPU, run as a user runs them (they print figures, not pass or
+fail on speed: these tests check that the scripts work and that their arithmetic holds)."""
+
+import math
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_script(*args: str) -> str:
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / args[0]), *args[1:]],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout
+
+
+@pytest.mark.slow
+def test_gpu_benchmark_loader_rows_size_the_dataloader_for_a_given_step_rate() -> None:
+    pytest.importorskip("torchcodec")
+    out = run_script("gpu.py", "--loader-only", "--quick", "--gpu-clips-per-s", "100")
+    rates = {int(r): float(v) for r, v in re.findall(r"per CPU worker .*repeats (\d):\s+([\d.]+)", out)}
+    assert set(rates) == {1, 4} and all(v > 0 for v in rates.values()), out
+    workers = re.search(r"feed the given step \(100\.0 clips/s\): (\d+) at repeats 1, (\d+) at repeats 4", out)
+    assert workers is not None, out
+    assert int(workers[1]) == math.ceil(100 / rates[1]) and int(workers[2]) == math.ceil(100 / rates[4])
+    ratio = float(re.search(r"^ratio repeats4/repeats1 per worker: ([\d.]+)$", out, re.M)[1])
+    assert ratio == pytest.approx(rates[4] / rates[1], abs=0.01)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message printed without a GPU")
+def test_gpu_benchmark_without_a_gpu_says_what_runs_instead() -> None:
+    out = run_script("gpu.py", "--quick")
+    assert "no CUDA device" in out and "--loader-only" in out
