@@ -43,6 +43,7 @@ def run(recipe: str = "finetune_ucf101", **options) -> dict:
 @pytest.fixture(scope="module")
 def ucf(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny synthetic UCF101: 3 classes x 6 videos of 24 frames at 32 x 32 (split 1: 12 train, 6 test)."""
+    pytest.importorskip("torchcodec.encoders", reason="the recipe tests write and read videos: torchcodec + FFmpeg")
     return make_synthetic_ucf101(
         tmp_path_factory.mktemp("ucf") / "data", num_classes=3, videos_per_class=6, num_frames=24, size=32
     )

@@ -26,6 +26,7 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def ucf(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny synthetic dataset in the UCF101 layout: 3 classes x 8 videos of 24 frames at 32 x 32."""
+    pytest.importorskip("torchcodec.encoders", reason="the recipe tests write and read videos: torchcodec + FFmpeg")
     return make_synthetic_ucf101(
         tmp_path_factory.mktemp("ucf") / "data", num_classes=3, videos_per_class=8, num_frames=24, size=32
     )

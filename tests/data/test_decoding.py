@@ -6,7 +6,15 @@ import sys
 import pytest
 import torch
 
-from tubemask.data import DecodeError, MissingDecoderError, VideoReader, dense_indices, read_clip, require_torchcodec
+from tubemask.data import (
+    DecodeError,
+    MissingDecoderError,
+    VideoReader,
+    dense_indices,
+    make_synthetic_ucf101,
+    read_clip,
+    require_torchcodec,
+)
 
 
 def frame_ids(frames: torch.Tensor) -> list[int]:
@@ -69,12 +77,20 @@ def test_bad_arguments_name_the_allowed_values(videos):
         VideoReader(videos["avi"], num_ffmpeg_threads=-1)
 
 
-def test_missing_torchcodec_gives_clear_error(monkeypatch, videos):
-    monkeypatch.setitem(sys.modules, "torchcodec", None)
+def test_missing_torchcodec_gives_clear_error(monkeypatch, videos, tmp_path):
+    for name in ("torchcodec", "torchcodec.decoders", "torchcodec.encoders"):  # as if never installed
+        monkeypatch.setitem(sys.modules, name, None)
     with pytest.raises(MissingDecoderError, match="pip install torchcodec"):
         require_torchcodec()
     with pytest.raises(MissingDecoderError, match="ffmpeg"):
         VideoReader(videos["avi"])
+    with pytest.raises(MissingDecoderError, match="Encoding video needs"):
+        require_torchcodec("encoders")
+    with pytest.raises(MissingDecoderError, match="pip install torchcodec"):
+        make_synthetic_ucf101(tmp_path / "synthetic")
+    assert not (tmp_path / "synthetic").exists()
+    with pytest.raises(ValueError, match="'decoders', 'encoders'"):
+        require_torchcodec("encoder")
 
 
 def test_package_imports_without_torchcodec():

@@ -10,6 +10,7 @@ trains from pre-decoded tensors); asking for decoding raises
 [`MissingDecoderError`][tubemask.data.decoding.MissingDecoderError] naming what to install.
 """
 
+import importlib
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -57,24 +58,32 @@ class DecodeError(RuntimeError):
         self.path = str(path)
 
 
-def require_torchcodec() -> Any:
-    """Import and return `torchcodec.decoders`, or raise a clear error.
+def require_torchcodec(part: Literal["decoders", "encoders"] = "decoders") -> Any:
+    """Import and return `torchcodec.decoders` (or `torchcodec.encoders`), or raise a clear error.
+
+    Args:
+        part: `"decoders"` for reading video, `"encoders"` for writing it (the synthetic dataset, videos of
+            reconstructions).
 
     Returns:
-        The `torchcodec.decoders` module.
+        The `torchcodec.decoders` or `torchcodec.encoders` module.
 
     Raises:
         MissingDecoderError: torchcodec is not installed or cannot load FFmpeg.
+        ValueError: `part` is neither.
     """
+    if part not in ("decoders", "encoders"):
+        raise ValueError(f"part={part!r}; allowed: 'decoders', 'encoders'")
     try:
-        from torchcodec import decoders
+        module = importlib.import_module(f"torchcodec.{part}")
     except (ImportError, OSError, RuntimeError) as error:  # RuntimeError: FFmpeg shared libraries not found
+        verb = "Decoding" if part == "decoders" else "Encoding"
         raise MissingDecoderError(
-            "Decoding video needs the `torchcodec` package and FFmpeg's shared libraries: "
+            f"{verb} video needs the `torchcodec` package and FFmpeg's shared libraries: "
             "`pip install torchcodec` and install FFmpeg (Debian/Ubuntu: `apt-get install ffmpeg`). "
             f"The import failed with: {type(error).__name__}: {error}"
         ) from error
-    return decoders
+    return module
 
 
 class VideoReader:

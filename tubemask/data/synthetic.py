@@ -23,6 +23,7 @@ import torch
 from jaxtyping import Int64, UInt8
 from torch import Tensor
 
+from tubemask.data.decoding import require_torchcodec
 from tubemask.shapes import typechecked
 
 __all__ = ["MOTION_CLASSES", "Background", "make_synthetic_ucf101", "render_motion_clip", "render_motion_dataset"]
@@ -246,6 +247,7 @@ def make_synthetic_ucf101(
     Raises:
         ValueError: Arguments out of range.
         FileExistsError: `root` holds something else.
+        MissingDecoderError: torchcodec or FFmpeg's libraries are missing (they write the videos).
     """
     if not 1 <= num_classes <= len(MOTION_CLASSES):
         raise ValueError(f"num_classes={num_classes}; allowed 1..{len(MOTION_CLASSES)}")
@@ -254,7 +256,7 @@ def make_synthetic_ucf101(
     h, w = (size, size) if isinstance(size, int) else size
     if h < 16 or w < 16 or h % 2 or w % 2:
         raise ValueError(f"size={size}: sides must be even and >= 16 (yuv420 video)")
-    from torchcodec.encoders import VideoEncoder  # lazy: tubemask.data imports without torchcodec
+    VideoEncoder = require_torchcodec("encoders").VideoEncoder  # lazy: tubemask.data imports without it
 
     root = Path(root)
     params = dict(
