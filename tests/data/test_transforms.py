@@ -215,6 +215,49 @@ def test_pretrain_pipeline_repeat_equals_stacked_calls(
     assert torch.equal(torch.rand(4, generator=g_rep), torch.rand(4, generator=g_ref))  # same draws consumed
 
 
+@settings(max_examples=30, deadline=None)
+@given(
+    num_frames=st.integers(1, 3),
+    height=st.integers(8, 32),
+    width=st.integers(8, 32),
+    size=st.integers(4, 24),
+    repeats=st.integers(1, 3),
+    randaugment=st.sampled_from([None, "rand-m7-n4-mstd0.5-inc1", "rand-m9-n2-mstd0-inc1"]),
+    erase_p=st.sampled_from([0.0, 0.5, 1.0]),
+    normalize=st.booleans(),
+    channels_last=st.booleans(),
+    seed=st.integers(0, 2**16),
+)
+def test_finetune_pipeline_repeat_equals_stacked_calls(
+    num_frames, height, width, size, repeats, randaugment, erase_p, normalize, channels_last, seed
+):
+    """`repeat` normalizes and erases each clip in its batch slot; values and random draws must be those of stacking
+    separate calls (the erasing now writes into a clip the pipeline owns instead of a copy: same values)."""
+    gen = torch.Generator().manual_seed(seed)
+    frames = torch.randint(0, 256, (num_frames, 3, height, width), dtype=torch.uint8, generator=gen)
+    if channels_last:
+        frames = frames.contiguous(memory_format=torch.channels_last)
+    before = frames.clone()
+    pipe = FinetunePipeline(
+        input_size=size, randaugment=randaugment, erase_p=erase_p if normalize else 0.0, normalize=normalize
+    )
+    g_ref, g_rep = torch.Generator().manual_seed(seed), torch.Generator().manual_seed(seed)
+    expected = stack_clips([pipe(frames, generator=g_ref) for _ in range(repeats)])
+    batch = pipe.repeat(frames, repeats, generator=g_rep)
+    assert batch.shape == expected.shape == (repeats, 3, num_frames, size, size) and batch.dtype == expected.dtype
+    assert torch.equal(batch, expected)
+    assert torch.equal(torch.rand(4, generator=g_rep), torch.rand(4, generator=g_ref))  # same draws consumed
+    assert torch.equal(frames, before)  # the decoded frames are never written to
+
+
+def test_random_erasing_inplace_writes_into_the_clip_and_erases_the_same_box():
+    clip = torch.randn(3, 4, 16, 16, generator=torch.Generator().manual_seed(0))
+    copy = random_erasing(clip, p=1.0, generator=torch.Generator().manual_seed(1))
+    assert copy.data_ptr() != clip.data_ptr() and not torch.equal(copy, clip)
+    same = random_erasing(clip, p=1.0, generator=torch.Generator().manual_seed(1), inplace=True)
+    assert same.data_ptr() == clip.data_ptr() and torch.equal(same, copy)
+
+
 @pytest.mark.parametrize("dtype", [torch.uint8, torch.float32])
 @pytest.mark.parametrize("channels_last", [True, False])
 def test_multi_scale_crop_into_out_equals_the_returned_frames(dtype, channels_last):
@@ -232,6 +275,8 @@ def test_pretrain_pipeline_repeat_and_multi_scale_crop_out_reject_bad_arguments(
     frames = torch.zeros(2, 3, 16, 16, dtype=torch.uint8)
     with pytest.raises(ValueError, match="repeats=0"):
         PretrainPipeline(input_size=8).repeat(frames, 0)
+    with pytest.raises(ValueError, match="repeats=0"):
+        FinetunePipeline(input_size=8).repeat(frames, 0)
     with pytest.raises(ValueError, match=r"expected torch.uint8 \(2, 3, 8, 8\)"):
         multi_scale_crop(frames, size=8, out=torch.zeros(2, 3, 8, 9, dtype=torch.uint8))
     with pytest.raises(ValueError, match="out is torch.float32"):

@@ -301,10 +301,13 @@ class FinetuneDataset(_ClipDataset):
     def __getitem__(self, index: SampleKey) -> tuple[Tensor, Any]:
         frames, used, generator = self.loader.load(index)
         label = self.loader.records[used].label
-        clips = [self.pipeline(frames, generator=generator) for _ in range(self.repeats)]
         if self.repeats == 1:
-            return clips[0], label
-        return stack_clips(clips), torch.full((self.repeats,), label, dtype=torch.long)
+            return self.pipeline(frames, generator=generator), label
+        labels = torch.full((self.repeats,), label, dtype=torch.long)
+        repeat = getattr(self.pipeline, "repeat", None)
+        if callable(repeat):  # e.g. FinetunePipeline: writes the repeats into one batch
+            return repeat(frames, self.repeats, generator=generator), labels
+        return stack_clips([self.pipeline(frames, generator=generator) for _ in range(self.repeats)]), labels
 
 
 class MultiViewDataset(_ClipDataset):

@@ -410,6 +410,7 @@ def random_erasing(
     generator: torch.Generator | None = None,
     scale: tuple[float, float] = (0.02, 1 / 3),
     ratio: tuple[float, float] = (0.3, 3.3),
+    inplace: bool = False,
 ) -> Float[Tensor, "c t h w"]:
     """Replace one random box, the same in every frame, with standard normal noise (timm's `mode="pixel"`).
 
@@ -422,9 +423,10 @@ def random_erasing(
         generator: Randomness for the decision, the box and the noise.
         scale: Range of the box area as a fraction of the frame.
         ratio: Range of the box aspect (log-uniform).
+        inplace: Erase in `clip` itself (for a clip the caller owns, e.g. just normalized) instead of a copy.
 
     Returns:
-        The clip, erased or not (a new tensor when erased).
+        The clip, erased or not (a new tensor when erased, unless `inplace`).
     """
     if p <= 0 or _uniform(generator) >= p:
         return clip
@@ -436,7 +438,7 @@ def random_erasing(
         eh, ew = int(round(math.sqrt(area * aspect))), int(round(math.sqrt(area / aspect)))
         if 0 < eh < h and 0 < ew < w:
             top, left = _randint(generator, h - eh + 1), _randint(generator, w - ew + 1)
-            out = clip.clone()
+            out = clip if inplace else clip.clone()
             noise = torch.randn((c, 1, eh, ew), generator=generator, dtype=clip.dtype)
             out[:, :, top : top + eh, left : left + ew] = noise.to(clip.device)
             return out
