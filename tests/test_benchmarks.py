@@ -33,9 +33,10 @@ def test_gpu_benchmark_loader_rows_size_the_dataloader_for_a_given_step_rate() -
     assert set(rates) == {1, 4} and all(v > 0 for v in rates.values()), out
     workers = re.search(r"feed the given step \(100\.0 clips/s\): (\d+) at repeats 1, (\d+) at repeats 4", out)
     assert workers is not None, out
-    assert int(workers[1]) == math.ceil(100 / rates[1]) and int(workers[2]) == math.ceil(100 / rates[4])
+    for count, r in ((workers[1], 1), (workers[2], 4)):  # the rates are printed to 0.1: allow their rounding
+        assert math.ceil(100 / (rates[r] + 0.05)) <= int(count) <= math.ceil(100 / (rates[r] - 0.05)), out
     ratio = float(re.search(r"^ratio repeats4/repeats1 per worker: ([\d.]+)$", out, re.M)[1])
-    assert ratio == pytest.approx(rates[4] / rates[1], abs=0.01)
+    assert ratio == pytest.approx(rates[4] / rates[1], rel=0.01)
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message printed without a GPU")
