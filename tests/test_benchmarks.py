@@ -29,14 +29,18 @@ def run_script(*args: str) -> str:
 def test_gpu_benchmark_loader_rows_size_the_dataloader_for_a_given_step_rate() -> None:
     pytest.importorskip("torchcodec")
     out = run_script("gpu.py", "--loader-only", "--quick", "--gpu-clips-per-s", "100")
-    rates = {int(r): float(v) for r, v in re.findall(r"per CPU worker .*repeats (\d):\s+([\d.]+)", out)}
-    assert set(rates) == {1, 4} and all(v > 0 for v in rates.values()), out
-    workers = re.search(r"feed the given step \(100\.0 clips/s\): (\d+) at repeats 1, (\d+) at repeats 4", out)
-    assert workers is not None, out
-    for count, r in ((workers[1], 1), (workers[2], 4)):  # the rates are printed to 0.1: allow their rounding
-        assert math.ceil(100 / (rates[r] + 0.05)) <= int(count) <= math.ceil(100 / (rates[r] - 0.05)), out
+    found = re.findall(r"^\s+(pretrain|finetune) per CPU worker .*repeats (\d):\s+([\d.]+)$", out, re.M)
+    rates = {(path, int(r)): float(v) for path, r, v in found}
+    assert set(rates) == {("pretrain", 1), ("pretrain", 4), ("finetune", 2)}, out
+    assert all(v > 0 for v in rates.values()), out
+    line = re.search(r"feed the given step \(100\.0 clips/s\): (.*)$", out, re.M)
+    assert line is not None, out
+    counts = {(path, int(r)): int(n) for n, path, r in re.findall(r"(\d+) \((\w+), repeats (\d)\)", line[1])}
+    assert set(counts) == set(rates), out
+    for row, count in counts.items():  # the rates are printed to 0.1: allow their rounding
+        assert math.ceil(100 / (rates[row] + 0.05)) <= count <= math.ceil(100 / (rates[row] - 0.05)), out
     ratio = float(re.search(r"^ratio repeats4/repeats1 per worker: ([\d.]+)$", out, re.M)[1])
-    assert ratio == pytest.approx(rates[4] / rates[1], rel=0.01)
+    assert ratio == pytest.approx(rates[("pretrain", 4)] / rates[("pretrain", 1)], rel=0.01)
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message printed without a GPU")
