@@ -35,6 +35,7 @@ REFERENCE_OPS = {
     "AutoContrast": lambda x, m, s: F.autocontrast(x),
     "Equalize": lambda x, m, s: F.equalize(x),
     "BrightnessIncreasing": lambda x, m, s: F.adjust_brightness(x, 1.0 + m / 10 * 0.9 * s),
+    "ColorIncreasing": lambda x, m, s: F.adjust_saturation(x, 1.0 + m / 10 * 0.9 * s),
     # magnitude 0 gives threshold 256: PIL (timm) inverts nothing there, torchvision refuses it
     "SolarizeIncreasing": lambda x, m, s: x if int(m / 10 * 256) == 0 else F.solarize(x, 256 - int(m / 10 * 256)),
     "SolarizeAdd": lambda x, m, s: _reference_solarize_add(x, int(m / 10 * 110)),
@@ -61,7 +62,8 @@ REFERENCE_OPS = {
 )
 def test_shortcut_ops_equal_torchvision(op, frames, height, width, magnitude, sign, channels_last, seed):
     """Translations by a shifted copy, rotations and shears by a gather, solarize, brightness, autocontrast and
-    equalize by lookup tables: the same values as torchvision's ops, and the frames' memory layout kept."""
+    equalize by lookup tables, saturation frame by frame: the same values as torchvision's ops, and the frames'
+    memory layout kept."""
     x = torch.randint(
         0, 256, (frames, 3, height, width), dtype=torch.uint8, generator=torch.Generator().manual_seed(seed)
     )
