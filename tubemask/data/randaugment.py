@@ -8,11 +8,11 @@ Ops run on uint8 `[t c h w]` frames with `torchvision.transforms.v2.functional`,
 (one CPU core, 16 frames of 320 x 240, channels-last as decoded): the integer translations are a shifted copy
 instead of an affine resampling (0.6 ms instead of 19 to 36 ms), rotations and shears gather the pixels that
 torchvision's nearest sampling picks (2x faster), solarize, solarize-add and brightness look their result up in a
-256-entry table computed by the torchvision op itself (3.5 ms instead of 10 to 11 ms), and autocontrast and equalize
+256-entry table computed by the torchvision op itself (3.5 ms instead of 10 to 11 ms), autocontrast and equalize
 make one table per frame and channel with torchvision's arithmetic (2.5x faster), and saturation runs one frame at a
 time (1.3x). A whole `rand-m7-n4-mstd0.5-inc1` clip went from 45 to 22 ms with the first shortcuts, then from 27 to
-16 ms (a busier machine) with the tables. `tests/data/test_randaugment_mixup.py` checks each of these ops, and whole clips, against
-torchvision's ops, value for value.
+16 ms (a busier machine) with the tables. `tests/data/test_randaugment_mixup.py` checks each of these ops, and whole
+clips, against torchvision's ops, value for value.
 """
 
 import math
