@@ -44,6 +44,7 @@ from tubemask.data import (
     DecodeOptions,
     DenseSampler,
     EvalPipeline,
+    FailureLog,
     FinetuneDataset,
     FinetunePipeline,
     Mixup,
@@ -371,6 +372,8 @@ def _train(cfg: FinetuneConfig) -> dict:
     num_classes = cfg.num_classes or 1 + max(r.label for r in [*train_records, *test_records])
     names = class_names(cfg, [*train_records, *test_records], num_classes)
     dataset = build_train_dataset(cfg, train_records)
+    journal = str(FailureLog.journal_file(out, ctx.rank))  # this rank's and its workers' bad videos, every dataset
+    dataset.failures.journal = journal
     sampler, loader = resumable_loader(  # (epoch, index) keys, workers kept across epochs
         dataset,
         batch_size=cfg.batch_size,
@@ -401,6 +404,8 @@ def _train(cfg: FinetuneConfig) -> dict:
     state = manager.load_latest() if cfg.resume else None
     if cfg.resume and state is None:
         log(f"--resume: no checkpoint in {out}, starting from scratch")
+    if state is None and ctx.is_main:
+        FailureLog.remove_run_journals(out)  # a fresh run: bad videos met by an earlier run here are not ours
     if cfg.finetune is not None and state is None:  # a resumed run has the weights in its checkpoint
         report = load_pretrained_encoder(model, cfg.finetune)
         log(f"--finetune: {report}")
@@ -517,6 +522,7 @@ def _train(cfg: FinetuneConfig) -> dict:
 
     eval_model = ema.module if ema is not None else model
     val_set = build_test_dataset(cfg, test_records, clips=1, crops=1)
+    val_set.failures.journal = journal
     pin = device.type == "cuda"
 
     def single_view_eval() -> MultiViewResult:
@@ -634,6 +640,7 @@ def _train(cfg: FinetuneConfig) -> dict:
 
     # ---- final multi-view test ------------------------------------------------------------------------------------
     test_set = build_test_dataset(cfg, test_records, clips=cfg.test_clips, crops=cfg.test_crops)
+    test_set.failures.journal = journal
     views = cfg.test_clips * cfg.test_crops
     log(f"testing {'the EMA weights' if ema is not None else 'the model'} on {len(test_set)} videos x {views} views")
     result = evaluate(
@@ -649,10 +656,11 @@ def _train(cfg: FinetuneConfig) -> dict:
         show=ctx.is_main,
     )
 
-    for failures in (dataset.failures, val_set.failures, test_set.failures):
-        if cfg.workers == 0 and failures.counts:
-            log(failures.summary())  # with workers, each bad file was logged by the worker that met it
+    bad = FailureLog.read_run(out)  # every process's bad videos (training, validation, test; workers and ranks)
+    if bad.counts or bad.short:
+        log(f"bad videos of this run ({out}/bad_videos.rank*.jsonl):\n{bad.summary()}")
     summary = {"step": step, "epoch": epoch, "skipped_steps": guard.skipped, "top1": result.top1, "top5": result.top5}
+    summary["bad_videos"] = len(bad.counts)
     if ctx.is_main:
         metrics.log(step, test_top1=result.top1, test_top5=result.top5, test_views=views)
         metrics.close()

@@ -33,6 +33,7 @@ from tubemask import FrameMasker, RandomMasker, RunningCellMasker, TubeMasker
 from tubemask.data import (
     DenseSampler,
     EvalPipeline,
+    FailureLog,
     MultiViewDataset,
     PretrainDataset,
     PretrainPipeline,
@@ -277,6 +278,7 @@ def _train(cfg: PretrainConfig) -> dict:
     # ---- data -------------------------------------------------------------------------------------------------
     records = read_records(cfg, is_main=ctx.is_main)  # every rank: generating the synthetic set ends in a barrier
     dataset = build_dataset(cfg, records)
+    dataset.failures.journal = str(FailureLog.journal_file(out, ctx.rank))  # this rank's and its workers' bad videos
     sampler, loader = resumable_loader(  # (epoch, index) keys, workers kept across epochs
         dataset,
         batch_size=cfg.batch_size,
@@ -317,6 +319,8 @@ def _train(cfg: PretrainConfig) -> dict:
     state = manager.load_latest() if cfg.resume else None
     if state is not None:
         model.load_state_dict(state["model"])  # full weights, before sharding
+    elif ctx.is_main:
+        FailureLog.remove_run_journals(out)  # a fresh run: bad videos met by an earlier run here are not ours
 
     # DDP keeps the parameters; FSDP2 replaces them by shards, so the optimizer is built after wrapping
     fsdp = ctx.is_distributed and (
@@ -549,9 +553,10 @@ def _train(cfg: PretrainConfig) -> dict:
     if cfg.probe_every and step % cfg.probe_every != 0 and ctx.is_main:
         run_probe(step)  # the final encoder
 
-    if cfg.workers == 0 and dataset.failures.counts:
-        log(dataset.summary())  # with workers, each bad file was logged by the worker that met it
-    result = {"step": step, "epoch": epoch, "skipped_steps": guard.skipped}
+    bad = FailureLog.read_run(out)  # every process's bad videos, workers and ranks included
+    if bad.counts or bad.short:
+        log(f"bad videos of this run ({out}/bad_videos.rank*.jsonl):\n{bad.summary()}")
+    result = {"step": step, "epoch": epoch, "skipped_steps": guard.skipped, "bad_videos": len(bad.counts)}
     model_state, _ = full_state()
     if ctx.is_main:
         metrics.close()

@@ -282,8 +282,9 @@ def test_two_processes_match_one_with_the_same_global_batch(sharding: str, ucf: 
     assert_same_weights(final_weights(tmp_path / "one"), final_weights(tmp_path / "two"), atol=1e-6)
 
 
+@pytest.mark.parametrize("workers", [0, 2])
 def test_an_epoch_over_bad_files_finishes_and_names_them(
-    ucf: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    workers: int, ucf: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture
 ) -> None:
     data = tmp_path / "data"
     shutil.copytree(ucf, data)
@@ -293,11 +294,20 @@ def test_an_epoch_over_bad_files_finishes_and_names_them(
         path.write_bytes(content)
     records[7].path.unlink()  # listed but missing
     bad[records[7].path] = None
+    stale = tmp_path / "run" / "bad_videos.rank0.jsonl"  # an earlier run's journal in the same directory
+    stale.parent.mkdir()
+    stale.write_text('{"event": "failed", "path": "/old/run.mp4", "reason": "gone"}\n')
     with caplog.at_level(logging.WARNING):
-        result = run(**tiny_options(data, tmp_path / "run", epochs=1))
+        result = run(**tiny_options(data, tmp_path / "run", epochs=1, workers=workers))
     assert result["step"] == 6
+    if workers == 0:  # worker processes log to their own stderr, not to this process's handlers
+        for path in bad:
+            assert str(path) in caplog.text, path
+    # the end-of-run summary gathers every process's journal: the workers' bad videos too, and not the stale one
+    summary = capsys.readouterr().out.split("bad videos of this run")[-1]
+    assert result["bad_videos"] == len(bad) and "/old/run.mp4" not in summary
     for path in bad:
-        assert str(path) in caplog.text, path
+        assert str(path) in summary, path
 
 
 def _poison(module, calls: set[int] | None) -> None:

@@ -1,6 +1,7 @@
 """Datasets on the synthetic UCF101 and on a corpus of bad files: shapes, determinism, repeats, failures, workers."""
 
 import logging
+import multiprocessing
 import sys
 
 import pytest
@@ -11,6 +12,7 @@ from tubemask.data import (
     DecodeError,
     DenseSampler,
     EvalPipeline,
+    FailureLog,
     FinetuneDataset,
     FinetunePipeline,
     MultiViewDataset,
@@ -161,9 +163,10 @@ def test_all_bad_raises_with_summary(bad_files):
         ds[0]
 
 
-def test_dataloader_with_workers_over_bad_files(mixed_records, capfd):
+def test_dataloader_with_workers_over_bad_files(mixed_records, capfd, tmp_path):
     ds = PretrainDataset(mixed_records, pipeline=PretrainPipeline(input_size=24), sampler=SAMPLER, repeats=2)
     ds.set_epoch(3)
+    ds.failures.journal = str(tmp_path / "bad_videos.rank0.jsonl")
     loader = DataLoader(ds, batch_size=4, num_workers=2, collate_fn=collate_repeated)
     handler = logging.StreamHandler(sys.stderr)  # as a recipe's logging.basicConfig would install; workers inherit it
     logging.getLogger("tubemask.data").addHandler(handler)
@@ -177,6 +180,50 @@ def test_dataloader_with_workers_over_bad_files(mixed_records, capfd):
     assert torch.equal(batches[0][:2], ds[0])
     err = capfd.readouterr().err
     assert "bad video" in err and "zero.mp4" in err  # worker processes log each bad file
+    # ... and journal it: the run's summary holds what a single-process pass of the same epoch counts
+    gathered = FailureLog.read_run(tmp_path)
+    single = PretrainDataset(mixed_records, pipeline=PretrainPipeline(input_size=24), sampler=SAMPLER, repeats=2)
+    single.set_epoch(3)
+    for i in range(len(single)):
+        single[i]
+    assert gathered.counts == single.failures.counts and gathered.reasons == single.failures.reasons
+    assert gathered.short == single.failures.short and gathered.counts
+    assert ds.failures.total == 0  # the main process met none itself: only the journal knows
+
+
+def _record_failures(journal: str, worker: int, n: int) -> None:
+    log = FailureLog(journal=journal)
+    for i in range(n):
+        log.record(f"/videos/w{worker}/{i % 7}.mp4", f"reason {worker}")
+    log.record_short(f"/videos/w{worker}/short.mp4", 3, 16)
+
+
+def test_failure_journal_gathers_concurrent_processes_and_skips_torn_lines(tmp_path, caplog):
+    journal = str(FailureLog.journal_file(tmp_path, rank=1))
+    assert journal.endswith("bad_videos.rank1.jsonl")
+    procs = [multiprocessing.Process(target=_record_failures, args=(journal, w, 300)) for w in range(3)]
+    for proc in procs:
+        proc.start()
+    for proc in procs:
+        proc.join(timeout=60)
+        assert proc.exitcode == 0
+    with open(journal, "a") as f:
+        f.write('{"event": "failed", "path": "/videos/torn')  # a process killed mid-line
+    with caplog.at_level(logging.WARNING, logger="tubemask.data"):
+        log = FailureLog.read_run(tmp_path)
+    assert "not a failure event" in caplog.text
+    assert log.total == 900 and len(log.counts) == 21 and len(log.short) == 3
+    assert log.counts["/videos/w2/0.mp4"] == 43 and log.reasons["/videos/w2/0.mp4"] == "reason 2"
+    assert "900 failed loads of 21 videos; 3 videos shorter than a clip" in log.summary()
+    FailureLog.remove_run_journals(tmp_path)
+    assert FailureLog.read_run(tmp_path).total == 0 and not list(tmp_path.iterdir())
+
+
+def test_an_unwritable_failure_journal_warns_and_keeps_counting(tmp_path, caplog):
+    log = FailureLog(journal=str(tmp_path / "no such directory" / "journal.jsonl"))
+    with caplog.at_level(logging.WARNING, logger="tubemask.data"):
+        log.record("/videos/a.mp4", "broken")
+    assert log.counts["/videos/a.mp4"] == 1 and "cannot append to the failure journal" in caplog.text
 
 
 def test_uint8_pretraining_samples_match_float_after_normalize_batch(train_records):

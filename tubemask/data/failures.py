@@ -1,12 +1,19 @@
 """Bookkeeping of videos that failed to load: counted, logged, summarised, never silent.
 
 Each failure is logged as one `WARNING` line on the `tubemask.data` logger naming the file and the reason, so with
-DataLoader workers (whose counters live in the worker processes) the main log still names every bad file.
+DataLoader workers (whose counters live in the worker processes) the main log still names every bad file. With a
+`journal` file set, every process also appends one JSON line per event to it, and
+[`FailureLog.read_journal`][tubemask.data.failures.FailureLog.read_journal] gathers them into one per-run summary (the
+recipes write `bad_videos.rank<r>.jsonl` in their output directory and print the summary at the end).
 """
 
+import json
 import logging
+import os
+import time
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 
 __all__ = ["FailureLog"]
 
@@ -22,11 +29,14 @@ class FailureLog:
         reasons: The last reason per path.
         short: Videos with fewer decodable frames than a clip spans, with their frame count; they are still used,
             sampled by the sampler's short-video rule, and each is logged once.
+        journal: A file that every process holding this log (the DataLoader workers get a copy) appends one JSON
+            line to per event; None to keep the events in this process only.
     """
 
     counts: Counter = field(default_factory=Counter)
     reasons: dict[str, str] = field(default_factory=dict)
     short: dict[str, int] = field(default_factory=dict)
+    journal: str | None = None
 
     def record(self, path: str, reason: str, *, substitute: int | None = None) -> None:
         """Count a failure of `path` and log it (with the index used instead, if any)."""
@@ -34,11 +44,13 @@ class FailureLog:
         self.reasons[path] = reason
         instead = f"; using sample {substitute} instead" if substitute is not None else ""
         logger.warning("tubemask.data: bad video %s: %s%s", path, reason, instead)
+        self._append({"event": "failed", "path": path, "reason": reason})
 
     def record_short(self, path: str, num_frames: int, span: int) -> None:
         """Note a video shorter than one clip (logged the first time only)."""
         if path not in self.short:
             self.short[path] = num_frames
+            self._append({"event": "short", "path": path, "frames": num_frames})
             logger.warning(
                 "tubemask.data: short video %s: %d decodable frames < %d spanned by a clip; "
                 "sampling it with the sampler's short-video rule",
@@ -66,3 +78,63 @@ class FailureLog:
         self.counts.update(other.counts)
         self.reasons.update(other.reasons)
         self.short.update(other.short)
+
+    def _append(self, event: dict) -> None:
+        """One JSON line to the journal, written by a single `write` on an `O_APPEND` descriptor, so lines from
+        several processes do not interleave. A journal that cannot be written is logged, never raised: the run goes
+        on and the warning lines still name the file."""
+        if self.journal is None:
+            return
+        line = json.dumps({**event, "pid": os.getpid(), "time": round(time.time(), 3)}) + "\n"
+        try:
+            fd = os.open(self.journal, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            try:
+                os.write(fd, line.encode())
+            finally:
+                os.close(fd)
+        except OSError as error:
+            logger.warning("tubemask.data: cannot append to the failure journal %s: %s", self.journal, error)
+
+    @staticmethod
+    def journal_file(directory: str | os.PathLike, rank: int = 0) -> Path:
+        """The journal a run's process of `rank` (with its DataLoader workers) writes in `directory`:
+        `bad_videos.rank<rank>.jsonl`."""
+        return Path(directory) / f"bad_videos.rank{rank}.jsonl"
+
+    @classmethod
+    def read_run(cls, directory: str | os.PathLike) -> "FailureLog":
+        """Every rank's journal in `directory` ([`journal_file`][tubemask.data.failures.FailureLog.journal_file]),
+        as one log: the run's summary."""
+        return cls.read_journal(*sorted(Path(directory).glob("bad_videos.rank*.jsonl")))
+
+    @staticmethod
+    def remove_run_journals(directory: str | os.PathLike) -> None:
+        """Delete the journals in `directory` (a fresh run there starts with none; a resumed one keeps them)."""
+        for path in Path(directory).glob("bad_videos.rank*.jsonl"):
+            path.unlink(missing_ok=True)
+
+    @classmethod
+    def read_journal(cls, *paths: str | os.PathLike) -> "FailureLog":
+        """The failures recorded in journal files (missing files count as empty), as one log: the per-run summary of
+        every process that wrote them. A line that is not a complete event (a process killed mid-write) is skipped
+        with a warning."""
+        log = cls()
+        for path in paths:
+            if not Path(path).exists():
+                continue
+            for number, line in enumerate(Path(path).read_text().splitlines(), 1):
+                try:
+                    event = json.loads(line)
+                    kind, video = event["event"], event["path"]
+                    if kind == "failed":
+                        log.counts[video] += 1
+                        log.reasons[video] = event["reason"]
+                    elif kind == "short":
+                        log.short[video] = int(event["frames"])
+                    else:
+                        raise ValueError(f"unknown event {kind!r}")
+                except (ValueError, KeyError, TypeError) as error:
+                    logger.warning(
+                        "tubemask.data: %s line %d is not a failure event (%s); skipped", path, number, error
+                    )
+        return log
