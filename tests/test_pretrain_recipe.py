@@ -331,7 +331,7 @@ def test_non_finite_losses_are_skipped_and_counted(ucf: Path, tmp_path: Path) ->
     module = load_recipe("pretrain_ucf101")
     _poison(module, {2, 3})
     result = module.main(module.PretrainConfig(**tiny_options(ucf, tmp_path / "run", max_steps=5)))
-    assert result == {"step": 5, "epoch": 0, "skipped_steps": 2}
+    assert result == {"step": 5, "epoch": 0, "skipped_steps": 2, "bad_videos": 0}
     state = torch.load(tmp_path / "run" / "final.pt", weights_only=True)
     assert all(torch.isfinite(v).all() for v in state["model"].values())
 
