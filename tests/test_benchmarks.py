@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from tubemask.data.randaugment import RANDAUGMENT_OPS
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -47,3 +49,11 @@ def test_gpu_benchmark_loader_rows_size_the_dataloader_for_a_given_step_rate() -
 def test_gpu_benchmark_without_a_gpu_says_what_runs_instead() -> None:
     out = run_script("gpu.py", "--quick")
     assert "no CUDA device" in out and "--loader-only" in out
+
+
+@pytest.mark.slow
+def test_randaugment_benchmark_times_every_op_on_identical_output() -> None:
+    out = run_script("randaugment.py", "--quick")  # the script asserts both op tables give the same clips
+    timed = re.findall(r"^\s+(\w+)\s+[\d.]+\s+[\d.]+\s+([\d.]+)x$", out, re.M)
+    assert [name for name, _ in timed] == list(RANDAUGMENT_OPS), out
+    assert re.search(r"^ratio randaugment tubemask/torchvision: \d+\.\d\d$", out, re.M), out

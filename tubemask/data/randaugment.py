@@ -29,7 +29,7 @@ from torch import Tensor
 from tubemask.data.transforms import _channels_innermost
 from tubemask.shapes import typechecked
 
-__all__ = ["RandAugment", "RANDAUGMENT_OPS", "parse_randaugment"]
+__all__ = ["RandAugment", "RANDAUGMENT_OPS", "TORCHVISION_OPS", "parse_randaugment"]
 
 _MAX = 10.0
 
@@ -236,6 +236,47 @@ RANDAUGMENT_OPS: dict[str, Callable[[Tensor, float, float], Tensor]] = {
     "TranslateYRel": lambda x, m, s: _translate(x, m, s, 1),
 }
 """timm's `_RAND_INCREASING_TRANSFORMS`, as functions `(frames, magnitude, sign) -> frames`."""
+
+
+def _plain_solarize_add(x: Tensor, add: int) -> Tensor:
+    added = (x.to(torch.int16) + add).clamp(0, 255).to(torch.uint8)
+    return torch.where(x < 128, added, x)
+
+
+def _plain_affine(x: Tensor, *, angle: float = 0.0, translate=(0, 0), shear=(0.0, 0.0)) -> Tensor:
+    return F.affine(x, angle=angle, translate=list(translate), scale=1.0, shear=list(shear), fill=128)
+
+
+def _plain_translate(x: Tensor, m: float, s: float, axis: int) -> Tensor:
+    shift = int(round(m / _MAX * 0.45 * s * (x.shape[-1] if axis == 0 else x.shape[-2])))
+    return _plain_affine(x, translate=(shift, 0) if axis == 0 else (0, shift))
+
+
+def _plain_shear(x: Tensor, m: float, s: float, axis: int) -> Tensor:
+    degrees = math.degrees(math.atan(m / _MAX * 0.3 * s))
+    return _plain_affine(x, shear=(degrees, 0.0) if axis == 0 else (0.0, degrees))
+
+
+TORCHVISION_OPS: dict[str, Callable[[Tensor, float, float], Tensor]] = {
+    "AutoContrast": lambda x, m, s: F.autocontrast(x),
+    "Equalize": lambda x, m, s: F.equalize(x),
+    "Invert": lambda x, m, s: F.invert(x),
+    "Rotate": lambda x, m, s: _plain_affine(x, angle=m / _MAX * 30.0 * s),
+    "PosterizeIncreasing": lambda x, m, s: F.posterize(x, max(0, 4 - int(m / _MAX * 4))),
+    # magnitude 0 gives threshold 256: PIL (timm) inverts nothing there, torchvision refuses it
+    "SolarizeIncreasing": lambda x, m, s: x if int(m / _MAX * 256) == 0 else F.solarize(x, 256 - int(m / _MAX * 256)),
+    "SolarizeAdd": lambda x, m, s: _plain_solarize_add(x, int(m / _MAX * 110)),
+    "ColorIncreasing": lambda x, m, s: F.adjust_saturation(x, 1.0 + m / _MAX * 0.9 * s),
+    "ContrastIncreasing": lambda x, m, s: F.adjust_contrast(x, 1.0 + m / _MAX * 0.9 * s),
+    "BrightnessIncreasing": lambda x, m, s: F.adjust_brightness(x, 1.0 + m / _MAX * 0.9 * s),
+    "SharpnessIncreasing": lambda x, m, s: F.adjust_sharpness(x, 1.0 + m / _MAX * 0.9 * s),
+    "ShearX": lambda x, m, s: _plain_shear(x, m, s, 0),
+    "ShearY": lambda x, m, s: _plain_shear(x, m, s, 1),
+    "TranslateXRel": lambda x, m, s: _plain_translate(x, m, s, 0),
+    "TranslateYRel": lambda x, m, s: _plain_translate(x, m, s, 1),
+}
+"""The same ops written plainly with torchvision's functions, one call each on the whole clip (no shortcut): the
+reference `RANDAUGMENT_OPS` is tested against value for value, and the peer of `benchmarks/randaugment.py`."""
 
 
 @dataclass(frozen=True)
