@@ -8,11 +8,12 @@ Ops run on uint8 `[t c h w]` frames with `torchvision.transforms.v2.functional`,
 (one CPU core, 16 frames of 320 x 240, channels-last as decoded): the integer translations are a shifted copy
 instead of an affine resampling (0.6 ms instead of 19 to 36 ms), rotations and shears gather the pixels that
 torchvision's nearest sampling picks (2x faster), solarize, solarize-add and brightness look their result up in a
-256-entry table computed by the torchvision op itself (3.5 ms instead of 10 to 11 ms), autocontrast and equalize
-make one table per frame and channel with torchvision's arithmetic (2.5x faster), and saturation runs one frame at a
-time (1.3x). A whole `rand-m7-n4-mstd0.5-inc1` clip went from 45 to 22 ms with the first shortcuts, then from 27 to
-16 ms (a busier machine) with the tables. `tests/data/test_randaugment_mixup.py` checks each of these ops, and whole
-clips, against torchvision's ops, value for value.
+256-entry table computed by the torchvision op itself (3.5 ms instead of 10 to 11 ms), and autocontrast, equalize
+and contrast make one table per frame (and channel) with torchvision's arithmetic (1.6 to 5x faster). A whole
+`rand-m7-n4-mstd0.5-inc1` clip went from 45 to 22 ms with the first shortcuts, and costs 15 ms against 35 ms for the
+same ops written plainly with torchvision (`TORCHVISION_OPS`, `benchmarks/randaugment.py`) with the tables.
+`tests/data/test_randaugment_mixup.py` checks each of these ops, and whole clips, against torchvision's ops, value
+for value.
 """
 
 import math
@@ -198,19 +199,21 @@ def _equalize(x: Tensor) -> Tensor:
     return _per_plane(x, tables)
 
 
-def _per_frame(op: Callable[[Tensor], Tensor], x: Tensor) -> Tensor:
-    """`op(x)` for an op that treats every pixel of every frame alike (no reduction), one contiguous frame at a time:
-    the frame's float temporaries (1 MB) stay in the core's cache and the malloc heap instead of streaming the whole
-    clip's (15 MB each) through fresh memory several times (torchvision's saturation on 16 x 240 x 320: 1.2 to 1.9x
-    faster). The same values: the per-pixel arithmetic does not depend on how the clip is cut (checked against
-    torchvision at odd sizes, where vectorised and scalar loops split differently). Keeps the memory layout of `x`.
-    Not for contrast (its mean is over the whole clip) or sharpness (a convolution per frame call costs more)."""
-    if x.device.type != "cpu" or x.shape[0] == 1:
-        return op(x)
-    out = torch.empty_like(x)  # preserves channels-last
-    for i in range(x.shape[0]):
-        out[i : i + 1] = op(x[i : i + 1].contiguous())
-    return out
+def _contrast(x: Tensor, factor: float) -> Tensor:
+    """`F.adjust_contrast`: the clip's float grayscale mean per frame by torchvision's own op sequence (the same
+    tensor, the same ops, so the same float mean), then the blend `v * factor + mean * (1 - factor)`, clamped and
+    truncated, as one 256-entry table per frame (the blend depends on the value and the frame's mean only), applied
+    with `_lookup` instead of four float passes over the clip."""
+    t = x.shape[0]
+    if x.device.type != "cpu" or x.shape[1] != 3 or x.numel() == 0 or factor < 0:
+        return F.adjust_contrast(x, factor)
+    r, g, b = x.unbind(dim=-3)
+    gray = r.mul(0.2989).add_(g, alpha=0.587).add_(b, alpha=0.114).floor_().unsqueeze(-3)
+    mean = torch.mean(gray, dim=(-3, -2, -1), keepdim=True)
+    tables = _VALUES.view(1, 256).expand(t, 256).mul(factor).add_(mean.view(t, 1), alpha=1.0 - factor)
+    tables = tables.clamp_(0, 255).to(torch.uint8)
+    storage = _storage_order(x)  # each frame's pixels are one contiguous run in either layout
+    return _restore_order(_lookup(storage.reshape(t, -1), tables).view(storage.shape), x)
 
 
 def _shear(x: Tensor, level: float, sign: float, axis: int) -> Tensor:
@@ -226,8 +229,8 @@ RANDAUGMENT_OPS: dict[str, Callable[[Tensor, float, float], Tensor]] = {
     "PosterizeIncreasing": lambda x, m, s: F.posterize(x, max(0, 4 - int(m / _MAX * 4))),
     "SolarizeIncreasing": _valuewise(lambda x, m, s: _solarize(x, 256 - int(m / _MAX * 256))),
     "SolarizeAdd": _valuewise(lambda x, m, s: _solarize_add(x, int(m / _MAX * 110))),
-    "ColorIncreasing": lambda x, m, s: _per_frame(lambda y: F.adjust_saturation(y, _enhance(m, s)), x),
-    "ContrastIncreasing": lambda x, m, s: F.adjust_contrast(x, _enhance(m, s)),
+    "ColorIncreasing": lambda x, m, s: F.adjust_saturation(x, _enhance(m, s)),
+    "ContrastIncreasing": lambda x, m, s: _contrast(x, _enhance(m, s)),
     "BrightnessIncreasing": _valuewise(lambda x, m, s: F.adjust_brightness(x, _enhance(m, s))),
     "SharpnessIncreasing": lambda x, m, s: F.adjust_sharpness(x, _enhance(m, s)),
     "ShearX": lambda x, m, s: _shear(x, m, s, 0),
