@@ -175,8 +175,16 @@ class ClipLoader:
         )
 
 
-def _stack(clips: list[Tensor]) -> Tensor:
-    return clips[0] if len(clips) == 1 else stack_clips(clips)
+def _augmented(pipeline: ClipPipeline, frames: Tensor, repeats: int, generator: torch.Generator) -> Tensor:
+    """One augmented clip (`repeats == 1`), or `[r ...]` repeats: the pipeline's own `repeat(frames, r,
+    generator=g)` when it has one (e.g. `PretrainPipeline`, `FinetunePipeline`: written into one batch), else `r`
+    calls stacked."""
+    if repeats == 1:
+        return pipeline(frames, generator=generator)
+    repeat = getattr(pipeline, "repeat", None)
+    if callable(repeat):
+        return repeat(frames, repeats, generator=generator)
+    return stack_clips([pipeline(frames, generator=generator) for _ in range(repeats)])
 
 
 class _ClipDataset(Dataset):
@@ -258,10 +266,7 @@ class PretrainDataset(_ClipDataset):
 
     def __getitem__(self, index: SampleKey) -> Float[Tensor, "..."]:
         frames, _, generator = self.loader.load(index)
-        repeat = getattr(self.pipeline, "repeat", None)
-        if self.repeats > 1 and callable(repeat):  # e.g. PretrainPipeline: writes the repeats into one batch
-            return repeat(frames, self.repeats, generator=generator)
-        return _stack([self.pipeline(frames, generator=generator) for _ in range(self.repeats)])
+        return _augmented(self.pipeline, frames, self.repeats, generator)
 
 
 class FinetuneDataset(_ClipDataset):
@@ -301,13 +306,10 @@ class FinetuneDataset(_ClipDataset):
     def __getitem__(self, index: SampleKey) -> tuple[Tensor, Any]:
         frames, used, generator = self.loader.load(index)
         label = self.loader.records[used].label
+        clips = _augmented(self.pipeline, frames, self.repeats, generator)
         if self.repeats == 1:
-            return self.pipeline(frames, generator=generator), label
-        labels = torch.full((self.repeats,), label, dtype=torch.long)
-        repeat = getattr(self.pipeline, "repeat", None)
-        if callable(repeat):  # e.g. FinetunePipeline: writes the repeats into one batch
-            return repeat(frames, self.repeats, generator=generator), labels
-        return stack_clips([self.pipeline(frames, generator=generator) for _ in range(self.repeats)]), labels
+            return clips, label
+        return clips, torch.full((self.repeats,), label, dtype=torch.long)
 
 
 class MultiViewDataset(_ClipDataset):
