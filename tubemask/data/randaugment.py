@@ -43,6 +43,11 @@ def _enhance(level: float, sign: float) -> float:
     return 1.0 + _signed(level / _MAX * 0.9, sign)
 
 
+def _plain_affine(x: Tensor, *, angle: float = 0.0, translate=(0, 0), shear=(0.0, 0.0), fill: float = 128) -> Tensor:
+    """timm's affine ops as torchvision computes them: `F.affine` with scale 1 and nearest sampling."""
+    return F.affine(x, angle=angle, translate=list(translate), scale=1.0, shear=list(shear), fill=fill)
+
+
 def _affine(x: Tensor, *, angle: float = 0.0, translate=(0, 0), shear=(0.0, 0.0), fill: int = 128) -> Tensor:
     """`F.affine(x, ..., fill=fill)` with nearest sampling: on CPU a gather of the source pixels.
 
@@ -53,9 +58,9 @@ def _affine(x: Tensor, *, angle: float = 0.0, translate=(0, 0), shear=(0.0, 0.0)
     """
     t, c, h, w = x.shape
     if x.device.type != "cpu" or h * w >= 2**24:
-        return F.affine(x, angle=angle, translate=list(translate), scale=1.0, shear=list(shear), fill=fill)
+        return _plain_affine(x, angle=angle, translate=translate, shear=shear, fill=fill)
     numbers = torch.arange(1, h * w + 1, dtype=torch.float32).view(1, 1, h, w)
-    picked = F.affine(numbers, angle=angle, translate=list(translate), scale=1.0, shear=list(shear), fill=0.0)
+    picked = _plain_affine(numbers, angle=angle, translate=translate, shear=shear, fill=0.0)
     index = picked.view(h * w).to(torch.int64) - 1
     index[index < 0] = h * w  # outside the frame: the fill pixel appended below
     if _channels_innermost(x):  # channels-last [t h w c] memory: gather whole pixels
@@ -78,10 +83,19 @@ def _solarize_add(x: Tensor, add: int) -> Tensor:
     return torch.where(x < 128, added, x)
 
 
-def _translate(x: Tensor, level: float, sign: float, axis: int) -> Tensor:
+def _translate_shift(x: Tensor, level: float, sign: float, axis: int) -> int:
+    """timm's `TranslateXRel`/`TranslateYRel` shift in pixels: up to 45% of the width (axis 0) or height (1)."""
     size = x.shape[-1] if axis == 0 else x.shape[-2]
-    shift = int(round(_signed(level / _MAX * 0.45, sign) * size))
-    return _shifted(x, shift, axis)
+    return int(round(_signed(level / _MAX * 0.45, sign) * size))
+
+
+def _shear_degrees(level: float, sign: float) -> float:
+    """timm's shear factor (up to 0.3) as the angle torchvision takes."""
+    return math.degrees(math.atan(_signed(level / _MAX * 0.3, sign)))
+
+
+def _translate(x: Tensor, level: float, sign: float, axis: int) -> Tensor:
+    return _shifted(x, _translate_shift(x, level, sign, axis), axis)
 
 
 def _shifted(x: Tensor, shift: int, axis: int, fill: int = 128) -> Tensor:
@@ -107,9 +121,7 @@ def _valuewise(op: Callable[[Tensor, float, float], Tensor]) -> Callable[[Tensor
     def apply(x: Tensor, m: float, s: float) -> Tensor:
         if x.device.type != "cpu" or x.numel() == 0:
             return op(x, m, s)
-        table = op(_VALUES, m, s).reshape(1, 256)
-        storage = _storage_order(x)  # the same elements in memory order, so the result keeps the layout
-        return _restore_order(_lookup(storage.reshape(1, -1), table).view(storage.shape), x)
+        return _lookup_clip(x, op(_VALUES, m, s).reshape(1, 256))
 
     return apply
 
@@ -130,6 +142,13 @@ def _lookup(rows: Tensor, tables: Tensor) -> Tensor:
         for i, table in enumerate(tables.numpy()):
             out[i * n : (i + 1) * n] = src[i].tobytes().translate(table.tobytes())
     return torch.frombuffer(out, dtype=torch.uint8).view(k, n)
+
+
+def _lookup_clip(x: Tensor, tables: Tensor) -> Tensor:
+    """`x` (`[t c h w]`) through one uint8 `[1, 256]` table for the whole clip or `[t, 256]`, one per frame (a frame's
+    pixels are one contiguous run in either layout); the result keeps the memory layout of `x`."""
+    storage = _storage_order(x)  # the same elements in memory order
+    return _restore_order(_lookup(storage.reshape(len(tables), -1), tables).view(storage.shape), x)
 
 
 def _storage_order(x: Tensor) -> Tensor:
@@ -211,13 +230,11 @@ def _contrast(x: Tensor, factor: float) -> Tensor:
     gray = r.mul(0.2989).add_(g, alpha=0.587).add_(b, alpha=0.114).floor_().unsqueeze(-3)
     mean = torch.mean(gray, dim=(-3, -2, -1), keepdim=True)
     tables = _VALUES.view(1, 256).expand(t, 256).mul(factor).add_(mean.view(t, 1), alpha=1.0 - factor)
-    tables = tables.clamp_(0, 255).to(torch.uint8)
-    storage = _storage_order(x)  # each frame's pixels are one contiguous run in either layout
-    return _restore_order(_lookup(storage.reshape(t, -1), tables).view(storage.shape), x)
+    return _lookup_clip(x, tables.clamp_(0, 255).to(torch.uint8))
 
 
 def _shear(x: Tensor, level: float, sign: float, axis: int) -> Tensor:
-    degrees = math.degrees(math.atan(_signed(level / _MAX * 0.3, sign)))
+    degrees = _shear_degrees(level, sign)
     return _affine(x, shear=(degrees, 0.0) if axis == 0 else (0.0, degrees))
 
 
@@ -241,22 +258,13 @@ RANDAUGMENT_OPS: dict[str, Callable[[Tensor, float, float], Tensor]] = {
 """timm's `_RAND_INCREASING_TRANSFORMS`, as functions `(frames, magnitude, sign) -> frames`."""
 
 
-def _plain_solarize_add(x: Tensor, add: int) -> Tensor:
-    added = (x.to(torch.int16) + add).clamp(0, 255).to(torch.uint8)
-    return torch.where(x < 128, added, x)
-
-
-def _plain_affine(x: Tensor, *, angle: float = 0.0, translate=(0, 0), shear=(0.0, 0.0)) -> Tensor:
-    return F.affine(x, angle=angle, translate=list(translate), scale=1.0, shear=list(shear), fill=128)
-
-
 def _plain_translate(x: Tensor, m: float, s: float, axis: int) -> Tensor:
-    shift = int(round(m / _MAX * 0.45 * s * (x.shape[-1] if axis == 0 else x.shape[-2])))
+    shift = _translate_shift(x, m, s, axis)
     return _plain_affine(x, translate=(shift, 0) if axis == 0 else (0, shift))
 
 
 def _plain_shear(x: Tensor, m: float, s: float, axis: int) -> Tensor:
-    degrees = math.degrees(math.atan(m / _MAX * 0.3 * s))
+    degrees = _shear_degrees(m, s)
     return _plain_affine(x, shear=(degrees, 0.0) if axis == 0 else (0.0, degrees))
 
 
@@ -264,22 +272,22 @@ TORCHVISION_OPS: dict[str, Callable[[Tensor, float, float], Tensor]] = {
     "AutoContrast": lambda x, m, s: F.autocontrast(x),
     "Equalize": lambda x, m, s: F.equalize(x),
     "Invert": lambda x, m, s: F.invert(x),
-    "Rotate": lambda x, m, s: _plain_affine(x, angle=m / _MAX * 30.0 * s),
+    "Rotate": lambda x, m, s: _plain_affine(x, angle=_signed(m / _MAX * 30.0, s)),
     "PosterizeIncreasing": lambda x, m, s: F.posterize(x, max(0, 4 - int(m / _MAX * 4))),
-    # magnitude 0 gives threshold 256: PIL (timm) inverts nothing there, torchvision refuses it
-    "SolarizeIncreasing": lambda x, m, s: x if int(m / _MAX * 256) == 0 else F.solarize(x, 256 - int(m / _MAX * 256)),
-    "SolarizeAdd": lambda x, m, s: _plain_solarize_add(x, int(m / _MAX * 110)),
-    "ColorIncreasing": lambda x, m, s: F.adjust_saturation(x, 1.0 + m / _MAX * 0.9 * s),
-    "ContrastIncreasing": lambda x, m, s: F.adjust_contrast(x, 1.0 + m / _MAX * 0.9 * s),
-    "BrightnessIncreasing": lambda x, m, s: F.adjust_brightness(x, 1.0 + m / _MAX * 0.9 * s),
-    "SharpnessIncreasing": lambda x, m, s: F.adjust_sharpness(x, 1.0 + m / _MAX * 0.9 * s),
+    "SolarizeIncreasing": lambda x, m, s: _solarize(x, 256 - int(m / _MAX * 256)),
+    "SolarizeAdd": lambda x, m, s: _solarize_add(x, int(m / _MAX * 110)),
+    "ColorIncreasing": lambda x, m, s: F.adjust_saturation(x, _enhance(m, s)),
+    "ContrastIncreasing": lambda x, m, s: F.adjust_contrast(x, _enhance(m, s)),
+    "BrightnessIncreasing": lambda x, m, s: F.adjust_brightness(x, _enhance(m, s)),
+    "SharpnessIncreasing": lambda x, m, s: F.adjust_sharpness(x, _enhance(m, s)),
     "ShearX": lambda x, m, s: _plain_shear(x, m, s, 0),
     "ShearY": lambda x, m, s: _plain_shear(x, m, s, 1),
     "TranslateXRel": lambda x, m, s: _plain_translate(x, m, s, 0),
     "TranslateYRel": lambda x, m, s: _plain_translate(x, m, s, 1),
 }
-"""The same ops written plainly with torchvision's functions, one call each on the whole clip (no shortcut): the
-reference `RANDAUGMENT_OPS` is tested against value for value, and the peer of `benchmarks/randaugment.py`."""
+"""The same ops applied plainly with torchvision's functions, one call each on the whole clip (no shortcut; the same
+magnitude arithmetic as `RANDAUGMENT_OPS`, so the two differ only in how each op is carried out): the reference
+`RANDAUGMENT_OPS` is tested against value for value, and the peer of `benchmarks/randaugment.py`."""
 
 
 @dataclass(frozen=True)
