@@ -233,9 +233,9 @@ def _contrast(x: Tensor, factor: float) -> Tensor:
     return _lookup_clip(x, tables.clamp_(0, 255).to(torch.uint8))
 
 
-def _shear(x: Tensor, level: float, sign: float, axis: int) -> Tensor:
+def _shear(x: Tensor, level: float, sign: float, axis: int, affine: Callable[..., Tensor] = _affine) -> Tensor:
     degrees = _shear_degrees(level, sign)
-    return _affine(x, shear=(degrees, 0.0) if axis == 0 else (0.0, degrees))
+    return affine(x, shear=(degrees, 0.0) if axis == 0 else (0.0, degrees))
 
 
 RANDAUGMENT_OPS: dict[str, Callable[[Tensor, float, float], Tensor]] = {
@@ -263,11 +263,6 @@ def _plain_translate(x: Tensor, m: float, s: float, axis: int) -> Tensor:
     return _plain_affine(x, translate=(shift, 0) if axis == 0 else (0, shift))
 
 
-def _plain_shear(x: Tensor, m: float, s: float, axis: int) -> Tensor:
-    degrees = _shear_degrees(m, s)
-    return _plain_affine(x, shear=(degrees, 0.0) if axis == 0 else (0.0, degrees))
-
-
 TORCHVISION_OPS: dict[str, Callable[[Tensor, float, float], Tensor]] = {
     "AutoContrast": lambda x, m, s: F.autocontrast(x),
     "Equalize": lambda x, m, s: F.equalize(x),
@@ -280,8 +275,8 @@ TORCHVISION_OPS: dict[str, Callable[[Tensor, float, float], Tensor]] = {
     "ContrastIncreasing": lambda x, m, s: F.adjust_contrast(x, _enhance(m, s)),
     "BrightnessIncreasing": lambda x, m, s: F.adjust_brightness(x, _enhance(m, s)),
     "SharpnessIncreasing": lambda x, m, s: F.adjust_sharpness(x, _enhance(m, s)),
-    "ShearX": lambda x, m, s: _plain_shear(x, m, s, 0),
-    "ShearY": lambda x, m, s: _plain_shear(x, m, s, 1),
+    "ShearX": lambda x, m, s: _shear(x, m, s, 0, affine=_plain_affine),
+    "ShearY": lambda x, m, s: _shear(x, m, s, 1, affine=_plain_affine),
     "TranslateXRel": lambda x, m, s: _plain_translate(x, m, s, 0),
     "TranslateYRel": lambda x, m, s: _plain_translate(x, m, s, 1),
 }
