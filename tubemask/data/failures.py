@@ -19,6 +19,14 @@ __all__ = ["FailureLog"]
 
 logger = logging.getLogger("tubemask.data")
 
+_JOURNAL = "bad_videos.rank{rank}.jsonl"
+"""A run's failure journal of one rank (and its DataLoader workers), in the run's output directory."""
+
+
+def _journals(directory: str | os.PathLike) -> list[Path]:
+    """Every rank's journal in `directory`, sorted."""
+    return sorted(Path(directory).glob(_JOURNAL.format(rank="*")))
+
 
 @dataclass
 class FailureLog:
@@ -99,18 +107,18 @@ class FailureLog:
     def journal_file(directory: str | os.PathLike, rank: int = 0) -> Path:
         """The journal a run's process of `rank` (with its DataLoader workers) writes in `directory`:
         `bad_videos.rank<rank>.jsonl`."""
-        return Path(directory) / f"bad_videos.rank{rank}.jsonl"
+        return Path(directory) / _JOURNAL.format(rank=rank)
 
     @classmethod
     def read_run(cls, directory: str | os.PathLike) -> "FailureLog":
         """Every rank's journal in `directory` ([`journal_file`][tubemask.data.failures.FailureLog.journal_file]),
         as one log: the run's summary."""
-        return cls.read_journal(*sorted(Path(directory).glob("bad_videos.rank*.jsonl")))
+        return cls.read_journal(*_journals(directory))
 
     @staticmethod
     def remove_run_journals(directory: str | os.PathLike) -> None:
         """Delete the journals in `directory` (a fresh run there starts with none; a resumed one keeps them)."""
-        for path in Path(directory).glob("bad_videos.rank*.jsonl"):
+        for path in _journals(directory):
             path.unlink(missing_ok=True)
 
     @classmethod
