@@ -121,27 +121,22 @@ def loader_rates(device: str, *, quick: bool) -> dict[Row, float] | None:
         per_file = 2 if quick else 4
         records = [VideoRecord(p, label=0) for p in files] * per_file
         sampler = DenseSampler(clip_len=16, stride=4)
-        cpu = DecodeOptions(num_ffmpeg_threads=1)
-        builders = {
-            ("pretrain", "cpu", 1): lambda: PretrainDataset(
-                records, pipeline=PretrainPipeline(normalize=False), sampler=sampler, repeats=1, decode=cpu, strict=True
-            ),
-            ("pretrain", "cpu", 4): lambda: PretrainDataset(
-                records, pipeline=PretrainPipeline(normalize=False), sampler=sampler, repeats=4, decode=cpu, strict=True
-            ),
-            ("finetune", "cpu", 2): lambda: FinetuneDataset(
-                records, pipeline=FinetunePipeline(), sampler=sampler, repeats=2, decode=cpu, strict=True
-            ),
-        }
+        decoding = {"cpu": DecodeOptions(num_ffmpeg_threads=1)}
         if device != "cpu":
-            gpu = DecodeOptions(num_ffmpeg_threads=1, device=device)
-            for repeats in (1, 4):
-                builders[("pretrain", "gpu", repeats)] = lambda r=repeats: PretrainDataset(
-                    records, pipeline=PretrainPipeline(normalize=False), sampler=sampler, repeats=r, decode=gpu
-                )
-        for row, build in builders.items():
+            decoding["gpu"] = DecodeOptions(num_ffmpeg_threads=1, device=device)
+
+        def build(path: str, where: str, repeats: int):
+            dataset = PretrainDataset if path == "pretrain" else FinetuneDataset
+            pipeline = PretrainPipeline(normalize=False) if path == "pretrain" else FinetunePipeline()
+            return dataset(
+                records, pipeline=pipeline, sampler=sampler, repeats=repeats, decode=decoding[where], strict=True
+            )
+
+        rows = [("pretrain", "cpu", 1), ("pretrain", "cpu", 4), ("finetune", "cpu", 2)]
+        rows += [("pretrain", "gpu", r) for r in (1, 4) if "gpu" in decoding]
+        for row in rows:
             try:
-                rates[row] = _samples_per_s(build(), row[2], on_cpu=row[1] == "cpu", collate=collate_repeated)
+                rates[row] = _samples_per_s(build(*row), row[2], on_cpu=row[1] == "cpu", collate=collate_repeated)
             except Exception as error:  # no NVDEC on this GPU, or torchcodec without CUDA support
                 print(f"  loader {row}: failed: {type(error).__name__}: {str(error)[:300]}")
     torch.set_num_threads(threads)
