@@ -347,7 +347,7 @@ def eval_loader(dataset: MultiViewDataset, cfg: FinetuneConfig, *, rank: int, wo
 def main(cfg: FinetuneConfig) -> dict:
     """Run the fine-tuning; returns a summary dict. With `--compile` the runtime shape checks (jaxtyping) are off for
     the run and restored after it: Dynamo cannot trace their `isinstance` hooks, so every checked call would end a
-    graph (the decoder, the position tables and the cube gather would each run as separate graphs)."""
+    graph (the classifier's checked embedding, feature and forward calls would each split the compiled graph)."""
     with shape_checks_disabled() if cfg.compile else nullcontext():
         return _train(cfg)
 
