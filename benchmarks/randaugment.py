@@ -2,8 +2,8 @@
 
 Fine-tuning loaders spend most of their CPU time in RandAugment (`rand-m7-n4-mstd0.5-inc1`, VideoMAE's setting).
 tubemask's `RANDAUGMENT_OPS` compute several ops by exact shortcuts (a shifted copy for translations, a gather for
-rotations and shears, 256-entry tables for the value-wise ops, per-plane or per-frame tables for autocontrast,
-equalize and contrast); the peer is `TORCHVISION_OPS`, each op one torchvision call on the whole clip (what
+rotations and shears, 256-entry tables for the value-wise ops, per-plane tables for autocontrast and equalize);
+the peer is `TORCHVISION_OPS`, each op one torchvision call on the whole clip (what
 a straightforward port of timm's RandAugment to tensors does). Both sides must return the same clip, value for value:
 the script checks it before timing.
 

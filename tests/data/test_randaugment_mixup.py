@@ -24,8 +24,8 @@ REFERENCE_OPS = TORCHVISION_OPS
     seed=st.integers(0, 2**16),
 )
 def test_shortcut_ops_equal_torchvision(op, frames, height, width, magnitude, sign, channels_last, seed):
-    """Translations by a shifted copy, rotations and shears by a gather, solarize, brightness, autocontrast, equalize
-    and contrast by lookup tables (the other ops are torchvision's own): the same values as torchvision's ops, and the
+    """Translations by a shifted copy, rotations and shears by a gather, solarize, brightness, autocontrast and
+    equalize by lookup tables (the other ops are torchvision's own): the same values as torchvision's ops, and the
     frames' memory layout kept."""
     x = torch.randint(
         0, 256, (frames, 3, height, width), dtype=torch.uint8, generator=torch.Generator().manual_seed(seed)
