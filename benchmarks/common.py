@@ -116,9 +116,9 @@ def forward_flops(size: ViTSize, *, visible: int, decoded: int, embedded: int | 
     return float(flops)
 
 
-def matmul_peak_gflops(n: int = 2048, repeats: int = 5) -> float:
-    """Best fp32 `torch.mm` rate of an `n x n` product on this machine now, in GFLOP/s."""
-    a, b = torch.randn(n, n), torch.randn(n, n)
+def matmul_peak_gflops(n: int = 2048, repeats: int = 5, *, dtype: torch.dtype = torch.float32) -> float:
+    """Best `torch.mm` rate of an `n x n` product in `dtype` on this machine now, in GFLOP/s."""
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
     torch.mm(a, b)
     best = float("inf")
     for _ in range(repeats):

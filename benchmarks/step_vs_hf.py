@@ -13,14 +13,20 @@ after a warm-up that compiles forward and backward (the compile time is printed)
 identical-math headline, which stays HF eager vs tubemask eager. The compiled call runs with jaxtyping's runtime shape
 checks switched off (their `isinstance` hooks are not traceable, see `tests/test_compile.py`).
 
-GFLOP/s count the model FLOPs analytically (`benchmarks/common.py: forward_flops`, the useful work: only visible cubes
-embedded) times 3 for forward + backward, the same count for both sides; the share is against the best fp32 `torch.mm`
-rate measured in the same run.
+`--precision bf16` runs every forward of both models under `torch.autocast("cpu", dtype=torch.bfloat16)` (the
+recipes' `--precision bf16`; parameters, gradients and targets stay float32) and adds a row for HF in plain fp32, so
+the run shows both the speed-up at the same precision and what bf16 buys. It pays on CPUs with bf16 matrix units
+(Intel AMX, `amx_bf16` in `/proc/cpuinfo`); without them bf16 matmuls run slower than fp32.
 
-    python benchmarks/step_vs_hf.py [--quick] [--models small,base] [--pairs N] [--compile]
+GFLOP/s count the model FLOPs analytically (`benchmarks/common.py: forward_flops`, the useful work: only visible cubes
+embedded) times 3 for forward + backward, the same count for both sides; the share is against the best `torch.mm`
+rate in the run's precision measured in the same run.
+
+    python benchmarks/step_vs_hf.py [--quick] [--models small,base] [--pairs N] [--compile] [--precision bf16]
 """
 
 import argparse
+import contextlib
 import statistics
 import sys
 import time
@@ -37,8 +43,18 @@ from tubemask.shapes import shape_checks_disabled  # noqa: E402
 from tubemask.tokens import masked_count  # noqa: E402
 
 
-def bench_model(name: str, *, batch: int, pairs: int, compile_: bool = False) -> dict:
-    """Time HF, tubemask and tubemask with dual masking on preset `name`; return the rows and the ratios."""
+def autocast(precision: str) -> contextlib.AbstractContextManager:
+    """CPU bf16 autocast for `precision="bf16"`, nothing for `"fp32"`."""
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast("cpu", dtype=torch.bfloat16)
+
+
+def bench_model(name: str, *, batch: int, pairs: int, compile_: bool = False, precision: str = "fp32") -> dict:
+    """Time HF, tubemask and tubemask with dual masking on preset `name`; return the rows and the ratios.
+
+    With `precision="bf16"` every side runs under CPU bf16 autocast and an extra `hf fp32` side runs without it.
+    """
     pair = common.make_pair(name)
     size = pair.size
     grid = pair.ours.grid((batch, 3, *common.CLIP))
@@ -51,37 +67,53 @@ def bench_model(name: str, *, batch: int, pairs: int, compile_: bool = False) ->
     visible = n - masked
     decoded_dual = masked_count(mask & ~decoder_mask)
 
-    with torch.no_grad():
+    with torch.no_grad(), autocast(precision):
         out, ref = pair.ours(video, mask), pair.hf(video_hf, bool_masked_pos=mask)
-    diff = (out.pred - ref.logits).abs().max().item()
-    print(f"[{name}] parity: loss tubemask {out.loss.item():.6f} hf {ref.loss.item():.6f}, max |pred diff| {diff:.2e}")
+    diff = (out.pred.float() - ref.logits.float()).abs().max().item()
+    print(
+        f"[{name}] parity ({precision}): loss tubemask {out.loss.item():.6f} hf {ref.loss.item():.6f}, "
+        f"max |pred diff| {diff:.2e}"
+    )
 
     def step_hf() -> None:
         pair.hf.zero_grad(set_to_none=True)
-        pair.hf(video_hf, bool_masked_pos=mask).loss.backward()
+        with autocast(precision):
+            loss = pair.hf(video_hf, bool_masked_pos=mask).loss
+        loss.backward()
 
     def step_ours() -> None:
         pair.ours.zero_grad(set_to_none=True)
-        pair.ours(video, mask).loss.backward()
+        with autocast(precision):
+            loss = pair.ours(video, mask).loss
+        loss.backward()
 
     def step_dual() -> None:
         pair.ours.zero_grad(set_to_none=True)
-        pair.ours(video, mask, decoder_mask).loss.backward()
+        with autocast(precision):
+            loss = pair.ours(video, mask, decoder_mask).loss
+        loss.backward()
+
+    def step_hf_fp32() -> None:
+        pair.hf.zero_grad(set_to_none=True)
+        pair.hf(video_hf, bool_masked_pos=mask).loss.backward()
 
     steps = {"hf": step_hf, "tubemask": step_ours, "tubemask dual": step_dual}
+    if precision != "fp32":
+        steps["hf fp32"] = step_hf_fp32
     compile_s = None
     if compile_:
         compiled = torch.compile(pair.ours)
 
         def step_compiled() -> None:
             pair.ours.zero_grad(set_to_none=True)
-            with shape_checks_disabled():
-                compiled(video, mask).loss.backward()
+            with shape_checks_disabled(), autocast(precision):
+                loss = compiled(video, mask).loss
+            loss.backward()
 
         t0 = time.perf_counter()
         step_compiled()  # compiles forward and backward
         compile_s = time.perf_counter() - t0
-        with torch.no_grad(), shape_checks_disabled():
+        with torch.no_grad(), shape_checks_disabled(), autocast(precision):
             loss_c = compiled(video, mask).loss.item()
         print(f"[{name}] torch.compile: first step {compile_s:.0f} s; loss compiled {loss_c:.6f}")
         steps["tubemask compiled"] = step_compiled
@@ -89,12 +121,19 @@ def bench_model(name: str, *, batch: int, pairs: int, compile_: bool = False) ->
     times = common.alternate(steps, pairs=pairs)
     full = 3 * batch * common.forward_flops(size, visible=visible, decoded=masked)
     dual = 3 * batch * common.forward_flops(size, visible=visible, decoded=decoded_dual)
-    flops = {"hf": full, "tubemask": full, "tubemask dual": dual, "tubemask compiled": full}
+    flops = {"hf": full, "tubemask": full, "tubemask dual": dual, "tubemask compiled": full, "hf fp32": full}
     ratio = common.median_ratio(times["hf"], times["tubemask"])
     ratio_compiled = common.median_ratio(times["hf"], times["tubemask compiled"]) if compile_ else None
     ratio_dual = common.median_ratio(times["hf"], times["tubemask dual"])
+    bf16_gain = None
+    if precision != "fp32":
+        bf16_gain = {
+            "hf": common.median_ratio(times["hf fp32"], times["hf"]),
+            "tubemask": common.median_ratio(times["hf fp32"], times["tubemask"]),
+            "tubemask dual": common.median_ratio(times["hf fp32"], times["tubemask dual"]),
+        }
     header = (
-        f"[{name}] batch {batch}, grid {grid}, {visible} visible / {masked} masked tokens per clip, "
+        f"[{name}] {precision}, batch {batch}, grid {grid}, {visible} visible / {masked} masked tokens per clip, "
         f"dual masking decodes {decoded_dual}; {pairs} alternated rounds"
     )
     rows = [(side, statistics.median(ts), flops[side]) for side, ts in times.items()]
@@ -107,6 +146,7 @@ def bench_model(name: str, *, batch: int, pairs: int, compile_: bool = False) ->
         "dual": ratio_dual,
         "per_round": per_round,
         "compiled": ratio_compiled,
+        "bf16_gain": bf16_gain,
     }
 
 
@@ -128,6 +168,9 @@ def report(result: dict, peak: float) -> None:
     )
     if result["compiled"] is not None:
         print(f"  extra row, tubemask torch.compile (inductor) vs hf eager, same math: {result['compiled']:.2f}x")
+    if result["bf16_gain"] is not None:
+        gains = ", ".join(f"{side} {gain:.2f}x" for side, gain in result["bf16_gain"].items())
+        print(f"  bf16 autocast vs hf fp32 (median of per-round ratios): {gains}")
 
 
 def main() -> None:
@@ -138,18 +181,29 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=2)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--compile", action="store_true", help="add a torch.compile (inductor) row for tubemask")
+    parser.add_argument(
+        "--precision",
+        choices=("fp32", "bf16"),
+        default="fp32",
+        help="fp32 (default) or CPU bf16 autocast on both sides, plus an hf fp32 row",
+    )
     args = parser.parse_args()
     models = (args.models or ("small" if args.quick else "small,base")).split(",")
     pairs = args.pairs or (3 if args.quick else 6)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     start = time.perf_counter()
-    peak_start = common.matmul_peak_gflops()
-    results = {name: bench_model(name, batch=args.batch, pairs=pairs, compile_=args.compile) for name in models}
-    peak_end = common.matmul_peak_gflops()
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[args.precision]
+    peak_start = common.matmul_peak_gflops(dtype=dtype)
+    results = {
+        name: bench_model(name, batch=args.batch, pairs=pairs, compile_=args.compile, precision=args.precision)
+        for name in models
+    }
+    peak_end = common.matmul_peak_gflops(dtype=dtype)
     peak = max(peak_start, peak_end)
     print(
-        f"torch {torch.__version__}, {torch.get_num_threads()} threads; fp32 mm peak (2048^2 torch.mm, best of 5) "
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads; {args.precision} mm peak (2048^2 torch.mm, "
+        "best of 5) "
         f"{peak_start:.0f} GFLOP/s at the start, {peak_end:.0f} at the end; shares use the larger, {peak:.0f}"
     )
     for result in results.values():
@@ -157,7 +211,12 @@ def main() -> None:
     print(f"total {time.perf_counter() - start:.0f} s")
     for name, r in results.items():
         extra = f", compiled {r['compiled']:.2f}x" if r["compiled"] is not None else ""
-        print(f"summary {name}: identical math {r['identical']:.2f}x, dual masking {r['dual']:.2f}x{extra}")
+        if r["bf16_gain"] is not None:
+            extra += f", tubemask bf16 vs hf fp32 {r['bf16_gain']['tubemask']:.2f}x"
+        print(
+            f"summary {name} ({args.precision}): identical math {r['identical']:.2f}x, "
+            f"dual masking {r['dual']:.2f}x{extra}"
+        )
     final = results["base"] if "base" in results else results[models[-1]]
     print(f"ratio tubemask/hf: {final['identical']:.2f}")
 

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tubemask.layers import Attention, Block, DropPath, Mlp, drop_path, qkv_attention
+from tubemask.layers import _BF16_AS_FP32_MAX_TOKENS, Attention, Block, DropPath, Mlp, drop_path, qkv_attention
 
 
 def manual_attention(attn: Attention, x: torch.Tensor) -> torch.Tensor:
@@ -130,3 +130,21 @@ def test_qkv_attention_cpu_path_is_bit_identical_to_sdpa(b, n, dim, heads):
         math_out = qkv_attention(qkv, heads)
     assert math_out.grad_fn is not None and "CPUFlashAttention" not in type(math_out.grad_fn).__name__
     torch.testing.assert_close(math_out, ref, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("n", [7, _BF16_AS_FP32_MAX_TOKENS, _BF16_AS_FP32_MAX_TOKENS + 1])
+def test_qkv_attention_cpu_bf16_short_sequences_run_the_float32_kernel(n):
+    """bf16 up to the threshold: SDPA in float32 rounded to bf16, exactly; longer: SDPA's bf16 kernel, exactly."""
+    b, dim, heads = 2, 32, 2
+    torch.manual_seed(0)
+    qkv = torch.randn(b, n, 3 * dim).bfloat16().requires_grad_()
+    grad = torch.randn(b, n, dim).bfloat16()
+    out = qkv_attention(qkv, heads)
+    (g,) = torch.autograd.grad(out, qkv, grad)
+    assert out.dtype == g.dtype == torch.bfloat16
+    short = n <= _BF16_AS_FP32_MAX_TOKENS
+    ref_in = qkv.detach().float().requires_grad_() if short else qkv
+    q, k, v = ref_in.view(b, n, 3, heads, dim // heads).permute(2, 0, 3, 1, 4).unbind(0)
+    ref = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, n, dim)
+    (g_ref,) = torch.autograd.grad(ref, ref_in, grad.to(ref.dtype))
+    assert torch.equal(out, ref.bfloat16()) and torch.equal(g, g_ref.bfloat16())

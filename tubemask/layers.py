@@ -3,7 +3,8 @@
 Attention holds one fused `qkv` weight without bias plus learnable `q_bias` and `v_bias` (the key bias is zero), as
 VideoMAE does, and runs `torch.nn.functional.scaled_dot_product_attention` (flash / memory-efficient kernels on GPU).
 On CPU, [qkv_attention][tubemask.layers.qkv_attention] calls the same flash kernel with a backward that writes the
-q, k and v gradients straight into one `[b n 3d]` tensor (bit-identical results, fewer copies).
+q, k and v gradients straight into one `[b n 3d]` tensor (bit-identical results, fewer copies). Short bf16 sequences
+(under CPU bf16 autocast, the encoder's visible tokens) run that kernel in float32, whose backward is faster there.
 Parameter names follow the official VideoMAE checkpoints (`attn.qkv`, `attn.q_bias`, `attn.proj`, `mlp.fc1`, ...).
 """
 
@@ -51,22 +52,34 @@ def _split_heads(qkv: Tensor, num_heads: int) -> tuple[Tensor, Tensor, Tensor]:
     return qkv.view(b, n, 3, num_heads, three_d // (3 * num_heads)).permute(2, 0, 3, 1, 4).unbind(0)
 
 
+# bf16 sequences up to this length run the CPU flash kernel in float32: its bf16 backward is slower there (one
+# ViT-B encoder block's attention at 160 tokens, batch 2, 2 threads, forward + backward: bf16 10.2 ms, float32 with
+# the casts 7.1 ms; at 224 tokens 14.2 vs 12.9 ms, at 320 even; at the decoder's 1568 the bf16 kernel is faster).
+_BF16_AS_FP32_MAX_TOKENS = 256
+
+
 class _CPUFlashAttention(torch.autograd.Function):
     """SDPA's CPU flash kernel on a fused `[b n 3d]` qkv, with the q/k/v gradients stacked straight into `[b n 3d]`.
 
     Through `F.scaled_dot_product_attention` the backward of the q/k/v split stacks the three gradients head-major
     (`[3 b heads n hd]`) and then copies them back to the token-major layout of the `qkv` linear; here one `stack`
-    writes them token-major. The kernel calls, and hence every value, are the same as SDPA's on CPU.
+    writes them token-major. The kernel calls, and hence every value, are the same as SDPA's on CPU, except that
+    short bf16 sequences (`_BF16_AS_FP32_MAX_TOKENS`) are computed in float32 and rounded back to bf16 (closer to
+    the exact result than the bf16 kernel, and faster).
     """
 
     @staticmethod
     def forward(ctx, qkv: Tensor, num_heads: int) -> Tensor:
         b, n, three_d = qkv.shape
+        dtype = qkv.dtype
+        if dtype == torch.bfloat16 and n <= _BF16_AS_FP32_MAX_TOKENS:
+            qkv = qkv.float()
         q, k, v = _split_heads(qkv, num_heads)
         out, logsumexp = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(q, k, v, 0.0, False)
         ctx.save_for_backward(qkv, out, logsumexp)
         ctx.num_heads = num_heads
-        return out.transpose(1, 2).reshape(b, n, three_d // 3)  # the kernel's output is token-major: a view
+        ctx.dtype = dtype
+        return out.transpose(1, 2).reshape(b, n, three_d // 3).to(dtype)  # token-major: a view unless cast
 
     @staticmethod
     @torch.autograd.function.once_differentiable
@@ -74,11 +87,11 @@ class _CPUFlashAttention(torch.autograd.Function):
         qkv, out, logsumexp = ctx.saved_tensors
         b, n, three_d = qkv.shape
         q, k, v = _split_heads(qkv, ctx.num_heads)
-        grad_heads = grad.reshape(b, n, ctx.num_heads, -1).transpose(1, 2)
+        grad_heads = grad.to(qkv.dtype).reshape(b, n, ctx.num_heads, -1).transpose(1, 2)
         grads = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward(
             grad_heads, q, k, v, out, logsumexp, 0.0, False
         )
-        return torch.stack([g.transpose(1, 2) for g in grads], dim=2).view(b, n, three_d), None
+        return torch.stack([g.transpose(1, 2) for g in grads], dim=2).view(b, n, three_d).to(ctx.dtype), None
 
 
 def qkv_attention(qkv: Float[Tensor, "b n e"], num_heads: int, *, dropout_p: float = 0.0) -> Float[Tensor, "b n d"]:
