@@ -16,7 +16,7 @@ checks switched off (their `isinstance` hooks are not traceable, see `tests/test
 `--precision bf16` runs every forward of both models under `torch.autocast("cpu", dtype=torch.bfloat16)` (the
 recipes' `--precision bf16`; parameters, gradients and targets stay float32) and adds a row for HF in plain fp32, so
 the run shows both the speed-up at the same precision and what bf16 buys. It pays on CPUs with bf16 matrix units
-(Intel AMX, `amx_bf16` in `/proc/cpuinfo`); without them bf16 matmuls run slower than fp32.
+(Intel AMX, `amx_bf16` in `/proc/cpuinfo`); elsewhere, measure before relying on it.
 
 GFLOP/s count the model FLOPs analytically (`benchmarks/common.py: forward_flops`, the useful work: only visible cubes
 embedded) times 3 for forward + backward, the same count for both sides; the share is against the best `torch.mm`

@@ -115,6 +115,20 @@ def test_linear_probe_is_logged_plotted_and_leaves_training_untouched(ucf: Path,
     assert (tmp_path / "probed" / "diagnostics.png").read_bytes()[:4] == b"\x89PNG"
 
 
+def test_bf16_autocast_on_cpu_trains_like_fp32(ucf: Path, tmp_path: Path) -> None:
+    """`--precision bf16` on CPU (AMX machines run it faster): float32 weights, losses close to the fp32 run's."""
+    losses = {}
+    for precision in ("fp32", "bf16"):
+        out = tmp_path / precision
+        run(**tiny_options(ucf, out, max_steps=3, precision=precision, probe_every=3, probe_videos_per_class=2))
+        rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+        losses[precision] = [r["loss"] for r in rows if "loss" in r]
+        assert all(w.dtype == torch.float32 for w in final_weights(out).values())
+    assert len(losses["bf16"]) == len(losses["fp32"]) == 3
+    torch.testing.assert_close(torch.tensor(losses["bf16"]), torch.tensor(losses["fp32"]), rtol=5e-3, atol=0)
+    assert losses["bf16"] != losses["fp32"]  # autocast really ran in bf16
+
+
 def test_compile_runs_without_shape_checks_and_restores_them(ucf: Path, tmp_path: Path) -> None:
     """`--compile` trains (inductor on CPU) with the first loss of eager, and leaves the shape checks as they were."""
     import jaxtyping
