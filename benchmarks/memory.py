@@ -6,8 +6,9 @@ mark (`/proc/self/clear_refs`, Linux) and runs one step (zero_grad, forward, bac
 mark (`VmHWM`) minus the resident set before the step: activations, gradients and temporaries, not the weights. glibc's
 mmap threshold is pinned (`MALLOC_MMAP_THRESHOLD_`) so freed tensors go back to the kernel and RSS tracks live memory.
 CUDA (`--device cuda`): `torch.cuda.max_memory_allocated` over the step, minus the allocation before it.
+`--precision bf16` runs both forwards under bf16 autocast (float32 weights and gradients, as the recipes do).
 
-    python benchmarks/memory.py [--quick] [--model base] [--device cpu|cuda]
+    python benchmarks/memory.py [--quick] [--model base] [--device cpu|cuda] [--precision fp32|bf16]
 """
 
 import argparse
@@ -40,7 +41,7 @@ def _trim() -> None:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
-def worker(side: str, model: str, batch: int, device: str) -> dict[str, float]:
+def worker(side: str, model: str, batch: int, device: str, precision: str = "fp32") -> dict[str, float]:
     """Measure one side in this process; returns MiB figures."""
     torch.set_num_threads(2)
     pair = common.make_pair(model)
@@ -56,7 +57,8 @@ def worker(side: str, model: str, batch: int, device: str) -> dict[str, float]:
 
     def step() -> None:
         net.zero_grad(set_to_none=True)
-        out = net(video, bool_masked_pos=mask) if side == "hf" else net(video, mask)
+        with torch.autocast(device, dtype=torch.bfloat16, enabled=precision == "bf16"):
+            out = net(video, bool_masked_pos=mask) if side == "hf" else net(video, mask)
         out.loss.backward()
 
     step()
@@ -90,6 +92,8 @@ def run_side(side: str, args: argparse.Namespace) -> dict[str, float]:
         str(args.batch),
         "--device",
         args.device,
+        "--precision",
+        args.precision,
     ]
     out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env).stdout
     return json.loads(out.strip().splitlines()[-1])
@@ -101,10 +105,11 @@ def main() -> None:
     parser.add_argument("--model", default="base")
     parser.add_argument("--batch", type=int, default=2)
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16"], help="bf16: autocast on both sides")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        print(json.dumps(worker(args.worker, args.model, args.batch, args.device)))
+        print(json.dumps(worker(args.worker, args.model, args.batch, args.device, args.precision)))
         return
     if args.device == "cuda" and not torch.cuda.is_available():
         print("no CUDA device: skipped")
@@ -116,7 +121,7 @@ def main() -> None:
             results[side].append(run_side(side, args))
     print(
         f"torch {torch.__version__}, ViT-{args.model} train step, batch {args.batch}, 16x224x224, tube mask 0.9, "
-        f"device {args.device}; {repeats} fresh subprocess(es) per side"
+        f"device {args.device}, {args.precision}; {repeats} fresh subprocess(es) per side"
     )
     print(f"  {'side':<10} {'step peak MiB (median)':>22} {'all runs':>20} {'resident before MiB':>20}")
     peaks = {}
