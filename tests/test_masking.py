@@ -436,6 +436,28 @@ def test_choose_k_same_generator_state_same_mask_on_any_device_argument():
     assert torch.equal(a, b) and not torch.equal(a, choose_k(7, 196, 176, generator=gen(15)))
 
 
+@SETTINGS
+@given(rows=st.integers(1, 6), cells=st.integers(1, 300), data=st.data(), seed=seeds)
+def test_gpu_table_type_and_copy_give_the_cpu_result(rows, cells, data, seed):
+    """The choices made for GPUs, run on CPU: int32 tables in `_first_distinct` and torch's copy in `_spread` give
+    what the CPU choices (int16 tables, NumPy's copy) give, on raw draws including rejected and repeated values."""
+    from tubemask.masking import _first_distinct, _spread
+
+    smaller = data.draw(st.integers(1, max(1, cells // 2)))
+    width = 1 << max(3, (cells - 1).bit_length())
+    draws = data.draw(st.integers(1, 3 * smaller + 8))
+    values = torch.randint(0, width, (rows, draws), generator=gen(seed))
+    for mark in (0, 1):
+        cpu = _first_distinct(values, cells, smaller, mark)
+        gpu = _first_distinct(values, cells, smaller, mark, table_dtype=torch.int32)
+        assert torch.equal(cpu[0], gpu[0]) and torch.equal(cpu[1], gpu[1])
+    marks = cpu[0]
+    for units, shape in ((marks.unsqueeze(1), (rows, 3, cells)), (marks.unsqueeze(2), (rows, cells, 2))):
+        numpy_copy = _spread(units, shape)
+        torch_copy = _spread(units, shape, via_numpy=False)
+        assert torch.equal(numpy_copy, torch_copy) and torch.equal(torch_copy.view(shape), units.expand(shape))
+
+
 def short_row_probability(cells: int, smaller: int, bits: int, draws: int) -> float:
     """Exact chance that `draws` values of `bits` bits hold fewer than `smaller` distinct values below `cells`."""
     dist = [1.0] + [0.0] * smaller  # dist[d]: chance of d distinct accepted values so far (capped at smaller)

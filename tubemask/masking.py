@@ -154,17 +154,20 @@ def _word(value: int, itemsize: int) -> int:
     return word - (1 << 64) if word >= (1 << 63) else word
 
 
-def _first_distinct(values: Tensor, cells: int, smaller: int, mark: int) -> tuple[Tensor, Tensor]:
+def _first_distinct(
+    values: Tensor, cells: int, smaller: int, mark: int, *, table_dtype: torch.dtype | None = None
+) -> tuple[Tensor, Tensor]:
     """Mark the first `smaller` distinct values below `cells` in each row of `values` (`Long[rows, draws]`).
 
     Returns `Bool[rows, cells]`, `bool(mark)` on the marked cells and the opposite elsewhere, and `Bool[rows]`, False
-    for rows whose draws hold fewer than `smaller` distinct values (their marks are incomplete).
+    for rows whose draws hold fewer than `smaller` distinct values (their marks are incomplete). `table_dtype` is the
+    integer type of the working tables, by default int16 on CPU (half the memory traffic) and int32 elsewhere (the
+    widest-supported atomics on GPUs); the result does not depend on it (tests run the GPU choice on CPU).
     """
     rows, draws = values.shape
     device = values.device
     width = 1 << max(3, (cells - 1).bit_length())  # every value is below width; values >= cells are rejected draws
-    # int16 tables on CPU (half the memory traffic); int32 elsewhere, the widest-supported atomics on GPUs
-    small = torch.int16 if draws < 2**15 and device.type == "cpu" else torch.int32
+    small = table_dtype or (torch.int16 if draws < 2**15 and device.type == "cpu" else torch.int32)
     order = torch.arange(draws, dtype=small, device=device).expand(rows, draws)
     first = _filled(rows, width, draws, small, device)
     first.scatter_reduce_(1, values, order, "amin")  # first[v]: the draw that brings v first (draws if never)
@@ -221,15 +224,16 @@ def choose_k(
     return marks
 
 
-def _spread(units: Tensor, shape: tuple[int, int, int]) -> Tensor:
+def _spread(units: Tensor, shape: tuple[int, int, int], *, via_numpy: bool | None = None) -> Tensor:
     """Copy `units` broadcast to `shape = (b, t, h*w)` into a new `Bool[b, t*h*w]` (the tube or frame layout).
 
-    `units` is `[b, 1, h*w]` (tube: one frame-grid) or `[b, t, 1]` (frame: one flag per slot). On CPU the copy runs
-    through NumPy into a torch-owned tensor: torch's copy of a batch-256 mask (400 KB) wakes the OpenMP pool, which
-    costs more than the copy itself when the other cores are busy (40 us vs up to 4 ms measured on 2 loaded cores).
+    `units` is `[b, 1, h*w]` (tube: one frame-grid) or `[b, t, 1]` (frame: one flag per slot). On CPU (`via_numpy`
+    defaults to whether `units` is on the CPU) the copy runs through NumPy into a torch-owned tensor: torch's copy of
+    a batch-256 mask (400 KB) wakes the OpenMP pool, which costs more than the copy itself when the other cores are
+    busy (40 us vs up to 4 ms measured on 2 loaded cores). Elsewhere torch copies on the device.
     """
     out = torch.empty((shape[0], shape[1] * shape[2]), dtype=torch.bool, device=units.device)
-    if units.device.type == "cpu":
+    if units.device.type == "cpu" if via_numpy is None else via_numpy:
         np.copyto(out.numpy().reshape(shape), units.numpy())
     else:
         out.view(shape).copy_(units.expand(shape))
