@@ -218,7 +218,8 @@ def main() -> None:
             f"dual masking {r['dual']:.2f}x{extra}"
         )
     final = results["base"] if "base" in results else results[models[-1]]
-    print(f"ratio tubemask/hf: {final['identical']:.2f}")
+    suffix = "" if args.precision == "fp32" else f"_{args.precision}"  # a bf16 figure never reads as the fp32 one
+    print(f"ratio tubemask/hf{suffix}: {final['identical']:.2f}")
 
 
 if __name__ == "__main__":
