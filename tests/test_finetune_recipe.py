@@ -127,6 +127,21 @@ def test_ucf101_smoke_writes_every_output(ucf: Path, tmp_path: Path) -> None:
     assert rows[-1]["test_top1"] == report["top1"]
 
 
+def test_bf16_autocast_on_cpu_trains_and_tests_like_fp32(ucf: Path, tmp_path: Path) -> None:
+    """`--precision bf16` on CPU: float32 weights, training losses within 0.5% of the fp32 run's, a full test pass."""
+    losses = {}
+    for precision in ("fp32", "bf16"):
+        out = tmp_path / precision
+        run(**tiny_options(ucf, out, max_steps=3, precision=precision))
+        rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+        losses[precision] = [r["loss"] for r in rows if "loss" in r]
+        assert all(w.dtype == torch.float32 for w in final(out)["model"].values() if w.is_floating_point())
+        assert json.loads((out / "test_results.json").read_text())["num_videos"] == 6
+    assert len(losses["bf16"]) == len(losses["fp32"]) == 3
+    torch.testing.assert_close(torch.tensor(losses["bf16"]), torch.tensor(losses["fp32"]), rtol=5e-3, atol=0)
+    assert losses["bf16"] != losses["fp32"]  # autocast really ran in bf16
+
+
 def _sibling_layouts(ucf: Path, root: Path) -> dict[str, dict]:
     """The synthetic videos laid out as HMDB51, SSv2 and K400 expect (symlinks; torchcodec reads by content)."""
     train, test = read_ucf101(ucf, split=1, train=True), read_ucf101(ucf, split=1, train=False)
