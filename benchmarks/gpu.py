@@ -15,7 +15,10 @@ The GPU machine may lack torchcodec: then the rows say so, and `--loader-only --
 host sizes the DataLoader for a step rate X measured here. `--loader-only` runs without a GPU (CPU rows only). Runs in
 well under 5 minutes.
 
-    python benchmarks/gpu.py [--quick] [--peak-tflops 989] [--max-batch 256] [--no-compile]
+`--device cpu --model tiny` runs the same code on the CPU (bf16 autocast there too; no memory figure): a smoke run that
+catches a broken script before a GPU session spends its minutes on it (`tests/test_benchmarks.py`).
+
+    python benchmarks/gpu.py [--quick] [--peak-tflops 989] [--max-batch 256] [--no-compile] [--model base]
     python benchmarks/gpu.py --loader-only [--quick] [--gpu-clips-per-s X]
 """
 
@@ -32,18 +35,27 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
 
 from tubemask.masking import TubeMasker  # noqa: E402
-from tubemask.models import SIZES, videomae_vit_b  # noqa: E402
+from tubemask.models import SIZES, build_videomae  # noqa: E402
 from tubemask.shapes import shape_checks_disabled  # noqa: E402
 
 
-def make_step(model: torch.nn.Module, opt: torch.optim.Optimizer, batch: int, grid: tuple[int, int, int]):
-    video = torch.randn(batch, 3, *common.CLIP, device="cuda")
+def sync(device: str) -> None:
+    """Wait for the device's queued work (CUDA); nothing to wait for on the CPU."""
+    if device != "cpu":
+        torch.cuda.synchronize()
+
+
+def make_step(
+    model: torch.nn.Module, opt: torch.optim.Optimizer, batch: int, grid: tuple[int, int, int], device: str = "cuda"
+):
+    video = torch.randn(batch, 3, *common.CLIP, device=device)
     masker = TubeMasker(mask_ratio=0.9)
+    kind = torch.device(device).type
 
     def step() -> None:
-        mask = masker(batch, grid, device="cuda")
+        mask = masker(batch, grid, device=device)
         opt.zero_grad(set_to_none=True)
-        with torch.autocast("cuda", dtype=torch.bfloat16):
+        with torch.autocast(kind, dtype=torch.bfloat16):
             loss = model(video, mask).loss
         loss.backward()
         opt.step()
@@ -51,27 +63,30 @@ def make_step(model: torch.nn.Module, opt: torch.optim.Optimizer, batch: int, gr
     return step
 
 
-def fits(model: torch.nn.Module, opt: torch.optim.Optimizer, batch: int, grid: tuple[int, int, int]) -> bool:
+def fits(
+    model: torch.nn.Module, opt: torch.optim.Optimizer, batch: int, grid: tuple[int, int, int], device: str = "cuda"
+) -> bool:
     try:
-        make_step(model, opt, batch, grid)()
-        torch.cuda.synchronize()
+        make_step(model, opt, batch, grid, device)()
+        sync(device)
         return True
-    except torch.cuda.OutOfMemoryError:
+    except torch.OutOfMemoryError:
         return False
     finally:
         opt.zero_grad(set_to_none=True)
-        torch.cuda.empty_cache()
+        if device != "cpu":
+            torch.cuda.empty_cache()
 
 
-def timed(step, steps: int, warmup: int) -> float:
-    """Seconds per step, CUDA-synchronised."""
+def timed(step, steps: int, warmup: int, device: str = "cuda") -> float:
+    """Seconds per step, synchronised with the device."""
     for _ in range(warmup):
         step()
-    torch.cuda.synchronize()
+    sync(device)
     t0 = time.perf_counter()
     for _ in range(steps):
         step()
-    torch.cuda.synchronize()
+    sync(device)
     return (time.perf_counter() - t0) / steps
 
 
@@ -189,6 +204,10 @@ def main() -> None:
     parser.add_argument("--max-batch", type=int, default=256)
     parser.add_argument("--steps", type=int, default=None)
     parser.add_argument("--no-compile", action="store_true")
+    parser.add_argument("--model", default="base", choices=sorted(SIZES), help="model preset (default base: ViT-B)")
+    parser.add_argument(
+        "--device", default="cuda", help="cuda (default), or cpu for a smoke run of the script (no memory figure)"
+    )
     parser.add_argument(
         "--loader-only", action="store_true", help="only the loader rows (runs without a GPU: CPU worker rates)"
     )
@@ -209,37 +228,39 @@ def main() -> None:
             r4, r1 = rates[("pretrain", "cpu", 4)], rates[("pretrain", "cpu", 1)]
             print(f"ratio repeats4/repeats1 per worker: {r4 / r1:.2f}")
         return
-    if not cuda:
+    on_cpu = torch.device(args.device).type == "cpu"
+    if not cuda and not on_cpu:
         print("no CUDA device: the step rows need one (`--loader-only` measures the loader rows on this machine)")
         return
     with shape_checks_disabled():  # their per-call Python cost and graph breaks are not what is measured
         step_rows, mfu = measure_steps(args)
     if step_rows is None:
         return
-    rates = loader_rates("cuda", quick=args.quick)
+    rates = loader_rates(args.device, quick=args.quick)
     report_loader(rates, step_rows)
     print(f"total {time.perf_counter() - start:.0f} s")
     print(f"ratio mfu: {max(mfu.values()):.2f}")
 
 
 def measure_steps(args: argparse.Namespace) -> tuple[dict[str, float] | None, dict[str, float]]:
-    """The ViT-B step rows: the largest batch that fits, eager and compiled; returns clips/s and MFU per mode."""
+    """The step rows: the largest batch that fits, eager and compiled; returns clips/s and MFU per mode."""
+    device = args.device
+    on_cpu = torch.device(device).type == "cpu"
     torch.backends.cuda.matmul.allow_tf32 = True
     torch.backends.cudnn.allow_tf32 = True
     max_batch = min(args.max_batch, 64) if args.quick else args.max_batch
     steps = args.steps or (5 if args.quick else 15)
-    print(
-        f"{torch.cuda.get_device_name()}, torch {torch.__version__}, CUDA {torch.version.cuda}; "
-        f"peak {args.peak_tflops:.0f} TFLOP/s bf16 (--peak-tflops)"
-    )
+    where = "CPU" if on_cpu else f"{torch.cuda.get_device_name(device)}, CUDA {torch.version.cuda}"
+    print(f"{where}, torch {torch.__version__}; peak {args.peak_tflops:.0f} TFLOP/s bf16 (--peak-tflops)")
 
-    model = videomae_vit_b().cuda().train()
+    size = SIZES[args.model]
+    model = build_videomae(size).to(device).train()
     opt = torch.optim.AdamW(model.parameters(), lr=1.5e-4, weight_decay=0.05, fused=True)
     grid = model.grid((1, 3, *common.CLIP))
     batch = None
     b = args.start_batch
     while b <= max_batch:
-        ok = fits(model, opt, b, grid)
+        ok = fits(model, opt, b, grid, device)
         print(f"  batch {b}: {'fits' if ok else 'out of memory'}")
         if not ok:
             break
@@ -250,27 +271,28 @@ def measure_steps(args: argparse.Namespace) -> tuple[dict[str, float] | None, di
         return None, {}
     n = grid[0] * grid[1] * grid[2]
     masked = TubeMasker(mask_ratio=0.9).num_masked(grid)
-    train_flops = 3 * common.forward_flops(SIZES["base"], visible=n - masked, decoded=masked)
+    train_flops = 3 * common.forward_flops(size, visible=n - masked, decoded=masked)
 
     rows = {}
-    torch.cuda.reset_peak_memory_stats()
-    rows["eager"] = timed(make_step(model, opt, batch, grid), steps, warmup=3)
-    peak_mem = torch.cuda.max_memory_allocated() / 2**30
+    if not on_cpu:
+        torch.cuda.reset_peak_memory_stats(device)
+    rows["eager"] = timed(make_step(model, opt, batch, grid, device), steps, warmup=3, device=device)
+    memory = "n/a on CPU" if on_cpu else f"{torch.cuda.max_memory_allocated(device) / 2**30:.1f} GiB"
     if not args.no_compile:
         try:
             compiled = torch.compile(model)
             t0 = time.perf_counter()
-            compiled_step = make_step(compiled, opt, batch, grid)
+            compiled_step = make_step(compiled, opt, batch, grid, device)
             compiled_step()
-            torch.cuda.synchronize()
+            sync(device)
             print(f"  torch.compile: first step (compilation) {time.perf_counter() - t0:.0f} s")
-            rows["compiled"] = timed(compiled_step, steps, warmup=2)
+            rows["compiled"] = timed(compiled_step, steps, warmup=2, device=device)
         except Exception as error:  # report and keep the eager figures
             print(f"  torch.compile failed: {type(error).__name__}: {str(error)[:300]}")
 
     print(
-        f"ViT-B/16 pretraining step, bf16 autocast, fused AdamW, batch {batch}, 16x224x224, tube 0.9, "
-        f"{train_flops / 1e9:.0f} model GFLOP per clip; peak memory eager {peak_mem:.1f} GiB"
+        f"ViT-{args.model}/16 pretraining step, bf16 autocast, fused AdamW, batch {batch}, 16x224x224, tube 0.9, "
+        f"{train_flops / 1e9:.0f} model GFLOP per clip; peak memory eager {memory}"
     )
     print(f"  {'mode':<9} {'s/step':>8} {'clips/s':>8} {'TFLOP/s':>8} {'MFU':>6}")
     mfu = {}

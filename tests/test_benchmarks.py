@@ -52,6 +52,20 @@ def test_gpu_benchmark_without_a_gpu_says_what_runs_instead() -> None:
 
 
 @pytest.mark.slow
+def test_gpu_benchmark_step_code_runs_on_the_cpu() -> None:
+    """The GPU step measurement, run on the CPU with the tiny model: catches a broken script before a GPU session."""
+    out = run_script(
+        "gpu.py", "--device", "cpu", "--model", "tiny", "--quick", "--start-batch", "1", "--max-batch", "2",
+        "--steps", "1", "--no-compile",
+    )  # fmt: skip
+    assert "batch 1: fits" in out and "batch 2: fits" in out, out
+    eager = re.search(r"^\s+eager\s+([\d.]+)\s+([\d.]+)\s+[\d.]+\s+[\d.]+%$", out, re.M)
+    assert eager is not None and float(eager[1]) > 0, out
+    assert float(eager[2]) == pytest.approx(2 / float(eager[1]), rel=0.01, abs=0.06), out  # batch / s per step
+    assert re.search(r"^ratio mfu: \d+\.\d\d$", out, re.M), out
+
+
+@pytest.mark.slow
 def test_randaugment_benchmark_times_every_op_on_identical_output() -> None:
     out = run_script("randaugment.py", "--quick")  # the script asserts both op tables give the same clips
     timed = re.findall(r"^\s+(\w+)\s+[\d.]+\s+[\d.]+\s+([\d.]+)x$", out, re.M)
