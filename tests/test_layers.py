@@ -134,7 +134,8 @@ def test_qkv_attention_cpu_path_is_bit_identical_to_sdpa(b, n, dim, heads):
 
 @pytest.mark.parametrize("n", [7, _BF16_AS_FP32_MAX_TOKENS, _BF16_AS_FP32_MAX_TOKENS + 1])
 def test_qkv_attention_cpu_bf16_short_sequences_run_the_float32_kernel(n):
-    """bf16 up to the threshold: SDPA in float32 rounded to bf16, exactly; longer: SDPA's bf16 kernel, exactly."""
+    """bf16 up to the threshold with a gradient to come: SDPA in float32 rounded to bf16, exactly; longer, or without
+    a gradient: SDPA's bf16 kernel, exactly."""
     b, dim, heads = 2, 32, 2
     torch.manual_seed(0)
     qkv = torch.randn(b, n, 3 * dim).bfloat16().requires_grad_()
@@ -148,3 +149,8 @@ def test_qkv_attention_cpu_bf16_short_sequences_run_the_float32_kernel(n):
     ref = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, n, dim)
     (g_ref,) = torch.autograd.grad(ref, ref_in, grad.to(ref.dtype))
     assert torch.equal(out, ref.bfloat16()) and torch.equal(g, g_ref.bfloat16())
+    q, k, v = qkv.detach().view(b, n, 3, heads, dim // heads).permute(2, 0, 3, 1, 4).unbind(0)
+    ref_bf16 = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, n, dim)
+    with torch.no_grad():  # no backward to speed up: the bf16 kernel, whose forward is the faster one
+        assert torch.equal(qkv_attention(qkv, heads), ref_bf16)
+    assert torch.equal(qkv_attention(qkv.detach(), heads), ref_bf16)

@@ -52,9 +52,10 @@ def _split_heads(qkv: Tensor, num_heads: int) -> tuple[Tensor, Tensor, Tensor]:
     return qkv.view(b, n, 3, num_heads, three_d // (3 * num_heads)).permute(2, 0, 3, 1, 4).unbind(0)
 
 
-# bf16 sequences up to this length run the CPU flash kernel in float32: its bf16 backward is slower there (one
-# ViT-B encoder block's attention at 160 tokens, batch 2, 2 threads, forward + backward: bf16 10.2 ms, float32 with
-# the casts 7.1 ms; at 224 tokens 14.2 vs 12.9 ms, at 320 even; at the decoder's 1568 the bf16 kernel is faster).
+# bf16 sequences up to this length that will be differentiated run the CPU flash kernel in float32: its bf16 backward
+# is slower there (one ViT-B encoder block's attention at 160 tokens, batch 2, 2 threads, forward + backward: bf16
+# 10.2 ms, float32 with the casts 7.1 ms; at 224 tokens 14.2 vs 12.9 ms, at 320 even; at the decoder's 1568 the bf16
+# kernel is faster). Without a backward the bf16 forward is the faster one (0.9 vs 1.8 ms at 160 tokens).
 _BF16_AS_FP32_MAX_TOKENS = 256
 
 
@@ -64,15 +65,15 @@ class _CPUFlashAttention(torch.autograd.Function):
     Through `F.scaled_dot_product_attention` the backward of the q/k/v split stacks the three gradients head-major
     (`[3 b heads n hd]`) and then copies them back to the token-major layout of the `qkv` linear; here one `stack`
     writes them token-major. The kernel calls, and hence every value, are the same as SDPA's on CPU, except that
-    short bf16 sequences (`_BF16_AS_FP32_MAX_TOKENS`) are computed in float32 and rounded back to bf16 (closer to
-    the exact result than the bf16 kernel, and faster).
+    short bf16 sequences (`_BF16_AS_FP32_MAX_TOKENS`) that need a gradient are computed in float32 and rounded back
+    to bf16 (closer to the exact result than the bf16 kernel, and faster forward + backward).
     """
 
     @staticmethod
-    def forward(ctx, qkv: Tensor, num_heads: int) -> Tensor:
+    def forward(ctx, qkv: Tensor, num_heads: int, as_float32: bool) -> Tensor:
         b, n, three_d = qkv.shape
         dtype = qkv.dtype
-        if dtype == torch.bfloat16 and n <= _BF16_AS_FP32_MAX_TOKENS:
+        if as_float32:
             qkv = qkv.float()
         q, k, v = _split_heads(qkv, num_heads)
         out, logsumexp = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(q, k, v, 0.0, False)
@@ -83,7 +84,7 @@ class _CPUFlashAttention(torch.autograd.Function):
 
     @staticmethod
     @torch.autograd.function.once_differentiable
-    def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None, None]:
         qkv, out, logsumexp = ctx.saved_tensors
         b, n, three_d = qkv.shape
         q, k, v = _split_heads(qkv, ctx.num_heads)
@@ -91,7 +92,7 @@ class _CPUFlashAttention(torch.autograd.Function):
         grads = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward(
             grad_heads, q, k, v, out, logsumexp, 0.0, False
         )
-        return torch.stack([g.transpose(1, 2) for g in grads], dim=2).view(b, n, three_d).to(ctx.dtype), None
+        return torch.stack([g.transpose(1, 2) for g in grads], dim=2).view(b, n, three_d).to(ctx.dtype), None, None
 
 
 def qkv_attention(qkv: Float[Tensor, "b n e"], num_heads: int, *, dropout_p: float = 0.0) -> Float[Tensor, "b n d"]:
@@ -99,7 +100,8 @@ def qkv_attention(qkv: Float[Tensor, "b n e"], num_heads: int, *, dropout_p: flo
 
     Scaled dot-product attention per head with scale `head_dim ** -0.5`. On CPU without dropout (and outside
     torch.compile, which fuses on its own) it runs the flash kernel through `_CPUFlashAttention`; elsewhere through
-    `F.scaled_dot_product_attention`. Both give the same values.
+    `F.scaled_dot_product_attention`. Both give the same values, except for bf16 sequences of up to
+    `_BF16_AS_FP32_MAX_TOKENS` tokens that need a gradient: those are computed in float32 and rounded to bf16.
     """
     b, n, three_d = qkv.shape
     if (
@@ -109,7 +111,13 @@ def qkv_attention(qkv: Float[Tensor, "b n e"], num_heads: int, *, dropout_p: flo
         and qkv.dtype in (torch.float32, torch.bfloat16)
         and torch.backends.cuda.flash_sdp_enabled()  # the backend switch SDPA honours on CPU too
     ):
-        return _CPUFlashAttention.apply(qkv, num_heads)
+        as_float32 = (
+            qkv.dtype == torch.bfloat16
+            and n <= _BF16_AS_FP32_MAX_TOKENS
+            and torch.is_grad_enabled()
+            and qkv.requires_grad  # a backward will follow
+        )
+        return _CPUFlashAttention.apply(qkv, num_heads, as_float32)
     q, k, v = _split_heads(qkv, num_heads)
     out = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p)
     return out.transpose(1, 2).reshape(b, n, three_d // 3)
