@@ -30,7 +30,9 @@ import contextlib
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -48,6 +50,21 @@ def autocast(precision: str) -> contextlib.AbstractContextManager:
     if precision == "fp32":
         return contextlib.nullcontext()
     return torch.autocast("cpu", dtype=torch.bfloat16)
+
+
+def train_step(
+    model: torch.nn.Module, forward: Callable[[], Any], precision: str, *, shape_checks: bool = True
+) -> Callable[[], None]:
+    """One timed step of `model`: zero_grad, `forward()` (whose output has `.loss`) under `autocast(precision)`
+    (and with jaxtyping's runtime shape checks off when `shape_checks` is False: compiled models), backward."""
+
+    def step() -> None:
+        model.zero_grad(set_to_none=True)
+        with autocast(precision), contextlib.nullcontext() if shape_checks else shape_checks_disabled():
+            loss = forward().loss
+        loss.backward()
+
+    return step
 
 
 def bench_model(name: str, *, batch: int, pairs: int, compile_: bool = False, precision: str = "fp32") -> dict:
@@ -75,41 +92,20 @@ def bench_model(name: str, *, batch: int, pairs: int, compile_: bool = False, pr
         f"max |pred diff| {diff:.2e}"
     )
 
-    def step_hf() -> None:
-        pair.hf.zero_grad(set_to_none=True)
-        with autocast(precision):
-            loss = pair.hf(video_hf, bool_masked_pos=mask).loss
-        loss.backward()
+    def hf_forward():
+        return pair.hf(video_hf, bool_masked_pos=mask)
 
-    def step_ours() -> None:
-        pair.ours.zero_grad(set_to_none=True)
-        with autocast(precision):
-            loss = pair.ours(video, mask).loss
-        loss.backward()
-
-    def step_dual() -> None:
-        pair.ours.zero_grad(set_to_none=True)
-        with autocast(precision):
-            loss = pair.ours(video, mask, decoder_mask).loss
-        loss.backward()
-
-    def step_hf_fp32() -> None:
-        pair.hf.zero_grad(set_to_none=True)
-        pair.hf(video_hf, bool_masked_pos=mask).loss.backward()
-
-    steps = {"hf": step_hf, "tubemask": step_ours, "tubemask dual": step_dual}
+    steps = {
+        "hf": train_step(pair.hf, hf_forward, precision),
+        "tubemask": train_step(pair.ours, lambda: pair.ours(video, mask), precision),
+        "tubemask dual": train_step(pair.ours, lambda: pair.ours(video, mask, decoder_mask), precision),
+    }
     if precision != "fp32":
-        steps["hf fp32"] = step_hf_fp32
+        steps["hf fp32"] = train_step(pair.hf, hf_forward, "fp32")
     compile_s = None
     if compile_:
         compiled = torch.compile(pair.ours)
-
-        def step_compiled() -> None:
-            pair.ours.zero_grad(set_to_none=True)
-            with shape_checks_disabled(), autocast(precision):
-                loss = compiled(video, mask).loss
-            loss.backward()
-
+        step_compiled = train_step(pair.ours, lambda: compiled(video, mask), precision, shape_checks=False)
         t0 = time.perf_counter()
         step_compiled()  # compiles forward and backward
         compile_s = time.perf_counter() - t0
