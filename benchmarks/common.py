@@ -24,6 +24,7 @@ __all__ = [
     "tube_mask",
     "forward_flops",
     "matmul_peak_gflops",
+    "autocast",
     "time_call",
     "alternate",
     "median_ratio",
@@ -126,6 +127,13 @@ def matmul_peak_gflops(n: int = 2048, repeats: int = 5, *, dtype: torch.dtype = 
         torch.mm(a, b)
         best = min(best, time.perf_counter() - t0)
     return 2 * n**3 / best / 1e9
+
+
+def autocast(precision: str, device: str = "cpu") -> torch.autocast:
+    """The benchmarks' precision switch: bf16 autocast on `device` for `"bf16"`, a disabled autocast for `"fp32"`."""
+    if precision not in ("fp32", "bf16"):
+        raise ValueError(f"precision={precision!r}; allowed: 'fp32', 'bf16'")
+    return torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=precision == "bf16")
 
 
 def time_call(fn: Callable[[], object]) -> float:

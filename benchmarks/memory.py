@@ -57,7 +57,7 @@ def worker(side: str, model: str, batch: int, device: str, precision: str = "fp3
 
     def step() -> None:
         net.zero_grad(set_to_none=True)
-        with torch.autocast(device, dtype=torch.bfloat16, enabled=precision == "bf16"):
+        with common.autocast(precision, device):
             out = net(video, bool_masked_pos=mask) if side == "hf" else net(video, mask)
         out.loss.backward()
 

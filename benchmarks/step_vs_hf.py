@@ -45,22 +45,15 @@ from tubemask.shapes import shape_checks_disabled  # noqa: E402
 from tubemask.tokens import masked_count  # noqa: E402
 
 
-def autocast(precision: str) -> contextlib.AbstractContextManager:
-    """CPU bf16 autocast for `precision="bf16"`, nothing for `"fp32"`."""
-    if precision == "fp32":
-        return contextlib.nullcontext()
-    return torch.autocast("cpu", dtype=torch.bfloat16)
-
-
 def train_step(
     model: torch.nn.Module, forward: Callable[[], Any], precision: str, *, shape_checks: bool = True
 ) -> Callable[[], None]:
-    """One timed step of `model`: zero_grad, `forward()` (whose output has `.loss`) under `autocast(precision)`
+    """One timed step of `model`: zero_grad, `forward()` (whose output has `.loss`) under `common.autocast(precision)`
     (and with jaxtyping's runtime shape checks off when `shape_checks` is False: compiled models), backward."""
 
     def step() -> None:
         model.zero_grad(set_to_none=True)
-        with autocast(precision), contextlib.nullcontext() if shape_checks else shape_checks_disabled():
+        with common.autocast(precision), contextlib.nullcontext() if shape_checks else shape_checks_disabled():
             loss = forward().loss
         loss.backward()
 
@@ -84,7 +77,7 @@ def bench_model(name: str, *, batch: int, pairs: int, compile_: bool = False, pr
     visible = n - masked
     decoded_dual = masked_count(mask & ~decoder_mask)
 
-    with torch.no_grad(), autocast(precision):
+    with torch.no_grad(), common.autocast(precision):
         out, ref = pair.ours(video, mask), pair.hf(video_hf, bool_masked_pos=mask)
     diff = (out.pred.float() - ref.logits.float()).abs().max().item()
     print(
@@ -109,7 +102,7 @@ def bench_model(name: str, *, batch: int, pairs: int, compile_: bool = False, pr
         t0 = time.perf_counter()
         step_compiled()  # compiles forward and backward
         compile_s = time.perf_counter() - t0
-        with torch.no_grad(), shape_checks_disabled(), autocast(precision):
+        with torch.no_grad(), shape_checks_disabled(), common.autocast(precision):
             loss_c = compiled(video, mask).loss.item()
         print(f"[{name}] torch.compile: first step {compile_s:.0f} s; loss compiled {loss_c:.6f}")
         steps["tubemask compiled"] = step_compiled
