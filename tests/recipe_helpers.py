@@ -1,6 +1,7 @@
 """Shared by the recipe tests: recipes are scripts, not a package, so tests load them by path."""
 
 import importlib.util
+import json
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -15,3 +16,8 @@ def load_recipe(name: str) -> ModuleType:
     sys.modules[name] = module
     spec.loader.exec_module(module)
     return module
+
+
+def read_metrics(output_dir: Path) -> list[dict]:
+    """Every row of a run's `metrics.jsonl`, strictly: a line that is not JSON fails the test."""
+    return [json.loads(line) for line in (output_dir / "metrics.jsonl").read_text().splitlines()]

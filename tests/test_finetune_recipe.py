@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from recipe_helpers import RECIPES, load_recipe
+from recipe_helpers import RECIPES, load_recipe, read_metrics
 
 import tubemask
 from tubemask.data import make_synthetic_ucf101, read_ucf101
@@ -122,7 +122,7 @@ def test_ucf101_smoke_writes_every_output(ucf: Path, tmp_path: Path) -> None:
     assert sum(map(sum, report["confusion_matrix"])) == 6
     per_class = [v for v in report["per_class_accuracy"].values() if v is not None]
     assert math.isclose(report["mean_class_accuracy"], sum(per_class) / len(per_class), rel_tol=1e-6)
-    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    rows = read_metrics(out)
     assert [r["step"] for r in rows if "loss" in r] == [1, 2]
     assert rows[-1]["test_top1"] == report["top1"]
 
@@ -133,7 +133,7 @@ def test_bf16_autocast_on_cpu_trains_and_tests_like_fp32(ucf: Path, tmp_path: Pa
     for precision in ("fp32", "bf16"):
         out = tmp_path / precision
         run(**tiny_options(ucf, out, max_steps=3, precision=precision))
-        rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+        rows = read_metrics(out)
         losses[precision] = [r["loss"] for r in rows if "loss" in r]
         assert all(w.dtype == torch.float32 for w in final(out)["model"].values() if w.is_floating_point())
         assert json.loads((out / "test_results.json").read_text())["num_videos"] == 6
@@ -243,7 +243,7 @@ def test_resume_is_exact_with_ema_mixup_and_drop_path(ucf: Path, tmp_path: Path)
     full, resumed = final(tmp_path / "full"), final(parts)
     assert_same_weights(full["model"], resumed["model"])
     assert_same_weights(full["model_ema"], resumed["model_ema"])
-    rows = [json.loads(line) for line in (parts / "metrics.jsonl").read_text().splitlines()]
+    rows = read_metrics(parts)
     assert [r["step"] for r in rows if "loss" in r] == list(range(1, 7))
     assert [r["epoch"] for r in rows if "val_top1" in r] == [0, 1]
     full_report = json.loads((tmp_path / "full" / "test_results.json").read_text())

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from recipe_helpers import RECIPES, load_recipe
+from recipe_helpers import RECIPES, load_recipe, read_metrics
 
 from tubemask.data import make_synthetic_ucf101, read_ucf101
 
@@ -97,7 +97,7 @@ def test_ucf101_smoke_leaves_every_artifact(ucf: Path, tmp_path: Path) -> None:
     assert final["step"] == 2 and "decoder.head.weight" in final["model"]
     encoder = torch.load(out / "encoder.pt", weights_only=True)["model"]
     assert encoder and all(k.startswith(("tokenizer.", "encoder.")) for k in encoder)
-    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    rows = read_metrics(out)
     assert [r["step"] for r in rows] == [1, 2]
     assert all(r["loss"] > 0 and r["clips_per_s"] > 0 for r in rows)
 
@@ -106,7 +106,7 @@ def test_linear_probe_is_logged_plotted_and_leaves_training_untouched(ucf: Path,
     run(**tiny_options(ucf, tmp_path / "plain", max_steps=3))
     run(**tiny_options(ucf, tmp_path / "probed", max_steps=3, probe_every=2, probe_videos_per_class=2))
     assert_same_weights(final_weights(tmp_path / "plain"), final_weights(tmp_path / "probed"))
-    rows = [json.loads(line) for line in (tmp_path / "probed" / "metrics.jsonl").read_text().splitlines()]
+    rows = read_metrics(tmp_path / "probed")
     probes = [r for r in rows if "probe_mean_pool" in r]
     assert [r["step"] for r in probes] == [0, 2, 3]  # start, every 2 steps, the end
     for r in probes:
@@ -121,7 +121,7 @@ def test_bf16_autocast_on_cpu_trains_like_fp32(ucf: Path, tmp_path: Path) -> Non
     for precision in ("fp32", "bf16"):
         out = tmp_path / precision
         run(**tiny_options(ucf, out, max_steps=3, precision=precision, probe_every=3, probe_videos_per_class=2))
-        rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+        rows = read_metrics(out)
         losses[precision] = [r["loss"] for r in rows if "loss" in r]
         assert all(w.dtype == torch.float32 for w in final_weights(out).values())
     assert len(losses["bf16"]) == len(losses["fp32"]) == 3
@@ -141,10 +141,7 @@ def test_compile_runs_without_shape_checks_and_restores_them(ucf: Path, tmp_path
     breaks = list(counters["graph_break"])
     assert breaks and not [r for r in breaks if "instancecheck" in r], breaks  # none from the shape checks
     assert not jaxtyping.config.jaxtyping_disable  # restored after the run
-    losses = {
-        name: [json.loads(line)["loss"] for line in (tmp_path / name / "metrics.jsonl").read_text().splitlines()]
-        for name in ("eager", "compiled")
-    }
+    losses = {name: [r["loss"] for r in read_metrics(tmp_path / name)] for name in ("eager", "compiled")}
     assert len(losses["compiled"]) == 2
     assert losses["compiled"][0] == pytest.approx(losses["eager"][0], rel=1e-5)  # same weights, same batch
 
@@ -220,7 +217,7 @@ def test_resume_is_exact_mid_epoch_and_with_workers(ucf: Path, tmp_path: Path) -
     result = run(**tiny_options(ucf, tmp_path / "parts", resume=True, workers=2))
     assert result["step"] == 12
     assert_same_weights(final_weights(tmp_path / "full"), final_weights(tmp_path / "parts"))
-    steps = [json.loads(line)["step"] for line in (tmp_path / "parts" / "metrics.jsonl").read_text().splitlines()]
+    steps = [r["step"] for r in read_metrics(tmp_path / "parts")]
     assert steps == list(range(1, 13))
 
 
