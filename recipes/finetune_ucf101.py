@@ -656,9 +656,7 @@ def _train(cfg: FinetuneConfig) -> dict:
         show=ctx.is_main,
     )
 
-    bad = FailureLog.read_run(out)  # every process's bad videos (training, validation, test; workers and ranks)
-    if bad.counts or bad.short:
-        log(f"bad videos of this run ({out}/bad_videos.rank*.jsonl):\n{bad.summary()}")
+    bad = FailureLog.report_run(out, log)  # every process's bad videos (training, validation, test; workers and ranks)
     summary = {"step": step, "epoch": epoch, "skipped_steps": guard.skipped, "top1": result.top1, "top5": result.top5}
     summary["bad_videos"] = len(bad.counts)
     if ctx.is_main:

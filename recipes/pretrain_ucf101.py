@@ -553,9 +553,7 @@ def _train(cfg: PretrainConfig) -> dict:
     if cfg.probe_every and step % cfg.probe_every != 0 and ctx.is_main:
         run_probe(step)  # the final encoder
 
-    bad = FailureLog.read_run(out)  # every process's bad videos, workers and ranks included
-    if bad.counts or bad.short:
-        log(f"bad videos of this run ({out}/bad_videos.rank*.jsonl):\n{bad.summary()}")
+    bad = FailureLog.report_run(out, log)  # every process's bad videos, workers and ranks included
     result = {"step": step, "epoch": epoch, "skipped_steps": guard.skipped, "bad_videos": len(bad.counts)}
     model_state, _ = full_state()
     if ctx.is_main:

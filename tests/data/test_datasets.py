@@ -250,3 +250,14 @@ def test_uint8_pretraining_samples_match_float_after_normalize_batch(train_recor
     # Through DataLoader workers (shared-memory collate) the values are the same.
     loader = DataLoader(raw, batch_size=2, num_workers=1, collate_fn=collate_repeated)
     assert torch.equal(next(iter(loader)), collate_repeated([raw[0], raw[1]]))
+
+
+def test_report_run_logs_bad_videos_and_stays_quiet_for_a_clean_run(tmp_path):
+    said: list[str] = []
+    assert FailureLog.report_run(tmp_path, said.append).total == 0 and said == []  # no journal: nothing to say
+    FailureLog(journal=str(FailureLog.journal_file(tmp_path, rank=0))).record("/videos/a.mp4", "moov atom not found")
+    FailureLog(journal=str(FailureLog.journal_file(tmp_path, rank=1))).record_short("/videos/b.mp4", 3, 16)
+    bad = FailureLog.report_run(tmp_path, said.append)
+    assert bad.counts == {"/videos/a.mp4": 1} and bad.short == {"/videos/b.mp4": 3}
+    assert len(said) == 1 and said[0].startswith(f"bad videos of this run ({tmp_path}/bad_videos.rank*.jsonl):\n")
+    assert "/videos/a.mp4: 1x moov atom not found" in said[0] and "/videos/b.mp4: short (3 frames)" in said[0]

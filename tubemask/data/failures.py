@@ -12,6 +12,7 @@ import logging
 import os
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -114,6 +115,16 @@ class FailureLog:
         """Every rank's journal in `directory` ([`journal_file`][tubemask.data.failures.FailureLog.journal_file]),
         as one log: the run's summary."""
         return cls.read_journal(*_journals(directory))
+
+    @classmethod
+    def report_run(cls, directory: str | os.PathLike, log: Callable[[str], object]) -> "FailureLog":
+        """The run's summary ([`read_run`][tubemask.data.failures.FailureLog.read_run]), also passed to `log` under a
+        line naming the journals when any video failed or was short (a clean run logs nothing): the recipes' end of
+        run report."""
+        bad = cls.read_run(directory)
+        if bad.counts or bad.short:
+            log(f"bad videos of this run ({Path(directory) / _JOURNAL.format(rank='*')}):\n{bad.summary()}")
+        return bad
 
     @staticmethod
     def remove_run_journals(directory: str | os.PathLike) -> None:
