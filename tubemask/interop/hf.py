@@ -92,12 +92,13 @@ class HFEncoderParts(NamedTuple):
     encoder: ViTEncoder
 
 
-def _import_videomae() -> Any:
+def _import_transformers(module: str = __name__) -> Any:
+    """`transformers`, imported on first use; without it, an ImportError naming `module` and how to install it."""
     try:
         import transformers
     except ImportError as err:  # pragma: no cover - exercised only without transformers
         raise ImportError(
-            "tubemask.interop.hf needs the optional dependency `transformers` (pip install 'transformers>=4.40', "
+            f"{module} needs the optional dependency `transformers` (pip install 'transformers>=4.40', "
             "or `pip install tubemask[dev]`)"
         ) from err
     return transformers
@@ -274,7 +275,7 @@ def from_hf(hf_model: nn.Module) -> MAEWrapper | HFEncoderParts:
         ValueError: for configs tubemask cannot reproduce exactly: `hidden_act` other than `"gelu"`, non-square
             patches, or an MLP width no `mlp_ratio` gives.
     """
-    transformers = _import_videomae()
+    transformers = _import_transformers()
     config = getattr(hf_model, "config", None)
     if isinstance(hf_model, transformers.VideoMAEModel):
         _check_config(config)
@@ -351,7 +352,7 @@ def to_hf(model: MAEWrapper, *, num_frames: int = 16, image_size: int = 224) -> 
             eps other than HF's fixed 1e-5 (official checkpoints: 1e-6) only warns: the numbers then differ by
             rounding-level amounts.
     """
-    transformers = _import_videomae()
+    transformers = _import_transformers()
     encoder, decoder, tokenizer = model.encoder, model.decoder, model.tokenizer
     if not isinstance(encoder, ViTEncoder):
         raise ValueError(f"to_hf: the encoder must be a tubemask ViTEncoder, got {type(encoder).__name__}")

@@ -16,7 +16,6 @@ HF `pixel_values` are `(b, t, c, h, w)`; tubemask clips are `(b, c, t, h, w)`: p
 """
 
 import warnings
-from typing import Any
 
 from torch import nn
 
@@ -24,23 +23,17 @@ from tubemask.classification import VideoClassifier
 from tubemask.encoders import ViTEncoder
 from tubemask.grid import token_grid
 from tubemask.heads import ClassificationHead
-from tubemask.interop.hf import _encoder_parts, hf_to_tubemask_state_dict, tubemask_to_hf_state_dict
+from tubemask.interop.hf import (
+    _encoder_parts,
+    _import_transformers,
+    hf_to_tubemask_state_dict,
+    tubemask_to_hf_state_dict,
+)
 from tubemask.pos_embed import SinusoidPositionEmbedding
 
 __all__ = ["classifier_from_hf", "classifier_to_hf"]
 
 _HEAD_RENAMES = (("fc_norm.", "head.fc_norm."), ("classifier.", "head.head."))
-
-
-def _transformers() -> Any:
-    try:
-        import transformers
-    except ImportError as err:  # pragma: no cover - exercised only without transformers
-        raise ImportError(
-            "tubemask.interop.hf_classification needs the optional dependency `transformers` "
-            "(pip install 'transformers>=4.40', or `pip install tubemask[dev]`)"
-        ) from err
-    return transformers
 
 
 def _like(module: nn.Module, source: nn.Module) -> nn.Module:
@@ -78,7 +71,7 @@ def classifier_from_hf(hf_model: nn.Module) -> VideoClassifier:
         ValueError: for `use_mean_pooling=False` (HF then reads the first token), `num_labels=0`, another activation
             than exact GELU, non-square patches, or an MLP width no `mlp_ratio` gives.
     """
-    transformers = _transformers()
+    transformers = _import_transformers(__name__)
     if not isinstance(hf_model, transformers.VideoMAEForVideoClassification):
         raise TypeError(
             f"classifier_from_hf converts transformers.VideoMAEForVideoClassification, got {type(hf_model).__name__} "
@@ -145,7 +138,7 @@ def classifier_to_hf(classifier: VideoClassifier, *, num_frames: int = 16, image
             norm (HF's mean-pooling layout has none), a head without `fc_norm`, blocks of different widths, head
             counts or LayerNorm eps, or a clip size the cubes do not divide.
     """
-    transformers = _transformers()
+    transformers = _import_transformers(__name__)
     encoder, tokenizer, head = classifier.encoder, classifier.tokenizer, classifier.head
     if not isinstance(encoder, ViTEncoder):
         raise ValueError(f"classifier_to_hf: the encoder must be a tubemask ViTEncoder, got {type(encoder).__name__}")
