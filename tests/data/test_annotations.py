@@ -1,8 +1,11 @@
 """Annotation readers: each format, and malformed lines named by file and line."""
 
 import json
+from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tubemask.data import AnnotationError, read_hmdb51, read_kinetics_csv, read_list_file, read_ssv2, read_ucf101
 
@@ -91,3 +94,127 @@ def test_kinetics_csv_nested_and_flat(tmp_path):
     f.write_text("youtube_id,label\n")
     with pytest.raises(AnnotationError, match=r"train.csv:1: expected the header"):
         read_kinetics_csv(f, tmp_path)
+
+
+def _ucf(tmp_path, class_ind="1 Archery\n", train="Archery/v_a.avi 1\n"):
+    lists = tmp_path / "ucfTrainTestlist"
+    lists.mkdir(exist_ok=True)
+    (lists / "classInd.txt").write_text(class_ind)
+    (lists / "trainlist01.txt").write_text(train)
+    return lambda: read_ucf101(tmp_path)
+
+
+def _ssv2(tmp_path, labels='{"Pushing something": "0"}', entries='[{"id": "1", "template": "Pushing [something]"}]'):
+    (tmp_path / "labels.json").write_text(labels)
+    (tmp_path / "something-something-v2-train.json").write_text(entries)
+    return lambda: read_ssv2(tmp_path, tmp_path)
+
+
+def _kinetics(tmp_path, body, classes=None):
+    f = tmp_path / "train.csv"
+    f.write_text("label,youtube_id,time_start,time_end,split\n" + body)
+    return lambda: read_kinetics_csv(f, tmp_path, classes=classes)
+
+
+def _list_file(tmp_path, text):
+    f = tmp_path / "train.txt"
+    f.write_text(text)
+    return lambda: read_list_file(f)
+
+
+BAD_ANNOTATIONS = {  # name: (reader built on tmp_path, error type, message naming the file, line and value)
+    "list file missing": (lambda d: lambda: read_list_file(d / "nope.txt"), FileNotFoundError, r"nope.txt does not"),
+    "list file 4 fields": (
+        lambda d: _list_file(d, "a.mp4 1\na.mp4 1 2 3\n"),
+        AnnotationError,
+        r"train.txt:2: expected 'path \[num_frames\] label', got 4 fields",
+    ),
+    "list file frame count": (
+        lambda d: _list_file(d, "a.mp4 many 2\n"),
+        AnnotationError,
+        r"train.txt:1: num_frames 'many' is not an integer",
+    ),
+    "ucf101 classInd line": (lambda d: _ucf(d, class_ind="1\n"), AnnotationError, r"classInd.txt:1: expected 'index"),
+    "ucf101 classInd index": (lambda d: _ucf(d, class_ind="one Archery\n"), AnnotationError, r"classInd.txt:1: class"),
+    "ucf101 train line": (
+        lambda d: _ucf(d, train="Archery/v_a.avi 1\nArchery/v_b.avi\n"),
+        AnnotationError,
+        r"trainlist01.txt:2: expected 'Class/v_x.avi label', got 'Archery/v_b.avi'",
+    ),
+    "ucf101 no folder": (lambda d: _ucf(d, train="v_a.avi 1\n"), AnnotationError, r"trainlist01.txt:1: class folder"),
+    "ucf101 missing lists": (lambda d: lambda: read_ucf101(d), FileNotFoundError, r"classInd.txt does not exist"),
+    "ssv2 subset": (lambda d: lambda: read_ssv2(d, d, subset="test"), ValueError, r"subset='test'"),
+    "ssv2 labels missing": (lambda d: lambda: read_ssv2(d, d), FileNotFoundError, r"labels.json does not exist"),
+    "ssv2 labels invalid json": (lambda d: _ssv2(d, labels='{"a": 1,\n'), AnnotationError, r"labels.json:2: invalid"),
+    "ssv2 labels not an object": (lambda d: _ssv2(d, labels='["a"]'), AnnotationError, r"labels.json: expected a JSON"),
+    "ssv2 label not an int": (
+        lambda d: _ssv2(d, labels='{"Pushing something": "zero"}'),
+        AnnotationError,
+        r"labels.json: label of 'Pushing something' 'zero' is not an integer",
+    ),
+    "ssv2 entries not a list": (
+        lambda d: _ssv2(d, entries='{"id": "1"}'),
+        AnnotationError,
+        r"v2-train.json: expected a JSON list",
+    ),
+    "ssv2 entry without id": (
+        lambda d: _ssv2(d, entries='[{"id": "1", "template": "Pushing [something]"}, {"template": "x"}]'),
+        AnnotationError,
+        r"v2-train.json:2: entry 2 lacks 'id'",
+    ),
+    "ssv2 template not a string": (
+        lambda d: _ssv2(d, entries='[{"id": "1", "template": 7}]'),
+        AnnotationError,
+        r"v2-train.json:1: entry 1 lacks 'id' or a 'template' string",
+    ),
+    "kinetics missing": (lambda d: lambda: read_kinetics_csv(d / "k.csv", d), FileNotFoundError, r"k.csv does not"),
+    "kinetics layout": (lambda d: lambda: read_kinetics_csv(d / "k.csv", d, layout="deep"), ValueError, r"'deep'"),
+    "kinetics short row": (
+        lambda d: _kinetics(d, "zumba,abc,0,10,train\n\nzumba,abc,0\n"),
+        AnnotationError,
+        r"train.csv:4: expected 5 fields, got 3",
+    ),
+    "kinetics unknown label": (
+        lambda d: _kinetics(d, "zumba,abc,0,10,train\n", classes=["abseiling"]),
+        AnnotationError,
+        r"train.csv:2: label 'zumba' is not one of the 1 classes",
+    ),
+    "kinetics end time": (
+        lambda d: _kinetics(d, "zumba,abc,0,ten,train\n"),
+        AnnotationError,
+        r"train.csv:2: time_end 'ten' is not an integer",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_ANNOTATIONS))
+def test_bad_annotation_names_its_file_line_and_value(tmp_path, case):
+    build, error, message = BAD_ANNOTATIONS[case]
+    read = build(tmp_path)
+    with pytest.raises(error, match=message):
+        read()
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.from_regex(r"[A-Za-z0-9_./-]{1,20}\.(mp4|avi|webm)", fullmatch=True),
+            st.none() | st.integers(0, 400),  # num_frames column (the VideoMAE pretraining lists)
+            st.none() | st.integers(0, 1000),  # label; None writes -1 or leaves the column out
+        ),
+        max_size=12,
+    ),
+    st.booleans(),
+)
+def test_list_file_reads_back_what_was_written(tmp_path_factory, rows, minus_one):
+    lines = []
+    for path, num_frames, label in rows:
+        fields = [path] + ([str(num_frames)] if num_frames is not None else [])
+        if label is not None or num_frames is not None or minus_one:
+            fields.append(str(label if label is not None else -1))
+        lines.append(" \t".join(fields))
+    f = tmp_path_factory.mktemp("lists") / "list.txt"
+    f.write_text("\n".join(lines) + "\n")
+    records = read_list_file(f, root="/data")
+    assert [(r.path, r.label) for r in records] == [(Path("/data") / path, label) for path, _, label in rows]

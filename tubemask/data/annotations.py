@@ -211,22 +211,26 @@ def read_ssv2(
         Records in file order.
 
     Raises:
-        AnnotationError: Invalid JSON, an entry without `id`/`template`, or a template not in `labels.json`
-            (the error names the entry by its 1-based position in the list).
+        AnnotationError: Invalid JSON, `labels.json` not an object of integer labels, an entry without `id` or a
+            `template` string, or a template not in `labels.json` (the error names the entry by its 1-based position
+            in the list).
     """
     annotation_dir, video_dir = Path(annotation_dir), Path(video_dir)
     if subset not in ("train", "validation"):
         raise ValueError(f"subset={subset!r}; allowed: 'train', 'validation'")
     labels_file = annotation_dir / "labels.json"
     entries_file = annotation_dir / f"something-something-v2-{subset}.json"
-    labels = {k: _int(labels_file, None, str(v), f"label of {k!r}") for k, v in _load_json(labels_file).items()}
+    names = _load_json(labels_file)
+    if not isinstance(names, dict):
+        raise AnnotationError(labels_file, None, 'expected a JSON object {"template": "label index", ...}')
+    labels = {k: _int(labels_file, None, str(v), f"label of {k!r}") for k, v in names.items()}
     entries = _load_json(entries_file)
     if not isinstance(entries, list):
         raise AnnotationError(entries_file, None, "expected a JSON list of {id, template, label, placeholders}")
     records = []
     for n, entry in enumerate(entries, start=1):
-        if not isinstance(entry, dict) or "id" not in entry or "template" not in entry:
-            raise AnnotationError(entries_file, n, f"entry {n} lacks 'id' or 'template': {entry!r:.200}")
+        if not isinstance(entry, dict) or "id" not in entry or not isinstance(entry.get("template"), str):
+            raise AnnotationError(entries_file, n, f"entry {n} lacks 'id' or a 'template' string: {entry!r:.200}")
         key = entry["template"].replace("[", "").replace("]", "")
         if key not in labels:
             raise AnnotationError(entries_file, n, f"template {key!r} of entry {n} is not in {labels_file}")
