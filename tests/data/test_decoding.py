@@ -8,6 +8,7 @@ import torch
 
 from tubemask.data import (
     DecodeError,
+    DecodeOptions,
     MissingDecoderError,
     VideoReader,
     dense_indices,
@@ -75,6 +76,23 @@ def test_bad_arguments_name_the_allowed_values(videos):
         VideoReader(videos["avi"], seek_mode="fast")
     with pytest.raises(ValueError, match="num_ffmpeg_threads"):
         VideoReader(videos["avi"], num_ffmpeg_threads=-1)
+    with pytest.raises(ValueError, match="max_attempts=0 must be >= 1"):  # was an AssertionError
+        read_clip(VideoReader(videos["avi"]), lambda n: [0], max_attempts=0)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"seek_mode": "fast"}, r"DecodeOptions.seek_mode='fast'; allowed: 'exact', 'approximate'"),
+        ({"num_ffmpeg_threads": -1}, r"DecodeOptions.num_ffmpeg_threads=-1 must be an int >= 0"),
+        ({"max_attempts": 0}, r"DecodeOptions.max_attempts=0 must be an int >= 1"),
+        ({"max_attempts": True}, r"DecodeOptions.max_attempts=True must be an int >= 1"),
+    ],
+)
+def test_decode_options_are_checked_when_built(options, message):
+    # a dataset's decoding settings fail where they are written, not at the first sample inside a DataLoader worker
+    with pytest.raises(ValueError, match=message):
+        DecodeOptions(**options)
 
 
 def test_missing_torchcodec_gives_clear_error(monkeypatch, videos, tmp_path):

@@ -91,3 +91,24 @@ def test_multiview_segments_and_sampler_objects():
     assert dense.span == 15 and seg.span == 8
     assert len(dense(100, torch.Generator().manual_seed(0))) == 8 and len(dense.views(100, 3)) == 3
     assert seg(16) == list(range(0, 16, 2)) or seg(16) == [1, 3, 5, 7, 9, 11, 13, 15]
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda: dense_indices(10, clip_len=0), r"clip_len=0 must be >= 1"),
+        (lambda: dense_indices(10, stride=0), r"stride=0 must be >= 1"),
+        (lambda: segment_indices(0), r"num_frames=0"),
+        (lambda: segment_indices(10, num_segments=4, position=1.0), r"position=1.0 must be in \[0, 1\)"),
+        (lambda: multiview_indices(100, num_clips=0), r"num_clips=0 must be >= 1"),
+        (lambda: multiview_segment_indices(100, num_clips=0), r"num_clips=0 must be >= 1"),
+        # the sampler objects check their settings when built (a config error), not at the first sample in a worker
+        (lambda: DenseSampler(clip_len=0), r"DenseSampler.clip_len=0 must be an int >= 1"),
+        (lambda: DenseSampler(stride=2.5), r"DenseSampler.stride=2.5 must be an int >= 1"),
+        (lambda: DenseSampler(short="pad"), r"DenseSampler.short='pad'; allowed: 'clamp', 'loop', 'shrink'"),
+        (lambda: SegmentSampler(num_segments=0), r"SegmentSampler.num_segments=0 must be an int >= 1"),
+    ],
+)
+def test_bad_sampling_arguments_name_the_value_and_what_is_allowed(call, message):
+    with pytest.raises(ValueError, match=message):
+        call()

@@ -96,6 +96,15 @@ class DecodeOptions:
     device: str = "cpu"
     max_attempts: int = 3
 
+    def __post_init__(self) -> None:
+        # checked here, when a dataset is configured: the readers would raise only at the first sample, in a worker
+        if self.seek_mode not in ("exact", "approximate"):
+            raise ValueError(f"DecodeOptions.seek_mode={self.seek_mode!r}; allowed: 'exact', 'approximate'")
+        for name, low in (("num_ffmpeg_threads", 0), ("max_attempts", 1)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ValueError(f"DecodeOptions.{name}={value!r} must be an int >= {low}")
+
 
 @dataclass
 class ClipLoader:

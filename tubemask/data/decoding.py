@@ -248,7 +248,10 @@ def read_clip(
 
     Raises:
         DecodeError: Still failing after `max_attempts`, or nothing decodes.
+        ValueError: `max_attempts < 1`.
     """
+    if max_attempts < 1:
+        raise ValueError(f"max_attempts={max_attempts} must be >= 1")
     last: DecodeError | None = None
     for _ in range(max_attempts):
         indices = [int(i) for i in sample_indices(reader.num_frames)]

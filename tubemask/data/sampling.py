@@ -183,6 +183,15 @@ def multiview_segment_indices(num_frames: int, *, num_segments: int = 16, num_cl
     ]
 
 
+def _positive_fields(sampler: object, *names: str) -> None:
+    """Raise a ValueError naming the first of `names` that is not an int >= 1 (a config error caught when the
+    sampler is built, not at the first sample in a DataLoader worker)."""
+    for name in names:
+        value = getattr(sampler, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{type(sampler).__name__}.{name}={value!r} must be an int >= 1")
+
+
 @dataclass(frozen=True)
 class DenseSampler:
     """[`dense_indices`][tubemask.data.sampling.dense_indices] with its settings bound, for the datasets.
@@ -196,6 +205,11 @@ class DenseSampler:
     clip_len: int = 16
     stride: int = 4
     short: ShortVideoRule = "clamp"
+
+    def __post_init__(self) -> None:
+        _positive_fields(self, "clip_len", "stride")
+        if self.short not in ("clamp", "loop", "shrink"):
+            raise ValueError(f"DenseSampler.short={self.short!r}; allowed: 'clamp', 'loop', 'shrink'")
 
     @property
     def span(self) -> int:
@@ -224,6 +238,9 @@ class SegmentSampler:
     """
 
     num_segments: int = 16
+
+    def __post_init__(self) -> None:
+        _positive_fields(self, "num_segments")
 
     @property
     def span(self) -> int:
