@@ -6,6 +6,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tubemask.grid import CubeGeometry, token_grid
 from tubemask.tokenizers import CubeEmbedding, gather_cube_planes, gather_cubes, patchify, unpatchify
 
 SETTINGS = settings(max_examples=40, deadline=None)
@@ -149,3 +150,32 @@ def test_cube_embedding_gradients_match_full_conv():
     conv = embed.proj(video).flatten(2).transpose(1, 2)
     (torch.stack([conv[i, ids[i]] for i in range(2)]) * weight).sum().backward()
     torch.testing.assert_close(grad_part, embed.proj.weight.grad, atol=1e-5, rtol=1e-5)
+
+
+@SETTINGS
+@given(clip=clips())
+def test_cube_geometry_agrees_with_the_tokenizer_and_patchify(clip):
+    video, ts, ps, grid = clip
+    c = video.shape[1]
+    geometry = CubeGeometry(tubelet_size=ts, patch_size=ps, channels=c)
+    embed = CubeEmbedding(4, tubelet_size=ts, patch_size=ps, in_channels=c)
+    assert geometry.grid(*video.shape[2:]) == embed.grid(video.shape) == grid
+    cubes = patchify(video, tubelet_size=ts, patch_size=ps)
+    assert cubes.shape[1:] == (geometry.num_tokens(*video.shape[2:]), geometry.values_per_cube)
+    assert embed.flat_weight().shape == (4, geometry.values_per_cube)
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda: token_grid(16, 224, 224, tubelet_size=0, patch_size=16), r"cube side for frames must be positive"),
+        (lambda: token_grid(16, 225, 224, tubelet_size=2, patch_size=16), r"clip height=225 must be a positive mult"),
+        (lambda: token_grid(0, 224, 224, tubelet_size=2, patch_size=16), r"clip frames=0 must be a positive multiple"),
+        (lambda: CubeGeometry(patch_size=0), r"CubeGeometry.patch_size must be a positive int, got 0"),
+        (lambda: CubeGeometry(channels=3.0), r"CubeGeometry.channels must be a positive int, got 3.0"),
+        (lambda: CubeGeometry().grid(15, 224, 224), r"clip frames=15 must be a positive multiple of 2"),
+    ],
+)
+def test_bad_geometry_names_the_size_and_the_cube_side(call, message):
+    with pytest.raises(ValueError, match=message):
+        call()
