@@ -4,6 +4,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from torchvision.transforms.v2 import functional as F
 
 from tubemask.data import (
     EvalPipeline,
@@ -281,3 +282,35 @@ def test_pretrain_pipeline_repeat_and_multi_scale_crop_out_reject_bad_arguments(
         multi_scale_crop(frames, size=8, out=torch.zeros(2, 3, 8, 9, dtype=torch.uint8))
     with pytest.raises(ValueError, match="out is torch.float32"):
         multi_scale_crop(frames, size=8, out=torch.zeros(2, 3, 8, 8))
+
+
+@settings(max_examples=60, deadline=None)
+@given(h=st.integers(8, 96), w=st.integers(8, 96), size=st.integers(4, 24))
+def test_short_side_resize_and_three_crop_in_either_orientation(h, w, size):
+    clip = torch.randint(0, 256, (2, 3, h, w), dtype=torch.uint8, generator=torch.Generator().manual_seed(h * w))
+    resized = resize_short_side(clip, size)
+    rh, rw = resized.shape[-2:]
+    assert min(rh, rw) == size and (h > w or rh <= rw) and (h < w or rh >= rw)  # orientation kept (or square)
+    assert abs(max(rh, rw) - max(h, w) * size / min(h, w)) <= 0.5 + 1e-9  # aspect kept, rounded
+    views = three_crop(resized, size)
+    long = max(rh, rw)
+    starts = (0, (long - size) // 2, long - size)  # start, middle, end of the long side
+    if rw >= rh:
+        expected = [resized[..., s : s + size] for s in starts]
+    else:
+        expected = [resized[..., s : s + size, :] for s in starts]
+    assert all(v.shape[-2:] == (size, size) and torch.equal(v, e) for v, e in zip(views, expected, strict=True))
+
+
+def test_random_resized_crop_falls_back_to_the_largest_centred_crop_in_the_ratio_range():
+    # a full-area crop of a square frame with width / height in [2, 3] cannot exist: after its draws the crop
+    # falls back to the widest centred box within the ratio range (the full width, half the height)
+    clip = torch.randint(0, 256, (2, 3, 40, 40), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    out = random_resized_crop(clip, size=16, generator=torch.Generator().manual_seed(1), scale=(1.0, 1.0), ratio=(2.0, 3.0))
+    assert torch.equal(out, F.resized_crop(clip, 10, 0, 20, 40, [16, 16], antialias=True))
+    tall = random_resized_crop(
+        clip, size=16, generator=torch.Generator().manual_seed(1), scale=(1.0, 1.0), ratio=(0.25, 0.5)
+    )
+    assert torch.equal(tall, F.resized_crop(clip, 0, 10, 40, 20, [16, 16], antialias=True))
+    with pytest.raises(ValueError, match="resize the short side first"):
+        three_crop(clip, 41)
