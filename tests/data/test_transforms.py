@@ -306,7 +306,9 @@ def test_random_resized_crop_falls_back_to_the_largest_centred_crop_in_the_ratio
     # a full-area crop of a square frame with width / height in [2, 3] cannot exist: after its draws the crop
     # falls back to the widest centred box within the ratio range (the full width, half the height)
     clip = torch.randint(0, 256, (2, 3, 40, 40), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
-    out = random_resized_crop(clip, size=16, generator=torch.Generator().manual_seed(1), scale=(1.0, 1.0), ratio=(2.0, 3.0))
+    out = random_resized_crop(
+        clip, size=16, generator=torch.Generator().manual_seed(1), scale=(1.0, 1.0), ratio=(2.0, 3.0)
+    )
     assert torch.equal(out, F.resized_crop(clip, 10, 0, 20, 40, [16, 16], antialias=True))
     tall = random_resized_crop(
         clip, size=16, generator=torch.Generator().manual_seed(1), scale=(1.0, 1.0), ratio=(0.25, 0.5)
