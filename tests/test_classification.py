@@ -10,6 +10,7 @@ from torch import nn
 from tubemask.classification import VideoClassifier, videomae_classifier
 from tubemask.heads import ClassificationHead
 from tubemask.interop.finetune_weights import interpolate_pos_embed, load_pretrained_encoder
+from tubemask.layers import Block
 from tubemask.models import ViTSize, build_videomae
 from tubemask.pos_embed import LearnedPositionEmbedding, sinusoid_table
 
@@ -367,3 +368,36 @@ def test_hf_conversion_errors():
         warnings.simplefilter("ignore")
         with pytest.raises(ValueError, match="multiple|divis"):
             classifier_to_hf(_classifier(), num_frames=5, image_size=16)
+
+
+def _no_qv_bias(block) -> None:
+    block.attn.q_bias = None
+    block.attn.v_bias = None
+
+
+CLASSIFIER_TO_HF_REFUSALS = {  # name: (change to a classifier HF could express, message)
+    "encoder class": (lambda m: setattr(m, "encoder", nn.Sequential()), r"encoder must be a tubemask ViTEncoder"),
+    "no fc_norm": (lambda m: setattr(m.head, "fc_norm", nn.Identity()), r"ClassificationHead with fc_norm=True"),
+    "no blocks": (lambda m: setattr(m.encoder, "blocks", nn.ModuleList()), r"the encoder has no blocks"),
+    "block widths": (
+        lambda m: m.encoder.blocks.__setitem__(1, Block(32, num_heads=4, mlp_ratio=2.0)),
+        r"equal \(heads, MLP width\) in every block, got \[\(2, 128\), \(4, 64\)\]",
+    ),
+    "norm eps": (lambda m: setattr(m.encoder.blocks[1].norm2, "eps", 1e-5), r"one layer_norm_eps, the blocks mix"),
+    "q/v bias in some blocks": (lambda m: _no_qv_bias(m.encoder.blocks[0]), r"some blocks have q/v biases, some not"),
+    "activation": (
+        lambda m: setattr(m.encoder.blocks[0].mlp, "act", nn.GELU(approximate="tanh")),
+        r"HF's 'gelu' is exact GELU",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(CLASSIFIER_TO_HF_REFUSALS))
+def test_classifier_to_hf_names_each_layout_hf_cannot_express(case):
+    model = _classifier()
+    change, message = CLASSIFIER_TO_HF_REFUSALS[case]
+    change(model)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the fc_norm eps notice is not the point here
+        with pytest.raises(ValueError, match=message):
+            classifier_to_hf(model, num_frames=4, image_size=16)

@@ -21,9 +21,10 @@ from tubemask.interop import (
     tubemask_to_official_state_dict,
 )
 from tubemask.interop._widths import mlp_ratio_for
+from tubemask.layers import Block
 from tubemask.masking import RandomMasker, TubeMasker
 from tubemask.models import SIZES, ViTSize, build_videomae
-from tubemask.pos_embed import sinusoid_table
+from tubemask.pos_embed import LearnedPositionEmbedding, sinusoid_table
 from tubemask.tokens import split_ids
 
 transformers = pytest.importorskip("transformers")
@@ -230,6 +231,51 @@ def test_from_hf_rejects_what_it_cannot_reproduce() -> None:
     )
     with pytest.raises(TypeError, match="VideoMAEForVideoClassification"):
         from_hf(classifier)
+
+
+def _no_qv_bias(blocks) -> None:
+    for block in blocks:
+        block.attn.q_bias = None
+        block.attn.v_bias = None
+
+
+TO_HF_REFUSALS = {  # name: (change to a model HF could express, message)
+    "encoder class": (lambda m: setattr(m, "encoder", torch.nn.Sequential()), r"encoder must be a tubemask ViTEncoder"),
+    "decoder positions": (
+        lambda m: setattr(m.decoder, "pos_embed", LearnedPositionEmbedding(32, (2, 2, 2))),
+        r"model.decoder.pos_embed is LearnedPositionEmbedding",
+    ),
+    "q/v bias in the encoder only": (lambda m: _no_qv_bias(m.decoder.blocks), r"q/v biases in one only"),
+    "block widths": (
+        lambda m: m.encoder.blocks.__setitem__(1, Block(32, num_heads=4, mlp_ratio=2.0)),
+        r"equal \(heads, MLP width\) in every encoder block, got \[\(2, 128\), \(4, 64\)\]",
+    ),
+    "activation": (
+        lambda m: setattr(m.decoder.blocks[0].mlp, "act", torch.nn.GELU(approximate="tanh")),
+        r"HF's 'gelu' is exact GELU",
+    ),
+    "norm eps": (
+        lambda m: setattr(m.encoder.blocks[0].norm1, "eps", 1e-5),
+        r"one LayerNorm eps for encoder and decoder, the model mixes \[1e-06, 1e-05\]",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(TO_HF_REFUSALS))
+def test_to_hf_names_each_layout_hf_cannot_express(case) -> None:
+    model = build_videomae(ViTSize(32, 2, 2, 32, 2, 2), patch_size=16)
+    change, message = TO_HF_REFUSALS[case]
+    change(model)
+    with pytest.raises(ValueError, match=message):
+        to_hf(model, num_frames=4, image_size=32)
+
+
+def test_to_hf_refuses_pixel_targets_of_clips_that_are_not_rgb() -> None:
+    model = build_videomae(
+        ViTSize(32, 1, 2, 32, 1, 2), patch_size=16, in_channels=1, pixel_mean=None, pixel_std=None, target="pixels"
+    )
+    with pytest.raises(ValueError, match=r"cannot compute 'pixels' targets for clips that are not 3-channel"):
+        to_hf(model, num_frames=4, image_size=32)
 
 
 def test_to_hf_rejects_or_warns_on_what_hf_cannot_express() -> None:
