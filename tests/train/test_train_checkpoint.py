@@ -107,6 +107,9 @@ def test_manager_validates_arguments(tmp_path) -> None:
         CheckpointManager(tmp_path, keep_last=0)
     with pytest.raises(ValueError, match="prefix"):
         CheckpointManager(tmp_path, prefix="a/b")
+    with pytest.raises(ValueError, match="step must be >= 0, got -1"):
+        CheckpointManager(tmp_path).save(-1, {"step": -1})
+    assert not list(tmp_path.iterdir())
 
 
 def test_corrupt_and_foreign_files_raise_errors_naming_the_file(tmp_path) -> None:
@@ -129,12 +132,19 @@ def test_corrupt_and_foreign_files_raise_errors_naming_the_file(tmp_path) -> Non
     with pytest.raises(FileNotFoundError, match="missing.pt"):
         load_checkpoint(tmp_path / "missing.pt")
 
+    listed = tmp_path / "listed.pt"
+    torch.save([torch.zeros(2)], listed)  # loads with weights_only=True, but is not a checkpoint dict
+    with pytest.raises(CheckpointError, match="checkpoint .*listed.pt holds a list, expected a dict"):
+        load_checkpoint(listed)
+
 
 def test_save_refuses_states_that_would_not_load(tmp_path) -> None:
     with pytest.raises(TypeError, match=r"state\['extra'\]\['args'\]"):
         save_checkpoint(tmp_path / "x.pt", {"extra": {"args": argparse.Namespace()}})
     with pytest.raises(TypeError, match="ndarray"):
         save_checkpoint(tmp_path / "x.pt", {"a": np.zeros(2)})
+    with pytest.raises(TypeError, match=r"checkpoint key state\['meta'\]\[\(1, 2\)\] has type tuple"):
+        save_checkpoint(tmp_path / "x.pt", {"meta": {(1, 2): 0}})
     assert not (tmp_path / "x.pt").exists()
 
 
