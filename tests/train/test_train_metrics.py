@@ -44,6 +44,16 @@ def test_resume_drops_records_after_the_resumed_step(tmp_path) -> None:
     assert records[-1]["loss"] == 0.5
 
 
+def test_truncate_after_on_an_open_logger_keeps_logging_to_the_same_file(tmp_path) -> None:
+    path = tmp_path / "log.jsonl"
+    with JsonlLogger(path) as log:
+        for step in range(5):
+            log.log(step, loss=float(step))
+        assert log.truncate_after(2) == 2  # steps 3 and 4 dropped, atomically, while the logger is open
+        log.log(3, loss=30.0)
+    assert [(r["step"], r["loss"]) for r in read_jsonl(path)] == [(0, 0.0), (1, 1.0), (2, 2.0), (3, 30.0)]
+
+
 def test_appending_after_a_torn_line_keeps_the_next_record(tmp_path) -> None:
     path = tmp_path / "log.jsonl"
     path.write_text('{"step": 0, "loss": 1.0}\n{"step": 1, "lo')
