@@ -261,3 +261,27 @@ def test_report_run_logs_bad_videos_and_stays_quiet_for_a_clean_run(tmp_path):
     assert bad.counts == {"/videos/a.mp4": 1} and bad.short == {"/videos/b.mp4": 3}
     assert len(said) == 1 and said[0].startswith(f"bad videos of this run ({tmp_path}/bad_videos.rank*.jsonl):\n")
     assert "/videos/a.mp4: 1x moov atom not found" in said[0] and "/videos/b.mp4: short (3 frames)" in said[0]
+
+
+def test_any_callable_pipeline_repeats_and_collates(train_records):
+    """A user's pipeline needs only `pipeline(frames, generator=g)`: without a `repeat` method the datasets call it
+    `r` times with the sample's generator and stack the clips; the collate gives the default collate's values."""
+    calls = []
+
+    def crop_pipeline(frames, *, generator=None):  # [t c h w] uint8 -> [c t 16 16] float, a random corner
+        calls.append(1)
+        top = int(torch.randint(0, frames.shape[-2] - 16, (), generator=generator))
+        return frames[..., top : top + 16, :16].permute(1, 0, 2, 3).float()
+
+    pretrain = PretrainDataset(train_records, pipeline=crop_pipeline, sampler=SAMPLER, repeats=3)
+    clips = pretrain[4]
+    assert clips.shape == (3, 3, 8, 16, 16) and len(calls) == 3
+    frames, used, generator = pretrain.loader.load(4)  # the same sample again, its generator fresh
+    expected = torch.stack([crop_pipeline(frames, generator=generator) for _ in range(3)])
+    assert torch.equal(clips, expected) and not torch.equal(clips[0], clips[1])  # independent draws
+
+    finetune = FinetuneDataset(train_records, pipeline=crop_pipeline, sampler=SAMPLER)  # repeats=1: (clip, label)
+    items = [finetune[i] for i in (0, 5)]
+    clips, labels = collate_repeated(items)
+    assert clips.shape == (2, 3, 8, 16, 16) and torch.equal(clips, torch.stack([c for c, _ in items]))
+    assert labels.tolist() == [label for _, label in items]
