@@ -46,6 +46,27 @@ def test_idempotent_and_guarded(tmp_path, synthetic_root):
     assert not [p for p in tmp_path.iterdir() if ".tmp-" in p.name]
     with pytest.raises(ValueError, match="num_classes"):
         make_synthetic_ucf101(tmp_path / "x", num_classes=13)
+    for bad, message in (
+        (dict(videos_per_class=0), r"videos_per_class=0 must be >= 1"),
+        (dict(num_frames=1), r"num_frames=1 >= 2"),
+        (dict(size=15), r"size=15: sides must be even and >= 16"),
+        (dict(size=(16, 18 + 1)), r"size=\(16, 19\)"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            make_synthetic_ucf101(tmp_path / "x", **bad)
+    assert not (tmp_path / "x").exists()
+    with pytest.raises(ValueError, match=r"label=12; allowed 0..11"):
+        render_motion_clip(12)
+    with pytest.raises((ValueError, TypeError), match=r"'sky'"):  # the type checker names the allowed values
+        render_motion_clip(0, background="sky")
+
+
+def test_writes_into_an_empty_directory_made_beforehand(tmp_path):
+    root = tmp_path / "ucf"
+    root.mkdir()  # e.g. a mount point or a folder a user created for it
+    assert make_synthetic_ucf101(root, num_classes=2, videos_per_class=3, num_frames=4, size=16) == root
+    assert sorted(p.name for p in (root / "UCF-101").iterdir()) == list(MOTION_CLASSES[:2])
+    assert not [p for p in tmp_path.iterdir() if ".tmp-" in p.name]
 
 
 def test_split_files(synthetic_root):
