@@ -113,6 +113,18 @@ def test_grid_layout_and_png(tmp_path) -> None:
     assert [p.name for p in path.parent.iterdir()] == ["recon.png"]
 
 
+def test_grey_clips_show_as_grey_rgb_and_other_channel_counts_are_refused() -> None:
+    grey = torch.rand(1, 4, 8, 12)
+    grid = reconstruction_grid(grey, grey, grey, max_frames=4, pad=2)
+    assert grid.shape == (3, 32, 58) and torch.equal(grid[0], grid[1]) and torch.equal(grid[1], grid[2])
+    torch.testing.assert_close(grid[0, 2:10, 2:14], grey[0, 0])
+    assert reconstruction_frames(grey, grey, grey).shape[1] == 3
+    with pytest.raises(ValueError, match=r"1 or 3 channels, got a clip of shape \(2, 4, 8, 12\)"):
+        reconstruction_grid(*(torch.rand(2, 4, 8, 12),) * 3)
+    with pytest.raises(ValueError, match="max_frames must be >= 1, got 0"):
+        reconstruction_grid(grey, grey, grey, max_frames=0)
+
+
 def test_frames_are_padded_to_even_sizes() -> None:
     c = torch.rand(3, 3, 9, 7)
     frames = reconstruction_frames(c, c, c)
