@@ -1,6 +1,7 @@
 """The fine-tuning recipes on generated video: smoke runs of every preset, loading a pretraining checkpoint, the
 linear probe's frozen encoder, exact resume, and the multi-view test outputs."""
 
+import importlib.util
 import json
 import math
 import os
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from recipe_helpers import RECIPES, load_recipe, read_metrics
+from recipe_helpers import RECIPES, load_recipe, read_metrics, tensorboard_scalars
 
 import tubemask
 from tubemask.data import make_synthetic_ucf101, read_ucf101
@@ -106,7 +107,8 @@ def test_recipes_load_without_running() -> None:
 
 def test_ucf101_smoke_writes_every_output(ucf: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
-    result = run(**tiny_options(ucf, out, max_steps=2, test_clips=2, test_crops=3))
+    tensorboard = importlib.util.find_spec("tensorboard") is not None  # optional; the dev environment has it
+    result = run(**tiny_options(ucf, out, max_steps=2, test_clips=2, test_crops=3, tensorboard=tensorboard))
     assert result["step"] == 2
     for name in ("final.pt", "checkpoint-00000002.pt", "metrics.jsonl", "loss.png", "confusion_matrix.png"):
         assert (out / name).is_file(), name
@@ -125,6 +127,9 @@ def test_ucf101_smoke_writes_every_output(ucf: Path, tmp_path: Path) -> None:
     rows = read_metrics(out)
     assert [r["step"] for r in rows if "loss" in r] == [1, 2]
     assert rows[-1]["test_top1"] == report["top1"]
+    if tensorboard:  # the training scalars of metrics.jsonl, per step
+        scalars = tensorboard_scalars(out / "tensorboard")
+        assert scalars["loss"] == [(r["step"], pytest.approx(r["loss"])) for r in rows if "loss" in r]
 
 
 def test_bf16_autocast_on_cpu_trains_and_tests_like_fp32(ucf: Path, tmp_path: Path) -> None:

@@ -1,6 +1,7 @@
 """The pretraining recipes on generated video: smoke runs, exact resume (also after SIGKILL), DDP equivalence,
 bad files, non-finite losses, and that `recipes` is not an importable package."""
 
+import importlib.util
 import json
 import logging
 import os
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from recipe_helpers import RECIPES, load_recipe, read_metrics
+from recipe_helpers import RECIPES, load_recipe, read_metrics, tensorboard_scalars
 
 from tubemask.data import make_synthetic_ucf101, read_ucf101
 
@@ -88,7 +89,8 @@ def test_recipes_is_not_an_importable_package(tmp_path: Path) -> None:
 
 def test_ucf101_smoke_leaves_every_artifact(ucf: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
-    result = run(**tiny_options(ucf, out, max_steps=2))
+    tensorboard = importlib.util.find_spec("tensorboard") is not None  # optional; the dev environment has it
+    result = run(**tiny_options(ucf, out, max_steps=2, tensorboard=tensorboard))
     assert result["step"] == 2
     for name in ("final.pt", "encoder.pt", "metrics.jsonl", "loss.png", "checkpoint-00000002.pt"):
         assert (out / name).is_file(), name
@@ -100,6 +102,10 @@ def test_ucf101_smoke_leaves_every_artifact(ucf: Path, tmp_path: Path) -> None:
     rows = read_metrics(out)
     assert [r["step"] for r in rows] == [1, 2]
     assert all(r["loss"] > 0 and r["clips_per_s"] > 0 for r in rows)
+    if tensorboard:  # the same scalars as metrics.jsonl, per step
+        scalars = tensorboard_scalars(out / "tensorboard")
+        assert scalars["loss"] == [(r["step"], pytest.approx(r["loss"])) for r in rows]
+        assert scalars["lr"] == [(r["step"], pytest.approx(r["lr"])) for r in rows]
 
 
 def test_linear_probe_is_logged_plotted_and_leaves_training_untouched(ucf: Path, tmp_path: Path) -> None:

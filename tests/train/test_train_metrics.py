@@ -5,6 +5,7 @@ import sys
 import numpy as np
 import pytest
 import torch
+from recipe_helpers import tensorboard_scalars
 
 from tubemask.train.metrics import (
     JsonlLogger,
@@ -103,6 +104,18 @@ def test_throughput_meter_with_a_fake_clock() -> None:
     assert meter.data_wait_share == pytest.approx(0.25)
     meter.reset()
     assert math.isnan(meter.data_wait_share)
+
+
+def test_tensorboard_writer_round_trip(tmp_path) -> None:
+    pytest.importorskip("tensorboard")
+    writer = TensorBoardWriter(tmp_path / "tb")
+    for step in range(3):
+        writer.log(step, loss=torch.tensor(1.0 / (step + 1)), lr=np.float64(0.5 * step), clips=step)
+    writer.close()
+    scalars = tensorboard_scalars(tmp_path / "tb")
+    assert sorted(scalars) == ["clips", "loss", "lr"]
+    assert scalars["loss"] == [(0, 1.0), (1, 0.5), (2, pytest.approx(1 / 3))]
+    assert scalars["lr"] == [(0, 0.0), (1, 0.5), (2, 1.0)] and scalars["clips"][-1] == (2, 2.0)
 
 
 def test_tensorboard_writer_missing_package_error(tmp_path, monkeypatch) -> None:
