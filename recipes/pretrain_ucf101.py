@@ -118,7 +118,7 @@ class PretrainConfig:
     compile: bool = False
     """torch.compile the model (runtime shape checks are off for the run: Dynamo cannot trace them)."""
     grad_checkpointing: bool = False
-    """Recompute encoder activations in backward (less memory, ~30% more compute)."""
+    """Recompute encoder and decoder block activations in backward (less memory, more compute)."""
     seed: int = 0
     """Seed of initialisation, data order, augmentation and masks."""
     checkpoint_every: int | None = None
@@ -302,7 +302,7 @@ def _train(cfg: PretrainConfig) -> dict:
     # ---- model, optimizer, schedule ------------------------------------------------------------------------------
     model = BUILDERS[cfg.model](patch_size=cfg.patch_size, target=cfg.target).to(device)
     if cfg.grad_checkpointing:
-        model.encoder.set_grad_checkpointing(True)
+        model.set_grad_checkpointing(True)  # encoder and decoder (the decoder runs every token of the clip)
     grid = model.grid((1, 3, cfg.num_frames, cfg.input_size, cfg.input_size))
     masker = MASKERS[cfg.mask_type](mask_ratio=cfg.mask_ratio)
     decoder_masker = RunningCellMasker(mask_ratio=cfg.decoder_mask_ratio) if cfg.decoder_mask_ratio > 0 else None

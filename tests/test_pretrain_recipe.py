@@ -121,6 +121,26 @@ def test_linear_probe_is_logged_plotted_and_leaves_training_untouched(ucf: Path,
     assert (tmp_path / "probed" / "diagnostics.png").read_bytes()[:4] == b"\x89PNG"
 
 
+def test_grad_checkpointing_trains_the_same_weights(ucf: Path, tmp_path: Path, monkeypatch) -> None:
+    """`--grad-checkpointing` recomputes encoder and decoder blocks in the backward and changes no number."""
+    from tubemask.encoders import MAEWrapper
+
+    switched = []
+    original = MAEWrapper.set_grad_checkpointing
+
+    def recording(self, enable=True, **parts):
+        original(self, enable, **parts)
+        switched.append((self.encoder.grad_checkpointing, self.decoder.grad_checkpointing))
+
+    monkeypatch.setattr(MAEWrapper, "set_grad_checkpointing", recording)
+    run(**tiny_options(ucf, tmp_path / "plain", max_steps=3))
+    run(**tiny_options(ucf, tmp_path / "checkpointed", max_steps=3, grad_checkpointing=True))
+    assert switched == [(True, True)]
+    assert_same_weights(final_weights(tmp_path / "plain"), final_weights(tmp_path / "checkpointed"), atol=1e-6)
+    rows = {name: read_metrics(tmp_path / name) for name in ("plain", "checkpointed")}
+    assert [r["zero_floor"] for r in rows["plain"]] == [r["zero_floor"] for r in rows["checkpointed"]]
+
+
 def test_bf16_autocast_on_cpu_trains_like_fp32(ucf: Path, tmp_path: Path) -> None:
     """`--precision bf16` on CPU (AMX machines run it faster): float32 weights, losses close to the fp32 run's."""
     losses = {}

@@ -147,6 +147,48 @@ def test_wrapper_errors():
         model(clip(), uneven)
 
 
+def test_grad_checkpointing_of_encoder_and_decoder_keeps_the_gradients():
+    torch.manual_seed(0)
+    model = MAEWrapper(
+        ViTEncoder(DIM, depth=2, num_heads=2, drop_path_rate=0.5),
+        tokenizer=CubeEmbedding(DIM, tubelet_size=TS, patch_size=PS),
+        decoder=MAEDecoder(16, depth=2, num_heads=2, out_dim=K, drop_path_rate=0.5),
+    ).train()
+    mask = TubeMasker(0.5)(2, model.grid(VIDEO_SHAPE), generator=torch.Generator().manual_seed(1))
+
+    calls = {"encoder": 0, "decoder": 0}  # forward runs of each part's first block (hooks skip recomputations)
+    for part in calls:
+        block = getattr(model, part).blocks[0]
+
+        def counted(x, *, forward=block.forward, part=part):
+            calls[part] += 1
+            return forward(x)
+
+        block.forward = counted
+
+    def grads() -> dict[str, torch.Tensor]:
+        model.zero_grad()
+        torch.manual_seed(3)  # the drop-path draws: replayed by the recomputation
+        model(clip(), mask).loss.backward()
+        return {n: p.grad.clone() for n, p in model.named_parameters()}
+
+    plain = grads()
+    assert calls == {"encoder": 1, "decoder": 1}
+    model.set_grad_checkpointing()
+    assert model.encoder.grad_checkpointing and model.decoder.grad_checkpointing
+    checkpointed = grads()
+    assert calls == {"encoder": 3, "decoder": 3}  # each block ran again in the backward: nothing was stored
+    for name in plain:
+        torch.testing.assert_close(checkpointed[name], plain[name], rtol=1e-5, atol=1e-6, msg=name)
+    model.set_grad_checkpointing(False, decoder=False)
+    assert not model.encoder.grad_checkpointing and model.decoder.grad_checkpointing
+    torch_encoder_model = wrap(torch_encoder())
+    with pytest.raises(TypeError, match="TransformerEncoder has no set_grad_checkpointing method; pass encoder=False"):
+        torch_encoder_model.set_grad_checkpointing()
+    torch_encoder_model.set_grad_checkpointing(encoder=False)  # the decoder alone works with any encoder
+    assert torch_encoder_model.decoder.grad_checkpointing
+
+
 def test_no_position_table_in_state_dict():
     keys = set(wrap(vit_encoder()).state_dict())
     assert not any("pos_embed" in key for key in keys)

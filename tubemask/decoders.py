@@ -61,6 +61,11 @@ class MAEDecoder(nn.Module):
         self.head = nn.Linear(embed_dim, out_dim)
         self.grad_checkpointing = False
 
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Recompute block activations in the backward pass instead of storing them (training only); drop path
+        replays its RNG state, so gradients are unchanged."""
+        self.grad_checkpointing = enable
+
     @typechecked
     def forward(
         self,

@@ -173,6 +173,32 @@ class MAEWrapper(nn.Module):
         """Token grid `(T, H, W)` for clips of shape `b c t h w` (pass it to a masker)."""
         return self.tokenizer.grid(video_shape)
 
+    def set_grad_checkpointing(self, enable: bool = True, *, encoder: bool = True, decoder: bool = True) -> None:
+        """Recompute block activations in the backward pass instead of storing them (training only).
+
+        In pretraining the decoder holds most of them: it runs every token of the clip (1568 for 16 x 224 x 224, against
+        the encoder's 160 visible ones), so checkpointing both parts is what frees the memory. Drop path replays its RNG
+        state in the recomputation, so gradients are unchanged.
+
+        Args:
+            enable: on or off.
+            encoder: apply to the encoder (it must have a `set_grad_checkpointing(enable)` method).
+            decoder: apply to the decoder.
+
+        Raises:
+            TypeError: `encoder=True` and the encoder has no `set_grad_checkpointing` method.
+        """
+        if encoder:
+            method = getattr(self.encoder, "set_grad_checkpointing", None)
+            if method is None:
+                raise TypeError(
+                    f"MAEWrapper: the encoder {type(self.encoder).__name__} has no set_grad_checkpointing method; "
+                    "pass encoder=False to checkpoint the decoder only"
+                )
+            method(enable)
+        if decoder:
+            self.decoder.set_grad_checkpointing(enable)
+
     def no_weight_decay(self) -> set[str]:
         """Parameter names that take no weight decay besides norms and biases."""
         return {"decoder.mask_token"} | {n for n, _ in self.named_parameters() if "pos_embed" in n}
