@@ -3,12 +3,18 @@
 CPU: `tracemalloc` does not see torch's allocations, so each side runs in a fresh subprocess that builds its model,
 takes one untimed warm-up step, frees the gradients, trims the heap, then resets the kernel's resident-set high-water
 mark (`/proc/self/clear_refs`, Linux) and runs one step (zero_grad, forward, backward). The figure is the high-water
-mark (`VmHWM`) minus the resident set before the step: activations, gradients and temporaries, not the weights. glibc's
+mark (`VmHWM`) minus the resident set before the step: activations, gradients and temporaries, not the weights.
+The step keeps only the loss of the model's output (as the recipes' loop does), so neither side's predictions and
+targets outlive their use in the backward. glibc's
 mmap threshold is pinned (`MALLOC_MMAP_THRESHOLD_`) so freed tensors go back to the kernel and RSS tracks live memory.
 CUDA (`--device cuda`): `torch.cuda.max_memory_allocated` over the step, minus the allocation before it.
 `--precision bf16` runs both forwards under bf16 autocast (float32 weights and gradients, as the recipes do).
+`--grad-checkpointing` recomputes block activations in the backward on both sides (tubemask:
+`MAEWrapper.set_grad_checkpointing()`, encoder and decoder; HF: `gradient_checkpointing_enable()`, its encoder and
+decoder layers), as the recipes' `--grad-checkpointing` does.
 
     python benchmarks/memory.py [--quick] [--model base] [--device cpu|cuda] [--precision fp32|bf16]
+        [--grad-checkpointing]
 """
 
 import argparse
@@ -41,7 +47,9 @@ def _trim() -> None:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
-def worker(side: str, model: str, batch: int, device: str, precision: str = "fp32") -> dict[str, float]:
+def worker(
+    side: str, model: str, batch: int, device: str, precision: str = "fp32", grad_checkpointing: bool = False
+) -> dict[str, float]:
     """Measure one side in this process; returns MiB figures."""
     torch.set_num_threads(2)
     pair = common.make_pair(model)
@@ -50,6 +58,11 @@ def worker(side: str, model: str, batch: int, device: str, precision: str = "fp3
     del pair
     _trim()
     net = net.to(device).train()
+    if grad_checkpointing:
+        if side == "hf":
+            net.gradient_checkpointing_enable()
+        else:
+            net.set_grad_checkpointing(True)
     video = common.make_video(batch).to(device)
     if side == "hf":
         video = video.permute(0, 2, 1, 3, 4).contiguous()
@@ -57,9 +70,9 @@ def worker(side: str, model: str, batch: int, device: str, precision: str = "fp3
 
     def step() -> None:
         net.zero_grad(set_to_none=True)
-        with common.autocast(precision, device):
-            out = net(video, bool_masked_pos=mask) if side == "hf" else net(video, mask)
-        out.loss.backward()
+        with common.autocast(precision, device):  # keep only the loss, as a training loop does (the recipes)
+            loss = (net(video, bool_masked_pos=mask) if side == "hf" else net(video, mask)).loss
+        loss.backward()
 
     step()
     net.zero_grad(set_to_none=True)
@@ -94,6 +107,7 @@ def run_side(side: str, args: argparse.Namespace) -> dict[str, float]:
         args.device,
         "--precision",
         args.precision,
+        *(["--grad-checkpointing"] if args.grad_checkpointing else []),
     ]
     out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env).stdout
     return json.loads(out.strip().splitlines()[-1])
@@ -106,10 +120,17 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=2)
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16"], help="bf16: autocast on both sides")
+    parser.add_argument(
+        "--grad-checkpointing", action="store_true", help="recompute block activations in backward, both sides"
+    )
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        print(json.dumps(worker(args.worker, args.model, args.batch, args.device, args.precision)))
+        print(
+            json.dumps(
+                worker(args.worker, args.model, args.batch, args.device, args.precision, args.grad_checkpointing)
+            )
+        )
         return
     if args.device == "cuda" and not torch.cuda.is_available():
         print("no CUDA device: skipped")
@@ -121,7 +142,8 @@ def main() -> None:
             results[side].append(run_side(side, args))
     print(
         f"torch {torch.__version__}, ViT-{args.model} train step, batch {args.batch}, 16x224x224, tube mask 0.9, "
-        f"device {args.device}, {args.precision}; {repeats} fresh subprocess(es) per side"
+        f"device {args.device}, {args.precision}{', gradient checkpointing' if args.grad_checkpointing else ''}; "
+        f"{repeats} fresh subprocess(es) per side"
     )
     print(f"  {'side':<10} {'step peak MiB (median)':>22} {'all runs':>20} {'resident before MiB':>20}")
     peaks = {}

@@ -484,11 +484,14 @@ def _train(cfg: PretrainConfig) -> dict:
             with context, torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
                 out_ = train_model(video, mask, dmask)
                 loss = out_.loss / cfg.accum_steps
+            # the loss of predicting all zeros, the best constant for per-cube normalised targets: a loss that sits
+            # on this floor has learned nothing about the masked content (a tensor: no device sync before backward)
+            floor = out_.target.detach().pow(2).mean()
+            latent = out_.latent.detach()
+            del out_  # predictions and targets are freed once the loss's backward has used them, not held through it
             scaler.scale(loss).backward()
             loss_sum += float(loss.detach())
-            # the loss of predicting all zeros, the best constant for per-cube normalised targets: a loss that sits
-            # on this floor has learned nothing about the masked content
-            floor_sum += float(out_.target.pow(2).mean()) / cfg.accum_steps
+            floor_sum += float(floor) / cfg.accum_steps
             micro += 1
             batch_in_epoch += 1
             if not sync:
@@ -519,7 +522,7 @@ def _train(cfg: PretrainConfig) -> dict:
                     "data_wait": meter.data_wait_share,
                 }
                 if step % cfg.diagnostics_every == 0:
-                    tokens = token_diagnostics(out_.latent.float())
+                    tokens = token_diagnostics(latent.float())
                     values.update(token_norm=tokens["mean_norm"], participation_ratio=tokens["participation_ratio"])
                 metrics.log(step, **values)
                 if tb is not None:
