@@ -1,7 +1,7 @@
 """ResumableDistributedSampler: rank shares form the single-process global batch; resuming skips exactly."""
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from tubemask.train.sampler import ResumableDistributedSampler
@@ -16,8 +16,7 @@ from tubemask.train.sampler import ResumableDistributedSampler
     seed=st.integers(0, 3),
 )
 def test_rank_shares_make_the_global_batches(length: int, batch: int, world: int, epoch: int, seed: int) -> None:
-    if length < batch * world:
-        return
+    assume(length >= batch * world)
     single = ResumableDistributedSampler(length, batch_size=batch * world, seed=seed)
     ranks = [
         ResumableDistributedSampler(length, batch_size=batch, rank=r, world_size=world, seed=seed) for r in range(world)
@@ -71,3 +70,16 @@ def test_with_epoch_yields_the_same_indices_keyed_by_epoch(length: int, batch: i
     plain.set_epoch(epoch, start_batch=start)
     keyed.set_epoch(epoch, start_batch=start)
     assert list(keyed) == [(epoch, i) for i in plain] and len(keyed) == len(plain)
+
+
+def test_without_shuffle_the_order_is_the_dataset_order_every_epoch() -> None:
+    ranks = [ResumableDistributedSampler(11, batch_size=2, rank=r, world_size=2, shuffle=False) for r in (0, 1)]
+    for epoch in (0, 3):
+        for s in ranks:
+            s.set_epoch(epoch)
+        assert [list(s) for s in ranks] == [[0, 2, 4, 6], [1, 3, 5, 7]]  # 2 global batches of 4; 8, 9, 10 dropped
+    ranks[1].set_epoch(3, start_batch=1)
+    ranks[1].with_epoch = True
+    assert list(ranks[1]) == [(3, 5), (3, 7)] and len(ranks[1]) == 2
+    with pytest.raises(ValueError, match="fewer than one global batch"):
+        ResumableDistributedSampler(3, batch_size=2, world_size=2, shuffle=False)
