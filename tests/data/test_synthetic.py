@@ -62,6 +62,7 @@ def test_idempotent_and_guarded(tmp_path, synthetic_root):
 
 
 def test_writes_into_an_empty_directory_made_beforehand(tmp_path):
+    pytest.importorskip("torchcodec.encoders", reason="writing the videos needs torchcodec + FFmpeg")
     root = tmp_path / "ucf"
     root.mkdir()  # e.g. a mount point or a folder a user created for it
     assert make_synthetic_ucf101(root, num_classes=2, videos_per_class=3, num_frames=4, size=16) == root
