@@ -173,6 +173,7 @@ def test_cube_geometry_agrees_with_the_tokenizer_and_patchify(clip):
         (lambda: token_grid(0, 224, 224, tubelet_size=2, patch_size=16), r"clip frames=0 must be a positive multiple"),
         (lambda: CubeGeometry(patch_size=0), r"CubeGeometry.patch_size must be a positive int, got 0"),
         (lambda: CubeGeometry(channels=3.0), r"CubeGeometry.channels must be a positive int, got 3.0"),
+        (lambda: CubeGeometry(tubelet_size=True), r"CubeGeometry.tubelet_size must be a positive int, got True"),
         (lambda: CubeGeometry().grid(15, 224, 224), r"clip frames=15 must be a positive multiple of 2"),
     ],
 )

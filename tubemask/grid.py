@@ -44,7 +44,7 @@ class CubeGeometry:
     def __post_init__(self) -> None:
         for name in ("tubelet_size", "patch_size", "channels"):
             value = getattr(self, name)
-            if not isinstance(value, int) or value <= 0:
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise ValueError(f"CubeGeometry.{name} must be a positive int, got {value!r}")
 
     @property
