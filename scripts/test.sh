@@ -5,6 +5,7 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 echo "== ruff"
 ruff check tubemask tests recipes benchmarks scripts
+ruff format --check tubemask tests recipes benchmarks scripts
 echo "== mkdocs build --strict"
 NO_MKDOCS_2_WARNING=1 mkdocs build --strict --quiet --site-dir "$(mktemp -d)"
 echo "== pytest"
