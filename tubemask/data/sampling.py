@@ -183,13 +183,14 @@ def multiview_segment_indices(num_frames: int, *, num_segments: int = 16, num_cl
     ]
 
 
-def _positive_fields(sampler: object, *names: str) -> None:
-    """Raise a ValueError naming the first of `names` that is not an int >= 1 (a config error caught when the
-    sampler is built, not at the first sample in a DataLoader worker)."""
+def _check_int_fields(settings: object, *names: str, minimum: int = 1) -> None:
+    """Raise a ValueError naming the first field of `names` that is not an int >= `minimum` (a config error caught
+    when the settings object is built, not at the first sample in a DataLoader worker). Shared by the samplers and
+    [`DecodeOptions`][tubemask.data.datasets.DecodeOptions]."""
     for name in names:
-        value = getattr(sampler, name)
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{type(sampler).__name__}.{name}={value!r} must be an int >= 1")
+        value = getattr(settings, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            raise ValueError(f"{type(settings).__name__}.{name}={value!r} must be an int >= {minimum}")
 
 
 @dataclass(frozen=True)
@@ -207,7 +208,7 @@ class DenseSampler:
     short: ShortVideoRule = "clamp"
 
     def __post_init__(self) -> None:
-        _positive_fields(self, "clip_len", "stride")
+        _check_int_fields(self, "clip_len", "stride")
         if self.short not in ("clamp", "loop", "shrink"):
             raise ValueError(f"DenseSampler.short={self.short!r}; allowed: 'clamp', 'loop', 'shrink'")
 
@@ -240,7 +241,7 @@ class SegmentSampler:
     num_segments: int = 16
 
     def __post_init__(self) -> None:
-        _positive_fields(self, "num_segments")
+        _check_int_fields(self, "num_segments")
 
     @property
     def span(self) -> int:
