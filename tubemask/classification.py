@@ -10,7 +10,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor, nn
 
-from tubemask.encoders import ViTEncoder
+from tubemask.encoders import ViTEncoder, _set_encoder_grad_checkpointing
 from tubemask.heads import ClassificationHead
 from tubemask.models import SIZES, ViTSize
 from tubemask.pos_embed import SinusoidPositionEmbedding
@@ -98,12 +98,7 @@ class VideoClassifier(nn.Module):
         Raises:
             TypeError: when the encoder does not support it.
         """
-        method = getattr(self.encoder, "set_grad_checkpointing", None)
-        if method is None:
-            raise TypeError(
-                f"VideoClassifier: the encoder {type(self.encoder).__name__} has no set_grad_checkpointing method"
-            )
-        method(enable)
+        _set_encoder_grad_checkpointing(self.encoder, enable, owner="VideoClassifier")
 
     def no_weight_decay(self) -> set[str]:
         """Parameter names that take no weight decay besides norms and biases: a learned position table."""

@@ -117,6 +117,15 @@ class MAEOutput:
     latent: Tensor
 
 
+def _set_encoder_grad_checkpointing(encoder: nn.Module, enable: bool, *, owner: str, hint: str = "") -> None:
+    """Call `encoder.set_grad_checkpointing(enable)`, or raise a TypeError naming `owner` and the encoder's class
+    (then `hint`) when the encoder has no such method: the wrappers' shared switch for any encoder."""
+    method = getattr(encoder, "set_grad_checkpointing", None)
+    if method is None:
+        raise TypeError(f"{owner}: the encoder {type(encoder).__name__} has no set_grad_checkpointing method{hint}")
+    method(enable)
+
+
 class MAEWrapper(nn.Module):
     """Masked-autoencoder pretraining around ANY encoder mapping `Float[b v d] -> Float[b v d]`.
 
@@ -189,13 +198,9 @@ class MAEWrapper(nn.Module):
             TypeError: `encoder=True` and the encoder has no `set_grad_checkpointing` method.
         """
         if encoder:
-            method = getattr(self.encoder, "set_grad_checkpointing", None)
-            if method is None:
-                raise TypeError(
-                    f"MAEWrapper: the encoder {type(self.encoder).__name__} has no set_grad_checkpointing method; "
-                    "pass encoder=False to checkpoint the decoder only"
-                )
-            method(enable)
+            _set_encoder_grad_checkpointing(
+                self.encoder, enable, owner="MAEWrapper", hint="; pass encoder=False to checkpoint the decoder only"
+            )
         if decoder:
             self.decoder.set_grad_checkpointing(enable)
 
