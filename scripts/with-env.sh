@@ -24,9 +24,22 @@ stamp="$venv/.tubemask-env-stamp"
 want="$(cat pyproject.toml constraints.txt | sha256sum | cut -d' ' -f1)"
 if [ ! -x "$venv/bin/python" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
     echo "[with-env] preparing $venv (first run takes a few minutes)" >&2
+    # The tested stack (torch 2.14.1 is a CUDA build, with its nvidia-* and triton wheels) fills about 6.3 GiB; refuse
+    # early with the figures rather than let pip die half way with "No space left on device".
+    need_kib=$((7 * 1024 * 1024))
+    if [ -z "${TUBEMASK_SKIP_DISK_CHECK:-}" ] && [ ! -x "$venv/bin/python" ]; then
+        mkdir -p "$(dirname "$venv")"
+        free_kib="$(df -Pk "$(dirname "$venv")" | awk 'NR == 2 {print $4}')"
+        if [ -n "$free_kib" ] && [ "$free_kib" -lt "$need_kib" ]; then
+            echo "[with-env] not enough disk for $venv: $((free_kib / 1024)) MiB free on $(dirname "$venv")," \
+                "the environment needs about 7168 MiB (torch's CUDA wheels). Free space there, point TUBEMASK_VENV" \
+                "at a larger disk, or set TUBEMASK_SKIP_DISK_CHECK=1 to try anyway." >&2
+            exit 1
+        fi
+    fi
     [ -x "$venv/bin/python" ] || "$py" -m venv "$venv"
-    "$venv/bin/python" -m pip install -q --upgrade pip >/dev/null
-    "$venv/bin/python" -m pip install -q -c constraints.txt -e ".[dev,docs]"
+    "$venv/bin/python" -m pip install -q --no-cache-dir --upgrade pip >/dev/null
+    "$venv/bin/python" -m pip install -q --no-cache-dir -c constraints.txt -e ".[dev,docs]"
     echo "$want" > "$stamp"
 fi
 export PATH="$venv/bin:$PATH"
