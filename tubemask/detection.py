@@ -1,0 +1,186 @@
+"""Spatio-temporal action detection (AVA): the fine-tuning encoder over every token of the clip, its final norm, and
+an [RoIActionHead][tubemask.heads.RoIActionHead] that classifies given person boxes.
+
+VideoMAE on AVA v2.2 (Tong et al., arXiv 2203.12602): the ViT's final-normed tokens are laid out as a `[b d T H W]`
+map, averaged over time, each person box is pooled with RoIAlign (7 x 7, scale 1/16) and a max, and one linear layer
+gives 80 logits. Training uses jittered ground-truth boxes and a binary cross-entropy per class; testing uses the
+boxes of a person detector (score >= 0.8) and scores `sigmoid(logit) * box score`, evaluated with
+[frame_average_precision][tubemask.eval.ava.frame_average_precision].
+"""
+
+import torch
+from jaxtyping import Float
+from torch import Tensor, nn
+
+from tubemask.classification import init_finetune_weights
+from tubemask.encoders import ViTEncoder, _set_encoder_grad_checkpointing
+from tubemask.heads import RoIActionHead
+from tubemask.models import SIZES, ViTSize
+from tubemask.pos_embed import SinusoidPositionEmbedding
+from tubemask.shapes import typechecked
+from tubemask.tokenizers import CubeEmbedding
+
+__all__ = ["ActionDetector", "videomae_action_detector"]
+
+
+class ActionDetector(nn.Module):
+    """Box classifier: `head(encoder(tokenizer(video) + pos_embed), grid, rois)` (VideoMAE, arXiv 2203.12602).
+
+    The layout and names are those of [VideoClassifier][tubemask.classification.VideoClassifier] (`tokenizer.proj.*`,
+    `encoder.blocks.{i}.*`, `encoder.norm.*`, `pos_embed.*`, `head.*`), so
+    [load_pretrained_encoder][tubemask.interop.finetune_weights.load_pretrained_encoder] fills it from a pretraining
+    checkpoint, final norm included, and [build_adamw][tubemask.train.optim.build_adamw]'s layer decay puts the head
+    and the final norm in the top group. It wraps the parts rather than subclassing the classifier: its `forward`
+    takes boxes as well.
+
+    Example:
+        ```python
+        model = videomae_action_detector("base")
+        report = load_pretrained_encoder(model, "runs/pretrain/final.pt")
+        # video: [b, 3, 16, 224, 224]; rois: [r, 5] rows (batch index, x1, y1, x2, y2) in pixels
+        logits = model(video, rois)  # [r, 80]
+        ```
+
+    Args:
+        encoder: any module mapping `[b n d] -> [b n d]`, with its final norm (a
+            [ViTEncoder][tubemask.encoders.ViTEncoder] gives intermediates and activation checkpointing).
+        tokenizer: the cube embedding.
+        head: a module called as `head(tokens, grid, rois)` returning `[r classes]`, e.g. an
+            [RoIActionHead][tubemask.heads.RoIActionHead] with `spatial_scale = 1 / patch_size`.
+        pos_embed: position embedding called as `pos_embed(ids, grid, like)`; default VideoMAE's fixed sinusoid.
+    """
+
+    def __init__(
+        self,
+        encoder: nn.Module,
+        *,
+        tokenizer: CubeEmbedding,
+        head: nn.Module,
+        pos_embed: nn.Module | None = None,
+    ) -> None:
+        super().__init__()
+        self.tokenizer = tokenizer
+        self.pos_embed = pos_embed if pos_embed is not None else SinusoidPositionEmbedding(tokenizer.embed_dim)
+        self.encoder = encoder
+        self.head = head
+
+    def grid(self, video_shape: torch.Size | tuple[int, ...]) -> tuple[int, int, int]:
+        """Token grid `(T, H, W)` for clips of shape `b c t h w`."""
+        return self.tokenizer.grid(video_shape)
+
+    @typechecked
+    def embed(self, video: Float[Tensor, "b c t h w"]) -> Float[Tensor, "b n d"]:
+        """All cube embeddings plus their positions, in raster order (the encoder's input)."""
+        grid = self.grid(video.shape)
+        x = self.tokenizer(video)
+        ids = torch.arange(x.shape[1], device=video.device)[None]  # [1 n]: one table row per token, broadcast over b
+        return x + self.pos_embed(ids, grid, x)
+
+    @typechecked
+    def forward_features(self, video: Float[Tensor, "b c t h w"]) -> Float[Tensor, "b n d"]:
+        """The encoder's output tokens, after its final norm: the map the head pools from."""
+        return self.encoder(self.embed(video))
+
+    @typechecked
+    def forward(self, video: Float[Tensor, "b c t h w"], rois: Float[Tensor, "r 5"]) -> Float[Tensor, "r classes"]:
+        """Logits per box for normalised clips.
+
+        Args:
+            video: the clips.
+            rois: one row per box, `(batch index, x1, y1, x2, y2)` in pixels of `video`.
+        """
+        return self.head(self.forward_features(video), self.grid(video.shape), rois)
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Recompute encoder block activations in the backward pass instead of storing them (training only).
+
+        Drop path replays its RNG state in the recomputation, so gradients are unchanged.
+
+        Raises:
+            TypeError: when the encoder does not support it.
+        """
+        _set_encoder_grad_checkpointing(self.encoder, enable, owner="ActionDetector")
+
+    def no_weight_decay(self) -> set[str]:
+        """Parameter names that take no weight decay besides norms and biases: a learned position table."""
+        return {name for name, _ in self.named_parameters() if name.startswith("pos_embed.")}
+
+
+def videomae_action_detector(
+    size: str | ViTSize = "base",
+    *,
+    num_classes: int = 80,
+    tubelet_size: int = 2,
+    patch_size: int = 16,
+    in_channels: int = 3,
+    mlp_ratio: float = 4.0,
+    qkv_bias: bool = True,
+    drop_path_rate: float = 0.2,
+    head_dropout: float = 0.5,
+    norm_eps: float = 1e-6,
+    output_size: int = 7,
+    sampling_ratio: int = 0,
+    aligned: bool = True,
+    init_scale: float = 0.001,
+    pos_embed: nn.Module | None = None,
+) -> ActionDetector:
+    """VideoMAE's AVA detector for a size preset: the encoder with its final norm, RoIAlign at `1 / patch_size`.
+
+    The encoder and head are initialised as VideoMAE V1 fine-tuning does (truncated normal, std 0.02); pretrained
+    weights replace the encoder's, final norm included, when loaded with
+    [load_pretrained_encoder][tubemask.interop.finetune_weights.load_pretrained_encoder].
+
+    Args:
+        size: a preset name of `tubemask.models.SIZES` (`"tiny"`, `"small"`, `"base"`, `"large"`, `"huge"`)
+            or a [ViTSize][tubemask.models.ViTSize].
+        num_classes: logits per box (AVA: 80; the evaluation uses 60 of them).
+        tubelet_size: frames per cube.
+        patch_size: pixels per cube side; the head's `spatial_scale` is `1 / patch_size`.
+        in_channels: colour channels.
+        mlp_ratio: MLP inner width over the token width.
+        qkv_bias: learn `q_bias` / `v_bias`.
+        drop_path_rate: stochastic depth, rising linearly over the blocks (0.2 for ViT-B).
+        head_dropout: dropout before the linear layer (VideoMAE: 0.5).
+        norm_eps: LayerNorm epsilon everywhere (official: 1e-6).
+        output_size: RoIAlign bins per side (7).
+        sampling_ratio: RoIAlign samples per bin side (0: adaptive).
+        aligned: half-cell box shift of RoIAlign.
+        init_scale: factor on the initial linear weight and bias of the head (VideoMAE's AVA code: 0.001).
+        pos_embed: position embedding module; default VideoMAE's fixed sinusoid.
+
+    Raises:
+        ValueError: for an unknown preset name.
+    """
+    if isinstance(size, str):
+        if size not in SIZES:
+            raise ValueError(
+                f"videomae_action_detector: unknown size {size!r}; choose one of {sorted(SIZES)} or a ViTSize"
+            )
+        size = SIZES[size]
+    d = size.embed_dim
+    encoder = ViTEncoder(
+        d,
+        depth=size.depth,
+        num_heads=size.num_heads,
+        mlp_ratio=mlp_ratio,
+        qkv_bias=qkv_bias,
+        drop_path_rate=drop_path_rate,
+        norm_eps=norm_eps,
+        final_norm=True,
+    )
+    init_finetune_weights(encoder)
+    return ActionDetector(
+        encoder,
+        tokenizer=CubeEmbedding(d, tubelet_size=tubelet_size, patch_size=patch_size, in_channels=in_channels),
+        head=RoIActionHead(
+            d,
+            num_classes,
+            output_size=output_size,
+            spatial_scale=1.0 / patch_size,
+            sampling_ratio=sampling_ratio,
+            aligned=aligned,
+            dropout=head_dropout,
+            init_scale=init_scale,
+        ),
+        pos_embed=pos_embed,
+    )
