@@ -17,6 +17,15 @@ from tubemask.data.annotations import (
     read_ssv2,
     read_ucf101,
 )
+from tubemask.data.ava import (
+    AVA_NUM_CLASSES,
+    AVAFrame,
+    FrameKey,
+    read_ava_boxes,
+    read_ava_exclusions,
+    read_ava_label_map,
+)
+from tubemask.data.ava_dataset import AVABatch, AVADataset, AVASample, collate_ava, jitter_boxes
 from tubemask.data.datasets import (
     ClipLoader,
     DecodeOptions,
@@ -42,6 +51,7 @@ from tubemask.data.sampling import (
     segment_indices,
 )
 from tubemask.data.synthetic import MOTION_CLASSES, make_synthetic_ucf101, render_motion_clip
+from tubemask.data.synthetic_ava import SYNTHETIC_AVA_CLASSES, SyntheticAVA, make_synthetic_ava
 from tubemask.data.transforms import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -59,6 +69,11 @@ from tubemask.data.transforms import (
 )
 
 __all__ = [
+    "AVABatch",
+    "AVADataset",
+    "AVAFrame",
+    "AVASample",
+    "AVA_NUM_CLASSES",
     "AnnotationError",
     "ClipLoader",
     "DecodeError",
@@ -68,6 +83,7 @@ __all__ = [
     "FailureLog",
     "FinetuneDataset",
     "FinetunePipeline",
+    "FrameKey",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "MOTION_CLASSES",
@@ -77,15 +93,20 @@ __all__ = [
     "PretrainDataset",
     "PretrainPipeline",
     "RandAugment",
+    "SYNTHETIC_AVA_CLASSES",
     "SegmentSampler",
+    "SyntheticAVA",
     "VideoReader",
     "VideoRecord",
     "center_crop",
     "channels_first",
     "clip_span",
+    "collate_ava",
     "collate_repeated",
     "dense_indices",
     "horizontal_flip",
+    "jitter_boxes",
+    "make_synthetic_ava",
     "make_synthetic_ucf101",
     "multi_scale_crop",
     "multiview_indices",
@@ -95,6 +116,9 @@ __all__ = [
     "parse_randaugment",
     "random_erasing",
     "random_resized_crop",
+    "read_ava_boxes",
+    "read_ava_exclusions",
+    "read_ava_label_map",
     "read_clip",
     "read_hmdb51",
     "read_kinetics_csv",

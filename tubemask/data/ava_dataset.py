@@ -1,0 +1,364 @@
+"""AVA keyframe clips with their person boxes, moved through the same resize, crop and flip as the frames.
+
+[`AVADataset`][tubemask.data.ava_dataset.AVADataset] decodes `num_frames` frames at `frame_stride` centred on each
+keyframe of [`read_ava_boxes`][tubemask.data.ava.read_ava_boxes]; [`collate_ava`][tubemask.data.ava_dataset.collate_ava]
+batches a variable number of boxes per clip as RoIAlign's `[r 5]` rois. Training draws its scale, crop, flip and box
+jitter from the sample's generator; testing resizes only (both sides multiples of the patch size).
+"""
+
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+from torch.utils.data import Dataset
+
+from tubemask.data.ava import AVAFrame, FrameKey
+from tubemask.data.datasets import DecodeOptions, SampleKey, sample_generator, split_key
+from tubemask.data.decoding import DecodeError, VideoReader, read_clip
+from tubemask.data.failures import FailureLog
+from tubemask.data.transforms import IMAGENET_MEAN, IMAGENET_STD, _randint, _resize, _uniform, normalize
+from tubemask.shapes import typechecked
+
+__all__ = ["AVABatch", "AVADataset", "AVASample", "collate_ava", "jitter_boxes"]
+
+
+@typechecked
+def jitter_boxes(boxes: Float[Tensor, "r 4"], amount: float, generator: torch.Generator) -> Float[Tensor, "r 4"]:
+    """Shift each box by up to `amount` x its width / height and scale its sides by a factor in `1 +- amount`.
+
+    For training on jittered ground-truth boxes (VideoMAE's AVA protocol). Works on normalised boxes; the result is
+    clipped to [0, 1] and stays ordered (`x1 <= x2`, `y1 <= y2`). Draws `4 r` uniforms from `generator`.
+    """
+    if amount < 0:
+        raise ValueError(f"box jitter {amount} must be >= 0")
+    wh = boxes[:, 2:] - boxes[:, :2]
+    centre = (boxes[:, :2] + boxes[:, 2:]) / 2
+    u = torch.rand(boxes.shape[0], 4, generator=generator, dtype=torch.float32) * 2 - 1  # [r 4] in [-1, 1)
+    centre = centre + u[:, :2] * amount * wh
+    half = wh * (1 + u[:, 2:] * amount).clamp(min=0) / 2
+    out = torch.cat([centre - half, centre + half], dim=1).clamp(0, 1)
+    return torch.cat([out[:, :2], torch.maximum(out[:, :2], out[:, 2:])], dim=1)
+
+
+@dataclass(frozen=True)
+class _Geometry:
+    """How a decoded frame becomes the clip: resize to `resized`, crop `out` at `(top, left)`, maybe mirror."""
+
+    resized: tuple[int, int]
+    top: int
+    left: int
+    out: tuple[int, int]
+    flip: bool
+
+    def frames(self, frames: Tensor) -> Tensor:
+        frames = _resize(frames, self.resized)
+        frames = frames[..., self.top : self.top + self.out[0], self.left : self.left + self.out[1]]
+        return frames.flip(-1) if self.flip else frames
+
+    def boxes(self, norm_boxes: Tensor) -> Tensor:
+        """Normalised `[r 4]` boxes to pixel boxes of the clip, clipped to it (ordered and inside, by construction)."""
+        (h, w), (oh, ow) = self.resized, self.out
+        scale = torch.tensor([w, h, w, h], dtype=torch.float32)
+        shift = torch.tensor([self.left, self.top, self.left, self.top], dtype=torch.float32)
+        limit = torch.tensor([ow, oh, ow, oh], dtype=torch.float32)
+        boxes = torch.minimum((norm_boxes * scale - shift).clamp(min=0), limit)
+        if self.flip:
+            boxes = torch.stack([ow - boxes[:, 2], boxes[:, 1], ow - boxes[:, 0], boxes[:, 3]], dim=1)
+        return boxes
+
+
+def _round_to(value: float, multiple: int) -> int:
+    return max(multiple, int(round(value / multiple)) * multiple)
+
+
+def _resized(h: int, w: int, short: int, multiple: int | None) -> tuple[int, int]:
+    """`(h, w)` with the short side `short` and the aspect kept; each side rounded to `multiple` when given."""
+    long = max(h, w) * short / min(h, w)
+    new_h, new_w = (short, long) if h <= w else (long, short)
+    if multiple is None:
+        return int(round(new_h)), int(round(new_w))
+    return _round_to(new_h, multiple), _round_to(new_w, multiple)
+
+
+@typechecked
+@dataclass(frozen=True, eq=False)
+class AVASample:
+    """One keyframe clip with its boxes.
+
+    Attributes:
+        clip: Normalised `[c t h w]` clip; `h` and `w` are multiples of the dataset's `size_multiple`.
+        boxes: `[r 4]` boxes `x1 y1 x2 y2` in pixels of `clip` (after resize, crop and flip), clipped to it.
+        norm_boxes: `[r 4]` the frame's normalised boxes as annotated (what evaluation compares; not jittered).
+        labels: `[r classes]` multi-hot actions as float (BCE targets).
+        scores: `[r]` box scores (1.0 for ground truth).
+        key: The keyframe.
+    """
+
+    clip: Float[Tensor, "c t h w"]
+    boxes: Float[Tensor, "r 4"]
+    norm_boxes: Float[Tensor, "r 4"]
+    labels: Float[Tensor, "r classes"]
+    scores: Float[Tensor, " r"]
+    key: FrameKey
+
+
+class AVADataset(Dataset):
+    """Keyframe clips of AVA with their person boxes (VideoMAE's detection fine-tuning and testing).
+
+    `dataset[i]` decodes `num_frames` frames at `frame_stride` centred on keyframe `i`: its time inside the file is
+    `timestamp - time_offset` seconds (AVA's files start at second 900 of the movie), the keyframe's frame index is
+    `k = round(time * fps)` with the stream's average frame rate, and the clip takes indices
+    `k + frame_stride * (j - num_frames // 2)`, `j = 0..num_frames-1`, clamped to the frames that decode.
+
+    - Training (`train=True`): the short side is resized to a random integer in `scale_jitter`, a random
+      `crop_size` square is cut (no crop with `crop_size=None`: then each side is rounded to `size_multiple`),
+      the clip is mirrored with probability `flip`, and each box is jittered by up to `box_jitter` of its size
+      ([`jitter_boxes`][tubemask.data.ava_dataset.jitter_boxes]). A box that the crop cuts away keeps its row with
+      zero width or height (as SlowFast does), so a sample always has one row per annotated box.
+    - Testing: the short side is resized to `short_side` and the long side to the multiple of `size_multiple`
+      nearest the aspect-preserving length (both sides multiples of `size_multiple`); no crop, no flip.
+
+    All randomness of sample `i` in epoch `e` comes from
+    [`sample_generator(seed, e, i)`][tubemask.data.datasets.sample_generator] in a fixed order (short side, crop
+    offset, flip, box jitter); a key may also be an `(epoch, index)` pair, as in the other datasets. A video that is
+    missing (no `<video_root>/<video_id><ext>` for any of `video_extensions`), does not decode, or does not reach the
+    keyframe (by more than one second) is counted in `failures` and replaced by another keyframe drawn from the same
+    generator, so the returned `key` says which keyframe a sample is; `strict=True` raises instead. At test time an
+    evaluator should thus keep the first result per key.
+
+    Args:
+        frames: Keyframes, e.g. `read_ava_boxes(...)` (a mapping's values are used, in order).
+        video_root: Directory with the videos.
+        train: Training augmentation (True) or the test transform.
+        num_frames: Frames per clip.
+        frame_stride: Frame step between them.
+        time_offset: Movie second at which the files start (900 for AVA's cut movies, 0 for uncut files).
+        short_side: Test short side.
+        scale_jitter: Training short side range, inclusive.
+        crop_size: Training square crop (a multiple of `size_multiple`, at most `scale_jitter[0]`), or None.
+        flip: Training probability of a horizontal flip.
+        box_jitter: Training box jitter, a fraction of each box's size.
+        size_multiple: Output sides are multiples of this (the patch size).
+        mean: Per-channel normalisation mean.
+        std: Per-channel normalisation standard deviation.
+        decode: Decoding options (`seek_mode="approximate"` skips the packet scan of long movies at open).
+        seed: Base seed.
+        video_extensions: File extensions tried, in order.
+        strict: Raise on the first bad video instead of substituting.
+        max_substitutions: Bad videos in a row tolerated for one sample before raising.
+    """
+
+    def __init__(
+        self,
+        frames: Sequence[AVAFrame] | Mapping[FrameKey, AVAFrame],
+        video_root: str | os.PathLike,
+        *,
+        train: bool,
+        num_frames: int = 16,
+        frame_stride: int = 4,
+        time_offset: float = 900.0,
+        short_side: int = 256,
+        scale_jitter: tuple[int, int] = (256, 320),
+        crop_size: int | None = 224,
+        flip: float = 0.5,
+        box_jitter: float = 0.0,
+        size_multiple: int = 16,
+        mean: Sequence[float] = IMAGENET_MEAN,
+        std: Sequence[float] = IMAGENET_STD,
+        decode: DecodeOptions | None = None,
+        seed: int = 0,
+        video_extensions: Sequence[str] = (".mp4", ".mkv", ".webm", ".avi"),
+        strict: bool = False,
+        max_substitutions: int = 20,
+    ) -> None:
+        self.frames = list(frames.values()) if isinstance(frames, Mapping) else list(frames)
+        if not self.frames:
+            raise ValueError("AVADataset needs at least one keyframe")
+        if num_frames < 1 or frame_stride < 1 or size_multiple < 1 or short_side < 1:
+            raise ValueError(
+                f"num_frames={num_frames}, frame_stride={frame_stride}, size_multiple={size_multiple} and "
+                f"short_side={short_side} must be >= 1"
+            )
+        if not 1 <= scale_jitter[0] <= scale_jitter[1]:
+            raise ValueError(f"scale_jitter={scale_jitter} must be (low, high) with 1 <= low <= high")
+        if crop_size is not None and (crop_size % size_multiple or not size_multiple <= crop_size <= scale_jitter[0]):
+            raise ValueError(
+                f"crop_size={crop_size} must be a multiple of size_multiple={size_multiple} and at most the smallest "
+                f"training short side scale_jitter[0]={scale_jitter[0]}"
+            )
+        if not 0.0 <= flip <= 1.0 or box_jitter < 0:
+            raise ValueError(f"flip={flip} must be in [0, 1] and box_jitter={box_jitter} >= 0")
+        self.video_root = Path(video_root)
+        self.train = train
+        self.num_frames, self.frame_stride, self.time_offset = num_frames, frame_stride, time_offset
+        self.short_side, self.scale_jitter, self.crop_size = short_side, tuple(scale_jitter), crop_size
+        self.flip, self.box_jitter, self.size_multiple = flip, box_jitter, size_multiple
+        self.mean, self.std = tuple(mean), tuple(std)
+        self.decode = decode or DecodeOptions()
+        self.seed, self.epoch = seed, 0
+        self.video_extensions = tuple(video_extensions)
+        self.strict, self.max_substitutions = strict, max_substitutions
+        self.failures = FailureLog()
+        self._paths: dict[str, Path | None] = {}
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch whose random draws `__getitem__` makes (call before iterating each epoch)."""
+        self.epoch = epoch
+
+    def video_path(self, video_id: str) -> Path | None:
+        """The first `<video_root>/<video_id><ext>` that exists, or None."""
+        if video_id not in self._paths:
+            found = (self.video_root / f"{video_id}{ext}" for ext in self.video_extensions)
+            self._paths[video_id] = next((p for p in found if p.is_file()), None)
+        return self._paths[video_id]
+
+    def frame_indices(self, timestamp: int, fps: float, num_decodable: int) -> list[int]:
+        """Indices of the clip of the keyframe at movie second `timestamp`, clamped to `0..num_decodable - 1`."""
+        k = int(round((timestamp - self.time_offset) * fps))
+        raw = [k + self.frame_stride * (j - self.num_frames // 2) for j in range(self.num_frames)]
+        return [min(max(i, 0), max(num_decodable - 1, 0)) for i in raw]
+
+    def _decode(self, frame: AVAFrame) -> Tensor:
+        path = self.video_path(frame.video_id)
+        if path is None:
+            tried = "/".join(self.video_extensions)
+            raise DecodeError(self.video_root / frame.video_id, f"no video file with extension {tried}")
+        reader = VideoReader(
+            path,
+            seek_mode=self.decode.seek_mode,
+            num_ffmpeg_threads=self.decode.num_ffmpeg_threads,
+            device=self.decode.device,
+        )
+        fps = reader.fps
+        if not fps or fps <= 0:
+            raise DecodeError(path, f"no average frame rate in the header ({fps!r})")
+        frames, _ = read_clip(
+            reader, lambda n: self.frame_indices(frame.timestamp, fps, n), max_attempts=self.decode.max_attempts
+        )
+        time = frame.timestamp - self.time_offset
+        if not -1.0 <= time <= reader.num_frames / fps + 1.0:
+            raise DecodeError(
+                path,
+                f"keyframe {frame.key} is at {time:g} s of the file, outside its {reader.num_frames / fps:.1f} s "
+                f"(time_offset={self.time_offset:g})",
+            )
+        return frames
+
+    def _geometry(self, h: int, w: int, generator: torch.Generator) -> _Geometry:
+        if not self.train:
+            size = _resized(h, w, self.short_side, self.size_multiple)
+            return _Geometry(size, 0, 0, size, False)
+        low, high = self.scale_jitter
+        short = low + _randint(generator, high - low + 1)
+        if self.crop_size is None:
+            size = _resized(h, w, short, self.size_multiple)
+            top = left = 0
+            out = size
+        else:
+            size = _resized(h, w, short, None)
+            top = _randint(generator, size[0] - self.crop_size + 1)
+            left = _randint(generator, size[1] - self.crop_size + 1)
+            out = (self.crop_size, self.crop_size)
+        flip = _uniform(generator) < self.flip  # drawn even for flip=0, so the later draws do not depend on it
+        return _Geometry(size, top, left, out, flip)
+
+    def __getitem__(self, index: SampleKey) -> AVASample:
+        epoch, index = split_key(index, self.epoch)
+        if not 0 <= index < len(self.frames):
+            raise IndexError(f"index {index} out of range for {len(self.frames)} keyframes")
+        generator = sample_generator(self.seed, epoch, index)
+        candidate = index
+        for _ in range(self.max_substitutions + 1):
+            frame = self.frames[candidate]
+            try:
+                frames = self._decode(frame)
+                break
+            except DecodeError as error:
+                if self.strict:
+                    raise
+                candidate = int(torch.randint(len(self.frames), (), generator=generator))
+                self.failures.record(error.path, str(error).removeprefix(f"{error.path}: "), substitute=candidate)
+        else:
+            raise RuntimeError(
+                f"{self.max_substitutions + 1} keyframes in a row failed to load while fetching sample {index} "
+                f"(last: {frame.key}); most of the videos may be missing or unreadable:\n" + self.failures.summary()
+            )
+        geometry = self._geometry(frames.shape[-2], frames.shape[-1], generator)
+        boxes = frame.boxes
+        if self.train and self.box_jitter > 0:
+            boxes = jitter_boxes(boxes, self.box_jitter, generator)
+        clip = normalize(geometry.frames(frames), mean=self.mean, std=self.std)
+        return AVASample(
+            clip=clip,
+            boxes=geometry.boxes(boxes),
+            norm_boxes=frame.boxes,
+            labels=frame.labels.float(),
+            scores=frame.scores,
+            key=frame.key,
+        )
+
+
+@typechecked
+@dataclass(frozen=True, eq=False)
+class AVABatch:
+    """A batch of keyframe clips and all their boxes, as a RoI head takes them.
+
+    Attributes:
+        clips: `[b c t h w]` normalised clips.
+        rois: `[r 5]` one row per box: `(clip index in the batch, x1, y1, x2, y2)` in pixels of the clips
+            (`torchvision.ops.roi_align`'s format).
+        labels: `[r classes]` multi-hot float targets.
+        scores: `[r]` box scores.
+        norm_boxes: `[r 4]` the annotated normalised boxes.
+        keys: The keyframe of each clip (`keys[int(rois[j, 0])]` is the keyframe of box `j`; see
+            [`roi_keys`][tubemask.data.ava_dataset.AVABatch.roi_keys]).
+    """
+
+    clips: Float[Tensor, "b c t h w"]
+    rois: Float[Tensor, "r 5"]
+    labels: Float[Tensor, "r classes"]
+    scores: Float[Tensor, " r"]
+    norm_boxes: Float[Tensor, "r 4"]
+    keys: list[FrameKey]
+
+    def roi_keys(self) -> list[FrameKey]:
+        """The keyframe of each box, in roi order."""
+        return [self.keys[int(i)] for i in self.rois[:, 0].tolist()]
+
+    def to(self, device: str | torch.device, *, non_blocking: bool = False) -> "AVABatch":
+        """The batch with every tensor on `device`."""
+        move = dict(device=device, non_blocking=non_blocking)
+        return AVABatch(
+            clips=self.clips.to(**move),
+            rois=self.rois.to(**move),
+            labels=self.labels.to(**move),
+            scores=self.scores.to(**move),
+            norm_boxes=self.norm_boxes.to(**move),
+            keys=list(self.keys),
+        )
+
+
+def collate_ava(samples: list[AVASample]) -> AVABatch:
+    """Batch [`AVASample`][tubemask.data.ava_dataset.AVASample]s: stack the clips (one shape: use a crop, or batch size 1
+    for test clips of different aspect) and concatenate the boxes, tagged with their clip's index."""
+    if not samples:
+        raise ValueError("collate_ava needs at least one sample")
+    shapes = {tuple(s.clip.shape) for s in samples}
+    if len(shapes) > 1:
+        raise ValueError(f"clips of different shapes {sorted(shapes)} cannot be batched; use batch_size=1 for them")
+    owner = torch.cat([torch.full((len(s.boxes), 1), float(i)) for i, s in enumerate(samples)])
+    return AVABatch(
+        clips=torch.stack([s.clip for s in samples]),
+        rois=torch.cat([owner, torch.cat([s.boxes for s in samples])], dim=1),
+        labels=torch.cat([s.labels for s in samples]),
+        scores=torch.cat([s.scores for s in samples]),
+        norm_boxes=torch.cat([s.norm_boxes for s in samples]),
+        keys=[s.key for s in samples],
+    )
