@@ -1,11 +1,15 @@
-"""Position embeddings: VideoMAE's sinusoid table against its NumPy formula, the 3-D table, the learned table."""
+"""Position embeddings: VideoMAE's sinusoid table against its NumPy formula, its resized form, the 3-D table, the
+learned table."""
 
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tubemask.pos_embed import (
     LearnedPositionEmbedding,
+    ResizedSinusoidPositionEmbedding,
     SinCos3DPositionEmbedding,
     SinusoidPositionEmbedding,
     sincos_3d_table,
@@ -92,3 +96,29 @@ def test_learned_embedding():
         embed(ids, (2, 3, 2))
     with pytest.raises(ValueError, match="init"):
         LearnedPositionEmbedding(8, grid, init="zeros")
+
+
+def test_resized_sinusoid_is_the_flat_sinusoid_on_its_base_grid() -> None:
+    grid = (2, 4, 4)
+    resized = ResizedSinusoidPositionEmbedding(32, grid)
+    assert torch.equal(resized.full(grid), SinusoidPositionEmbedding(32).full(grid))
+
+
+@settings(max_examples=20, deadline=None)
+@given(h=st.integers(2, 8), w=st.integers(2, 8), scale_h=st.sampled_from([1, 3, 5]), scale_w=st.sampled_from([1, 3]))
+def test_resized_sinusoid_keeps_each_base_code_at_its_place(h: int, w: int, scale_h: int, scale_w: int) -> None:
+    # upsampled by an odd factor s, the centre token of each s x s block sits exactly where base cell (y, x) sat
+    # (half-pixel centres), and bicubic interpolation passes through its samples: that token carries the base code
+    base = (2, h, w)
+    big = ResizedSinusoidPositionEmbedding(64, base).full((2, h * scale_h, w * scale_w))
+    big = big.reshape(2, h * scale_h, w * scale_w, 64)
+    centres = big[:, scale_h // 2 :: scale_h, scale_w // 2 :: scale_w]
+    torch.testing.assert_close(centres, sinusoid_table(2 * h * w, 64).reshape(2, h, w, 64), atol=1e-5, rtol=0)
+
+
+def test_resized_sinusoid_refuses_another_clip_length() -> None:
+    embed = ResizedSinusoidPositionEmbedding(16, (8, 14, 14))
+    with pytest.raises(ValueError, match="4 time steps, the table is for 8"):
+        embed.full((4, 16, 28))
+    with pytest.raises(ValueError, match="base_grid must be 3 positive ints"):
+        ResizedSinusoidPositionEmbedding(16, (8, 0, 14))

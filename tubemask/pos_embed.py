@@ -1,4 +1,5 @@
-"""Position embeddings: VideoMAE's flat sinusoid table, a 3-D separable sin-cos table, and learned ones.
+"""Position embeddings: VideoMAE's flat sinusoid table (also resized from a reference grid), a 3-D separable sin-cos
+table, and learned ones.
 
 Each is a module called with flat raster token indices `ids: Int[b v]` (and the grid) that returns `Float[b v d]`
 to add to the tokens at those places. The fixed tables are buffers computed on demand, never in the state_dict.
@@ -7,6 +8,7 @@ to add to the tokens at those places. The fixed tables are buffers computed on d
 import math
 
 import torch
+import torch.nn.functional as F
 from jaxtyping import Float, Int
 from torch import Tensor, nn
 
@@ -16,6 +18,7 @@ __all__ = [
     "sinusoid_table",
     "sincos_3d_table",
     "SinusoidPositionEmbedding",
+    "ResizedSinusoidPositionEmbedding",
     "SinCos3DPositionEmbedding",
     "LearnedPositionEmbedding",
 ]
@@ -115,6 +118,41 @@ class SinCos3DPositionEmbedding(_FixedTable):
 
     def table(self, grid: tuple[int, int, int]) -> Tensor:
         return sincos_3d_table(grid, self.dim)
+
+
+class ResizedSinusoidPositionEmbedding(_FixedTable):
+    """VideoMAE's fixed sinusoid for a reference grid, resized to the grid of each clip.
+
+    On `base_grid` (the grid the encoder was pretrained or trained on) it is exactly
+    [SinusoidPositionEmbedding][tubemask.pos_embed.SinusoidPositionEmbedding]. On another `(h, w)` the table of
+    `base_grid` is laid out as `[t, d, h, w]` and each time step's plane is resized bicubically (as VideoMAE's AVA code
+    does for its full-frame test clips), so a token keeps roughly the position it had at the base size. The flat
+    sinusoid evaluated on the new grid instead would give each token the code of a different place (the flat index of
+    `(t, h, w)` depends on the grid's width).
+
+    Args:
+        dim: token width.
+        base_grid: the reference grid `(t, h, w)`; clips must have its `t`.
+    """
+
+    def __init__(self, dim: int, base_grid: tuple[int, int, int]) -> None:
+        super().__init__(dim)
+        if len(base_grid) != 3 or any(isinstance(g, bool) or not isinstance(g, int) or g < 1 for g in base_grid):
+            raise ValueError(f"ResizedSinusoidPositionEmbedding: base_grid must be 3 positive ints, got {base_grid!r}")
+        self.base_grid = tuple(base_grid)
+
+    def table(self, grid: tuple[int, int, int]) -> Tensor:
+        t, h, w = self.base_grid
+        if tuple(grid) == self.base_grid:
+            return sinusoid_table(t * h * w, self.dim)
+        if grid[0] != t:
+            raise ValueError(
+                f"ResizedSinusoidPositionEmbedding: clips with {grid[0]} time steps, the table is for {t} "
+                f"(base grid {self.base_grid}); only the spatial size may differ"
+            )
+        planes = sinusoid_table(t * h * w, self.dim).reshape(t, h, w, self.dim).permute(0, 3, 1, 2)  # [t d h w]
+        resized = F.interpolate(planes.double(), size=tuple(grid[1:]), mode="bicubic", align_corners=False)
+        return resized.permute(0, 2, 3, 1).reshape(-1, self.dim).to(torch.float32)
 
 
 class LearnedPositionEmbedding(nn.Module):
