@@ -5,9 +5,10 @@ Masks are `Bool[b n]` tensors with **True = masked** everywhere; token order is 
 
 from tubemask.classification import VideoClassifier, videomae_classifier
 from tubemask.decoders import MAEDecoder
+from tubemask.detection import ActionDetector, videomae_action_detector
 from tubemask.encoders import MAEOutput, MAEWrapper, ViTEncoder
 from tubemask.grid import CubeGeometry, token_grid
-from tubemask.heads import ClassificationHead
+from tubemask.heads import ClassificationHead, RoIActionHead
 from tubemask.layers import Attention, Block, DropPath, Mlp
 from tubemask.losses import masked_mse, reconstruction_targets
 from tubemask.masking import FrameMasker, Masker, RandomMasker, RunningCellMasker, TubeMasker
@@ -19,16 +20,24 @@ from tubemask.models import (
     videomae_vit_s,
     videomae_vit_tiny,
 )
-from tubemask.pos_embed import LearnedPositionEmbedding, SinCos3DPositionEmbedding, SinusoidPositionEmbedding
+from tubemask.pos_embed import (
+    LearnedPositionEmbedding,
+    ResizedSinusoidPositionEmbedding,
+    SinCos3DPositionEmbedding,
+    SinusoidPositionEmbedding,
+)
 from tubemask.tokenizers import CubeEmbedding, patchify, unpatchify
 from tubemask.tokens import gather_tokens, scatter_tokens, split_ids
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "ActionDetector",
     "Attention",
     "Block",
     "ClassificationHead",
+    "ResizedSinusoidPositionEmbedding",
+    "RoIActionHead",
     "CubeEmbedding",
     "CubeGeometry",
     "DropPath",
@@ -55,6 +64,7 @@ __all__ = [
     "split_ids",
     "token_grid",
     "unpatchify",
+    "videomae_action_detector",
     "videomae_classifier",
     "videomae_vit_b",
     "videomae_vit_h",

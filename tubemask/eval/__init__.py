@@ -1,5 +1,7 @@
-"""Evaluation: classification metrics with VideoMAE's multi-view protocol, and representation diagnostics."""
+"""Evaluation: classification metrics with VideoMAE's multi-view protocol, AVA frame mAP, and representation
+diagnostics."""
 
+from tubemask.eval.ava import FrameKey, FrameMAPResult, frame_average_precision, voc_average_precision
 from tubemask.eval.diagnostics import (
     ProbeSet,
     linear_probe_accuracy,
@@ -20,10 +22,13 @@ from tubemask.eval.metrics import (
 )
 
 __all__ = [
+    "FrameKey",
+    "FrameMAPResult",
     "MultiViewAccumulator",
     "MultiViewResult",
     "ProbeSet",
     "confusion_matrix",
+    "frame_average_precision",
     "linear_probe_accuracy",
     "multiview_predictions",
     "participation_ratio",
@@ -34,4 +39,5 @@ __all__ = [
     "save_confusion_matrix_png",
     "token_diagnostics",
     "topk_accuracy",
+    "voc_average_precision",
 ]

@@ -1,0 +1,175 @@
+"""The AVA detection recipe on a generated synthetic AVA: a smoke run writing every output, loading a pretraining
+checkpoint, exact resume, the evaluation wiring, and two processes under torchrun."""
+
+import json
+import math
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from recipe_helpers import RECIPES, load_recipe, read_metrics
+
+import tubemask
+from tubemask.data import make_synthetic_ava, read_ava_boxes, read_ava_exclusions, read_ava_label_map
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny tensors: intra-op threads only add overhead on a shared 2-core machine. Restored after."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def ava(tmp_path_factory: pytest.TempPathFactory):
+    pytest.importorskip("torchcodec.encoders", reason="the recipe tests write and read videos: torchcodec + FFmpeg")
+    return make_synthetic_ava(tmp_path_factory.mktemp("ava") / "data", num_videos=4, seconds=5, seed=1)
+
+
+def run(**options) -> dict:
+    module = load_recipe("detect_ava")
+    return module.main(module.DetectConfig(**options))
+
+
+def tiny_options(ava, output_dir: Path, **overrides) -> dict:
+    """A fast CPU run on the synthetic files given as an AVA layout: tiny model, 8 frames of 48 pixels."""
+    options = dict(
+        data_root=ava.video_root.parent,
+        video_dir=ava.video_root,
+        train_csv=ava.train_csv,
+        val_csv=ava.val_csv,
+        val_detections=ava.val_detections_csv,
+        label_map=ava.label_map,
+        exclusions=ava.exclusions,
+        output_dir=output_dir,
+        model="tiny",
+        patch_size=8,
+        num_frames=8,
+        sampling_rate=2,
+        short_side=48,
+        scale_jitter=(48, 56),
+        crop_size=48,
+        box_jitter=0.05,
+        batch_size=4,
+        epochs=2,
+        warmup_epochs=0.5,
+        base_lr=0.05,
+        drop_path=0.1,
+        head_dropout=0.1,
+        layer_decay=0.75,
+        workers=0,
+        device="cpu",
+    )
+    options.update(overrides)
+    return options
+
+
+def final(output_dir: Path) -> dict:
+    return torch.load(output_dir / "final.pt", weights_only=True)
+
+
+def test_presets_resolve_without_running() -> None:
+    module = load_recipe("detect_ava")
+    full = module.resolve(module.DetectConfig(data_root=Path("/data")))
+    assert (full.model, full.patch_size, full.num_frames, full.sampling_rate) == ("base", 16, 16, 4)
+    assert (full.short_side, full.crop_size, full.detection_threshold, full.num_classes) == (256, 224, 0.8, 80)
+    synthetic = module.resolve(module.DetectConfig(model="small"))
+    assert synthetic.model == "small" and synthetic.patch_size == 8  # given options win over the preset
+
+
+def test_missing_annotation_file_names_the_option(tmp_path: Path) -> None:
+    (tmp_path / "videos").mkdir()
+    with pytest.raises(SystemExit, match="--train-csv: .*ava_train_v2.2.csv does not exist"):
+        run(data_root=tmp_path, output_dir=tmp_path / "out", device="cpu")
+
+
+def test_ground_truth_as_detections_scores_one(ava) -> None:
+    module = load_recipe("detect_ava")
+    truth = read_ava_boxes(ava.val_csv, kind="ground_truth")
+    detections = {key: (frame.boxes, frame.labels.float()) for key, frame in truth.items()}
+    classes = sorted(read_ava_label_map(ava.label_map))
+    result = module.evaluate(detections, truth, classes, read_ava_exclusions(ava.exclusions))
+    assert result.mean_ap == 1.0 and result.num_frames == len(truth) - len(read_ava_exclusions(ava.exclusions))
+
+
+def test_smoke_writes_every_output(ava, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    result = run(**tiny_options(ava, out))
+    train_frames = read_ava_boxes(ava.train_csv, kind="ground_truth")
+    steps = 2 * (len(train_frames) // 4)
+    assert result["step"] == steps and result["bad_videos"] == 0
+    for name in ("final.pt", f"checkpoint-{steps:08d}.pt", "metrics.jsonl", "loss.png", "test_results.json"):
+        assert (out / name).is_file(), name
+    state = final(out)
+    assert state["model"]["head.head.weight"].shape == (80, 192) and state["step"] == steps
+    report = json.loads((out / "test_results.json").read_text())
+    assert 0.0 <= report["map"] <= 1.0
+    evaluated = [v for v in report["per_class_ap"].values() if v is not None]
+    assert math.isclose(report["map"], sum(evaluated) / len(evaluated), rel_tol=1e-9)
+    rows = read_metrics(out)
+    assert [r["step"] for r in rows if "loss" in r] == list(range(1, steps + 1))
+    assert all(math.isfinite(r["loss"]) for r in rows if "loss" in r)
+    assert [r["epoch"] for r in rows if "val_map" in r] == [0]  # after epoch 1; the last epoch is the test
+    assert rows[-1]["test_map"] == report["map"]
+
+
+def test_finetune_loads_a_pretraining_checkpoint_with_its_final_norm(ava, tmp_path: Path, capsys) -> None:
+    torch.manual_seed(5)
+    state = tubemask.videomae_vit_tiny(patch_size=8).state_dict()
+    torch.save({"model": state}, tmp_path / "pretrain.pt")
+    out = tmp_path / "run"
+    run(**tiny_options(ava, out, finetune=tmp_path / "pretrain.pt", max_steps=1, eval_every=0))
+    assert "--finetune:" in capsys.readouterr().out
+    trained = final(out)["model"]
+    # one optimizer step at a small lr: the loaded encoder weights are near the checkpoint's, far from a fresh init
+    key = "encoder.norm.weight"
+    assert key in trained and torch.allclose(trained[key], state[key], atol=1e-2)
+
+
+def test_resume_is_exact(ava, tmp_path: Path) -> None:
+    run(**tiny_options(ava, tmp_path / "full"))
+    parts = tmp_path / "parts"
+    run(**tiny_options(ava, parts, max_steps=1))
+    run(**tiny_options(ava, parts, resume=True))
+    full, resumed = final(tmp_path / "full"), final(parts)
+    assert full["step"] == resumed["step"]
+    for key in full["model"]:
+        assert torch.equal(full["model"][key], resumed["model"][key]), key
+    a = json.loads((tmp_path / "full" / "test_results.json").read_text())
+    b = json.loads((parts / "test_results.json").read_text())
+    assert a["map"] == b["map"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow  # two processes started by torchrun
+def test_torchrun_two_processes_match_the_single_process_map(ava, tmp_path: Path) -> None:
+    options = tiny_options(ava, tmp_path / "ddp", max_steps=1, eval_every=0)
+    args = []
+    for key, value in options.items():
+        flag = "--" + key.replace("_", "-")
+        if isinstance(value, tuple):
+            args += [flag, *map(str, value)]
+        else:
+            args += [flag] if value is True else [flag, str(value)]
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", str(_free_port())]
+        + [str(RECIPES / "detect_ava.py"), *args],
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads((tmp_path / "ddp" / "test_results.json").read_text())
+    assert 0.0 <= report["map"] <= 1.0 and final(tmp_path / "ddp")["step"] == 1
