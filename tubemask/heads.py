@@ -17,6 +17,17 @@ from tubemask.shapes import typechecked
 __all__ = ["ClassificationHead", "RoIActionHead", "mean_pool"]
 
 
+def _scaled_linear(embed_dim: int, num_classes: int, init_scale: float) -> nn.Linear:
+    """The heads' classification layer as VideoMAE V1 fine-tuning initialises it: truncated normal (std 0.02) weight,
+    zero bias, both multiplied by `init_scale`, so the first logits are close to zero."""
+    layer = nn.Linear(embed_dim, num_classes)
+    with torch.no_grad():
+        nn.init.trunc_normal_(layer.weight, std=0.02)
+        nn.init.zeros_(layer.bias)
+        layer.weight.mul_(init_scale)
+    return layer
+
+
 @typechecked
 def mean_pool(tokens: Float[Tensor, "b n d"]) -> Float[Tensor, "b d"]:
     """Average the tokens of each clip."""
@@ -58,12 +69,7 @@ class ClassificationHead(nn.Module):
         self.num_classes = num_classes
         self.fc_norm = nn.LayerNorm(embed_dim, eps=norm_eps) if fc_norm else nn.Identity()
         self.dropout = nn.Dropout(dropout)
-        self.head = nn.Linear(embed_dim, num_classes)
-        with torch.no_grad():
-            nn.init.trunc_normal_(self.head.weight, std=0.02)
-            nn.init.zeros_(self.head.bias)
-            self.head.weight.mul_(init_scale)
-            self.head.bias.mul_(init_scale)
+        self.head = _scaled_linear(embed_dim, num_classes, init_scale)
 
     @typechecked
     def pool(self, tokens: Float[Tensor, "b n d"]) -> Float[Tensor, "b d"]:
@@ -131,12 +137,7 @@ class RoIActionHead(nn.Module):
         self.sampling_ratio = sampling_ratio
         self.aligned = aligned
         self.dropout = nn.Dropout(dropout)
-        self.head = nn.Linear(embed_dim, num_classes)
-        with torch.no_grad():
-            nn.init.trunc_normal_(self.head.weight, std=0.02)
-            nn.init.zeros_(self.head.bias)
-            self.head.weight.mul_(init_scale)
-            self.head.bias.mul_(init_scale)
+        self.head = _scaled_linear(embed_dim, num_classes, init_scale)
 
     @typechecked
     def feature_map(self, tokens: Float[Tensor, "b n d"], grid: tuple[int, int, int]) -> Float[Tensor, "b d H W"]:
