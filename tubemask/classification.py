@@ -63,10 +63,7 @@ class VideoClassifier(nn.Module):
     @typechecked
     def embed(self, video: Float[Tensor, "b c t h w"]) -> Float[Tensor, "b n d"]:
         """All cube embeddings plus their positions, in raster order (the encoder's input)."""
-        grid = self.grid(video.shape)
-        x = self.tokenizer(video)
-        ids = torch.arange(x.shape[1], device=video.device)[None]  # [1 n]: one table row per token, broadcast over b
-        return x + self.pos_embed(ids, grid, x)
+        return embed_all_tokens(self.tokenizer, self.pos_embed, video)
 
     @typechecked
     def forward_features(self, video: Float[Tensor, "b c t h w"]) -> Float[Tensor, "b n d"]:
@@ -103,6 +100,15 @@ class VideoClassifier(nn.Module):
     def no_weight_decay(self) -> set[str]:
         """Parameter names that take no weight decay besides norms and biases: a learned position table."""
         return {name for name, _ in self.named_parameters() if name.startswith("pos_embed.")}
+
+
+def embed_all_tokens(tokenizer: CubeEmbedding, pos_embed: nn.Module, video: Tensor) -> Tensor:
+    """Every cube embedding of `video` plus its position, in raster order: the input of an encoder that sees the whole
+    clip (the classifier's and the detector's)."""
+    grid = tokenizer.grid(video.shape)
+    x = tokenizer(video)
+    ids = torch.arange(x.shape[1], device=video.device)[None]  # [1 n]: one table row per token, broadcast over b
+    return x + pos_embed(ids, grid, x)
 
 
 def init_finetune_weights(module: nn.Module) -> nn.Module:

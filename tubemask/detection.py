@@ -12,7 +12,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor, nn
 
-from tubemask.classification import init_finetune_weights
+from tubemask.classification import embed_all_tokens, init_finetune_weights
 from tubemask.encoders import ViTEncoder, _set_encoder_grad_checkpointing
 from tubemask.heads import RoIActionHead
 from tubemask.models import SIZES, ViTSize
@@ -71,10 +71,7 @@ class ActionDetector(nn.Module):
     @typechecked
     def embed(self, video: Float[Tensor, "b c t h w"]) -> Float[Tensor, "b n d"]:
         """All cube embeddings plus their positions, in raster order (the encoder's input)."""
-        grid = self.grid(video.shape)
-        x = self.tokenizer(video)
-        ids = torch.arange(x.shape[1], device=video.device)[None]  # [1 n]: one table row per token, broadcast over b
-        return x + self.pos_embed(ids, grid, x)
+        return embed_all_tokens(self.tokenizer, self.pos_embed, video)
 
     @typechecked
     def forward_features(self, video: Float[Tensor, "b c t h w"]) -> Float[Tensor, "b n d"]:
