@@ -1,8 +1,11 @@
-"""Shared by the recipe tests (recipes are scripts, not a package, so tests load them by path) and by the tests that
-read what a run writes (metrics.jsonl, TensorBoard events)."""
+"""Shared by the recipe tests (recipes are scripts, not a package, so tests load them by path, or start them as
+processes) and by the tests that read what a run writes (metrics.jsonl, TensorBoard events)."""
 
 import importlib.util
 import json
+import os
+import socket
+import subprocess
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -33,3 +36,39 @@ def tensorboard_scalars(log_dir: Path) -> dict[str, list[tuple[int, float]]]:
     events = accumulator.EventAccumulator(str(log_dir))
     events.Reload()
     return {tag: [(e.step, e.value) for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
+
+
+def cli_args(options: dict) -> list[str]:
+    """A recipe config's keyword options as its command line: `True` a bare flag, `False`/`None` left out, a tuple as
+    several values."""
+    args: list[str] = []
+    for key, value in options.items():
+        flag = "--" + key.replace("_", "-")
+        if value is True:
+            args.append(flag)
+        elif isinstance(value, tuple):
+            args += [flag, *map(str, value)]
+        elif value not in (False, None):
+            args += [flag, str(value)]
+    return args
+
+
+def free_port() -> int:
+    """A TCP port free on localhost now (for torchrun's rendezvous)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def torchrun(recipe: str, options: dict, *, processes: int = 2, timeout: float = 300) -> None:
+    """Run `recipes/<recipe>.py` under `torch.distributed.run` with one thread per process; fails the test with the
+    tail of stderr when it exits non-zero."""
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(processes)]
+        + ["--master-port", str(free_port()), str(RECIPES / f"{recipe}.py"), *cli_args(options)],
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]

@@ -3,15 +3,11 @@ checkpoint, exact resume, the evaluation wiring, and two processes under torchru
 
 import json
 import math
-import os
-import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
-from recipe_helpers import RECIPES, load_recipe, read_metrics
+from recipe_helpers import load_recipe, read_metrics, torchrun
 
 import tubemask
 from tubemask.data import make_synthetic_ava, read_ava_boxes, read_ava_exclusions, read_ava_label_map
@@ -146,30 +142,8 @@ def test_resume_is_exact(ava, tmp_path: Path) -> None:
     assert a["map"] == b["map"]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.slow  # two processes started by torchrun
-def test_torchrun_two_processes_match_the_single_process_map(ava, tmp_path: Path) -> None:
-    options = tiny_options(ava, tmp_path / "ddp", max_steps=1, eval_every=0)
-    args = []
-    for key, value in options.items():
-        flag = "--" + key.replace("_", "-")
-        if isinstance(value, tuple):
-            args += [flag, *map(str, value)]
-        else:
-            args += [flag] if value is True else [flag, str(value)]
-    result = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", str(_free_port())]
-        + [str(RECIPES / "detect_ava.py"), *args],
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
+def test_torchrun_two_processes_train_and_test(ava, tmp_path: Path) -> None:
+    torchrun("detect_ava", tiny_options(ava, tmp_path / "ddp", max_steps=1, eval_every=0))
     report = json.loads((tmp_path / "ddp" / "test_results.json").read_text())
     assert 0.0 <= report["map"] <= 1.0 and final(tmp_path / "ddp")["step"] == 1

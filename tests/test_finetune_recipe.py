@@ -4,15 +4,13 @@ linear probe's frozen encoder, exact resume, and the multi-view test outputs."""
 import importlib.util
 import json
 import math
-import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
-from recipe_helpers import RECIPES, load_recipe, read_metrics, tensorboard_scalars
+from recipe_helpers import RECIPES, load_recipe, read_metrics, tensorboard_scalars, torchrun
 
 import tubemask
 from tubemask.data import make_synthetic_ucf101, read_ucf101
@@ -256,29 +254,10 @@ def test_resume_is_exact_with_ema_mixup_and_drop_path(ucf: Path, tmp_path: Path)
     assert full_report["weights"] == "ema" and full_report["top1"] == parts_report["top1"]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.slow  # two processes started by torchrun
 def test_torchrun_two_processes_test_every_video_once(ucf: Path, tmp_path: Path) -> None:
     out = tmp_path / "ddp"
-    options = tiny_options(ucf, out, max_steps=2, test_clips=2, ema=True)
-    args = []
-    for key, value in options.items():
-        flag = "--" + key.replace("_", "-")
-        args += [flag] if value is True else [flag, str(value)]
-    result = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", str(_free_port())]
-        + [str(RECIPES / "finetune_ucf101.py"), *args],
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
+    torchrun("finetune_ucf101", tiny_options(ucf, out, max_steps=2, test_clips=2, ema=True))
     report = json.loads((out / "test_results.json").read_text())
     assert report["num_videos"] == 6 and report["missing_views"] == 0 and report["weights"] == "ema"
     assert final(out)["step"] == 2

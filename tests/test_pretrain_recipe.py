@@ -7,7 +7,6 @@ import logging
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from recipe_helpers import RECIPES, load_recipe, read_metrics, tensorboard_scalars
+from recipe_helpers import RECIPES, cli_args, load_recipe, read_metrics, tensorboard_scalars, torchrun
 
 from tubemask.data import make_synthetic_ucf101, read_ucf101
 
@@ -247,23 +246,12 @@ def test_resume_is_exact_mid_epoch_and_with_workers(ucf: Path, tmp_path: Path) -
     assert steps == list(range(1, 13))
 
 
-def _cli(options: dict) -> list[str]:
-    args = []
-    for key, value in options.items():
-        flag = "--" + key.replace("_", "-")
-        if value is True:
-            args.append(flag)
-        elif value not in (False, None):
-            args += [flag, str(value)]
-    return args
-
-
 def test_resume_after_sigkill_is_exact(ucf: Path, tmp_path: Path) -> None:
     run(**tiny_options(ucf, tmp_path / "full"))
     out = tmp_path / "killed"
     options = tiny_options(ucf, out, checkpoint_every=1, workers=2)
     process = subprocess.Popen(
-        [sys.executable, str(RECIPES / "pretrain_ucf101.py"), *_cli(options)],
+        [sys.executable, str(RECIPES / "pretrain_ucf101.py"), *cli_args(options)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,
@@ -282,40 +270,14 @@ def test_resume_after_sigkill_is_exact(ucf: Path, tmp_path: Path) -> None:
     assert_same_weights(final_weights(tmp_path / "full"), final_weights(out))
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.parametrize("sharding", ["ddp", "fsdp"])
 def test_two_processes_match_one_with_the_same_global_batch(sharding: str, ucf: Path, tmp_path: Path) -> None:
     one = tiny_options(ucf, tmp_path / "one", batch_size=4, max_steps=3)
     run(**one)
     two = tiny_options(ucf, tmp_path / "two", batch_size=2, max_steps=2, sharding=sharding)
 
-    def torchrun(options: dict) -> None:
-        result = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "torch.distributed.run",
-                "--nproc-per-node",
-                "2",
-                "--master-port",
-                str(_free_port()),
-                str(RECIPES / "pretrain_ucf101.py"),
-                *_cli(options),
-            ],
-            env={**os.environ, "OMP_NUM_THREADS": "1"},
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
-        assert result.returncode == 0, result.stderr[-3000:]
-
-    torchrun(two)  # stop after step 2, then resume to step 3 (the checkpoint gathers shards under FSDP2)
-    torchrun({**two, "max_steps": 3, "resume": True})
+    torchrun("pretrain_ucf101", two)  # stop after step 2, then resume to step 3 (the checkpoint gathers FSDP2 shards)
+    torchrun("pretrain_ucf101", {**two, "max_steps": 3, "resume": True})
     assert_same_weights(final_weights(tmp_path / "one"), final_weights(tmp_path / "two"), atol=1e-6)
 
 
