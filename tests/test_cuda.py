@@ -80,3 +80,27 @@ def test_repeated_sampling_on_gpu_frames_equals_stacked_calls(normalize: bool) -
     for seed in range(8):
         out = ra(frames, generator=torch.Generator().manual_seed(seed))
         assert out.device.type == "cuda" and out.dtype == torch.uint8 and out.shape == frames.shape
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_detector_on_a_pinned_ava_batch_under_autocast_matches_fp32(dtype: torch.dtype) -> None:
+    from tubemask.data import AVABatch
+
+    torch.manual_seed(0)
+    model = tubemask.videomae_action_detector("tiny", patch_size=8, drop_path_rate=0.0, head_dropout=0.0).cuda().eval()
+    batch = AVABatch(
+        clips=torch.randn(2, 3, 8, 32, 48),
+        rois=torch.tensor([[0, 1.5, 2.0, 30.0, 31.0], [1, 10.0, 0.0, 47.0, 20.5], [1, 0.0, 0.0, 8.0, 8.0]]),
+        labels=torch.zeros(3, 80),
+        scores=torch.ones(3),
+        norm_boxes=torch.rand(3, 4).sort(dim=1).values,
+        keys=[("a", 902), ("b", 903)],
+    ).pin_memory()  # what a DataLoader with pin_memory=True hands over
+    assert batch.clips.is_pinned() and batch.rois.is_pinned()
+    batch = batch.to("cuda", non_blocking=True)
+    with torch.no_grad():
+        reference = model(batch.clips, batch.rois)
+        with torch.autocast("cuda", dtype=dtype):
+            logits = model(batch.clips, batch.rois)
+    assert logits.shape == (3, 80) and torch.isfinite(logits).all()
+    torch.testing.assert_close(logits.float(), reference, atol=5e-2, rtol=5e-2)

@@ -7,7 +7,7 @@ jitter from the sample's generator; testing resizes only (both sides multiples o
 """
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -332,17 +332,19 @@ class AVABatch:
         """The keyframe of each box, in roi order."""
         return [self.keys[int(i)] for i in self.rois[:, 0].tolist()]
 
+    def _map(self, fn: Callable[[Tensor], Tensor]) -> "AVABatch":
+        """The batch with `fn` applied to every tensor (the keys copied)."""
+        tensors = {name: fn(getattr(self, name)) for name in ("clips", "rois", "labels", "scores", "norm_boxes")}
+        return AVABatch(**tensors, keys=list(self.keys))
+
+    def pin_memory(self) -> "AVABatch":
+        """The batch with every tensor in page-locked host memory (a DataLoader with `pin_memory=True` calls this, so
+        `to(device, non_blocking=True)` can overlap the copy with compute). Needs an accelerator."""
+        return self._map(Tensor.pin_memory)
+
     def to(self, device: str | torch.device, *, non_blocking: bool = False) -> "AVABatch":
         """The batch with every tensor on `device`."""
-        move = dict(device=device, non_blocking=non_blocking)
-        return AVABatch(
-            clips=self.clips.to(**move),
-            rois=self.rois.to(**move),
-            labels=self.labels.to(**move),
-            scores=self.scores.to(**move),
-            norm_boxes=self.norm_boxes.to(**move),
-            keys=list(self.keys),
-        )
+        return self._map(lambda t: t.to(device, non_blocking=non_blocking))
 
 
 def collate_ava(samples: list[AVASample]) -> AVABatch:
