@@ -17,28 +17,22 @@ from tubemask.pos_embed import SinusoidPositionEmbedding
 from tubemask.shapes import typechecked
 from tubemask.tokenizers import CubeEmbedding
 
-__all__ = ["VideoClassifier", "videomae_classifier", "init_finetune_weights"]
+__all__ = ["WholeClipModel", "VideoClassifier", "videomae_classifier", "init_finetune_weights"]
 
 
-class VideoClassifier(nn.Module):
-    """A clip classifier: `head(encoder(tokenizer(video) + pos_embed))` over every token of the clip.
+class WholeClipModel(nn.Module):
+    """The trunk shared by the fine-tuning models: `encoder(tokenizer(video) + pos_embed)` over every token of the clip.
 
-    State-dict names follow tubemask's pretraining model (`tokenizer.proj.*`, `encoder.blocks.{i}.*`, `encoder.norm.*`)
-    so pretrained encoders load by name, plus `pos_embed.weight` for a learned table and the head's own names
-    (`head.fc_norm.*`, `head.head.*` for a [ClassificationHead][tubemask.heads.ClassificationHead]).
-
-    Example:
-        ```python
-        model = videomae_classifier("base", num_classes=101)
-        report = load_pretrained_encoder(model, "runs/pretrain/final.pt")
-        logits = model(video)  # video: [b, 3, 16, 224, 224] -> logits: [b, 101]
-        ```
+    [VideoClassifier][tubemask.classification.VideoClassifier] and
+    [ActionDetector][tubemask.detection.ActionDetector] add their own `forward` (a head on the tokens). State-dict
+    names follow tubemask's pretraining model (`tokenizer.proj.*`, `encoder.blocks.{i}.*`, `encoder.norm.*`), so
+    pretrained encoders load by name, plus `pos_embed.weight` for a learned table and the head's own names.
 
     Args:
         encoder: any module mapping `[b n d] -> [b n d]` (a [ViTEncoder][tubemask.encoders.ViTEncoder] gives
             intermediates and activation checkpointing).
         tokenizer: the cube embedding.
-        head: a module mapping tokens `[b n d]` to logits `[b classes]`.
+        head: the model's head (see the subclass).
         pos_embed: position embedding called as `pos_embed(ids, grid, like)`; default VideoMAE's fixed sinusoid.
     """
 
@@ -63,12 +57,51 @@ class VideoClassifier(nn.Module):
     @typechecked
     def embed(self, video: Float[Tensor, "b c t h w"]) -> Float[Tensor, "b n d"]:
         """All cube embeddings plus their positions, in raster order (the encoder's input)."""
-        return embed_all_tokens(self.tokenizer, self.pos_embed, video)
+        grid = self.grid(video.shape)
+        x = self.tokenizer(video)
+        ids = torch.arange(x.shape[1], device=video.device)[None]  # [1 n]: one table row per token, broadcast over b
+        return x + self.pos_embed(ids, grid, x)
 
     @typechecked
     def forward_features(self, video: Float[Tensor, "b c t h w"]) -> Float[Tensor, "b n d"]:
         """The encoder's output tokens (after its final norm, if it has one), before the head."""
         return self.encoder(self.embed(video))
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Recompute encoder block activations in the backward pass instead of storing them (training only).
+
+        Drop path draws the same samples in the recomputation (the RNG state is replayed), so gradients are unchanged.
+
+        Raises:
+            TypeError: when the encoder does not support it.
+        """
+        _set_encoder_grad_checkpointing(self.encoder, enable, owner=type(self).__name__)
+
+    def no_weight_decay(self) -> set[str]:
+        """Parameter names that take no weight decay besides norms and biases: a learned position table."""
+        return {name for name, _ in self.named_parameters() if name.startswith("pos_embed.")}
+
+
+class VideoClassifier(WholeClipModel):
+    """A clip classifier: `head(encoder(tokenizer(video) + pos_embed))` over every token of the clip.
+
+    State-dict names are those of [WholeClipModel][tubemask.classification.WholeClipModel] plus the head's
+    (`head.fc_norm.*`, `head.head.*` for a [ClassificationHead][tubemask.heads.ClassificationHead]).
+
+    Example:
+        ```python
+        model = videomae_classifier("base", num_classes=101)
+        report = load_pretrained_encoder(model, "runs/pretrain/final.pt")
+        logits = model(video)  # video: [b, 3, 16, 224, 224] -> logits: [b, 101]
+        ```
+
+    Args:
+        encoder: any module mapping `[b n d] -> [b n d]` (a [ViTEncoder][tubemask.encoders.ViTEncoder] gives
+            intermediates and activation checkpointing).
+        tokenizer: the cube embedding.
+        head: a module mapping tokens `[b n d]` to logits `[b classes]`.
+        pos_embed: position embedding called as `pos_embed(ids, grid, like)`; default VideoMAE's fixed sinusoid.
+    """
 
     @typechecked
     def forward_intermediates(self, video: Float[Tensor, "b c t h w"]) -> list[Float[Tensor, "b n d"]]:
@@ -86,29 +119,6 @@ class VideoClassifier(nn.Module):
     def forward(self, video: Float[Tensor, "b c t h w"]) -> Float[Tensor, "b classes"]:
         """Logits for normalised clips."""
         return self.head(self.forward_features(video))
-
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        """Recompute encoder block activations in the backward pass instead of storing them (training only).
-
-        Drop path draws the same samples in the recomputation (the RNG state is replayed), so gradients are unchanged.
-
-        Raises:
-            TypeError: when the encoder does not support it.
-        """
-        _set_encoder_grad_checkpointing(self.encoder, enable, owner="VideoClassifier")
-
-    def no_weight_decay(self) -> set[str]:
-        """Parameter names that take no weight decay besides norms and biases: a learned position table."""
-        return {name for name, _ in self.named_parameters() if name.startswith("pos_embed.")}
-
-
-def embed_all_tokens(tokenizer: CubeEmbedding, pos_embed: nn.Module, video: Tensor) -> Tensor:
-    """Every cube embedding of `video` plus its position, in raster order: the input of an encoder that sees the whole
-    clip (the classifier's and the detector's)."""
-    grid = tokenizer.grid(video.shape)
-    x = tokenizer(video)
-    ids = torch.arange(x.shape[1], device=video.device)[None]  # [1 n]: one table row per token, broadcast over b
-    return x + pos_embed(ids, grid, x)
 
 
 def init_finetune_weights(module: nn.Module) -> nn.Module:

@@ -8,30 +8,27 @@ boxes of a person detector (score >= 0.8) and scores `sigmoid(logit) * box score
 [frame_average_precision][tubemask.eval.ava.frame_average_precision].
 """
 
-import torch
 from jaxtyping import Float
 from torch import Tensor, nn
 
-from tubemask.classification import embed_all_tokens, init_finetune_weights
-from tubemask.encoders import ViTEncoder, _set_encoder_grad_checkpointing
+from tubemask.classification import WholeClipModel, init_finetune_weights
+from tubemask.encoders import ViTEncoder
 from tubemask.heads import RoIActionHead
 from tubemask.models import SIZES, ViTSize
-from tubemask.pos_embed import SinusoidPositionEmbedding
 from tubemask.shapes import typechecked
 from tubemask.tokenizers import CubeEmbedding
 
 __all__ = ["ActionDetector", "videomae_action_detector"]
 
 
-class ActionDetector(nn.Module):
+class ActionDetector(WholeClipModel):
     """Box classifier: `head(encoder(tokenizer(video) + pos_embed), grid, rois)` (VideoMAE, arXiv 2203.12602).
 
-    The layout and names are those of [VideoClassifier][tubemask.classification.VideoClassifier] (`tokenizer.proj.*`,
-    `encoder.blocks.{i}.*`, `encoder.norm.*`, `pos_embed.*`, `head.*`), so
+    The trunk and its names are [WholeClipModel][tubemask.classification.WholeClipModel]'s (`tokenizer.proj.*`,
+    `encoder.blocks.{i}.*`, `encoder.norm.*`, `pos_embed.*`), shared with the classifier, plus `head.*`, so
     [load_pretrained_encoder][tubemask.interop.finetune_weights.load_pretrained_encoder] fills it from a pretraining
     checkpoint, final norm included, and [build_adamw][tubemask.train.optim.build_adamw]'s layer decay puts the head
-    and the final norm in the top group. It wraps the parts rather than subclassing the classifier: its `forward`
-    takes boxes as well.
+    and the final norm in the top group. `forward_features` gives the final-normed tokens the head pools from.
 
     Example:
         ```python
@@ -50,34 +47,6 @@ class ActionDetector(nn.Module):
         pos_embed: position embedding called as `pos_embed(ids, grid, like)`; default VideoMAE's fixed sinusoid.
     """
 
-    def __init__(
-        self,
-        encoder: nn.Module,
-        *,
-        tokenizer: CubeEmbedding,
-        head: nn.Module,
-        pos_embed: nn.Module | None = None,
-    ) -> None:
-        super().__init__()
-        self.tokenizer = tokenizer
-        self.pos_embed = pos_embed if pos_embed is not None else SinusoidPositionEmbedding(tokenizer.embed_dim)
-        self.encoder = encoder
-        self.head = head
-
-    def grid(self, video_shape: torch.Size | tuple[int, ...]) -> tuple[int, int, int]:
-        """Token grid `(T, H, W)` for clips of shape `b c t h w`."""
-        return self.tokenizer.grid(video_shape)
-
-    @typechecked
-    def embed(self, video: Float[Tensor, "b c t h w"]) -> Float[Tensor, "b n d"]:
-        """All cube embeddings plus their positions, in raster order (the encoder's input)."""
-        return embed_all_tokens(self.tokenizer, self.pos_embed, video)
-
-    @typechecked
-    def forward_features(self, video: Float[Tensor, "b c t h w"]) -> Float[Tensor, "b n d"]:
-        """The encoder's output tokens, after its final norm: the map the head pools from."""
-        return self.encoder(self.embed(video))
-
     @typechecked
     def forward(self, video: Float[Tensor, "b c t h w"], rois: Float[Tensor, "r 5"]) -> Float[Tensor, "r classes"]:
         """Logits per box for normalised clips.
@@ -87,20 +56,6 @@ class ActionDetector(nn.Module):
             rois: one row per box, `(batch index, x1, y1, x2, y2)` in pixels of `video`.
         """
         return self.head(self.forward_features(video), self.grid(video.shape), rois)
-
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        """Recompute encoder block activations in the backward pass instead of storing them (training only).
-
-        Drop path replays its RNG state in the recomputation, so gradients are unchanged.
-
-        Raises:
-            TypeError: when the encoder does not support it.
-        """
-        _set_encoder_grad_checkpointing(self.encoder, enable, owner="ActionDetector")
-
-    def no_weight_decay(self) -> set[str]:
-        """Parameter names that take no weight decay besides norms and biases: a learned position table."""
-        return {name for name, _ in self.named_parameters() if name.startswith("pos_embed.")}
 
 
 def videomae_action_detector(
