@@ -136,6 +136,38 @@ def init_finetune_weights(module: nn.Module) -> nn.Module:
     return module
 
 
+def _finetune_encoder(
+    size: str | ViTSize,
+    *,
+    mlp_ratio: float,
+    qkv_bias: bool,
+    drop_path_rate: float,
+    norm_eps: float,
+    final_norm: bool,
+    owner: str,
+) -> ViTEncoder:
+    """The ViT encoder of a size preset, initialised as VideoMAE V1 fine-tuning does (the builders' shared part).
+
+    Raises:
+        ValueError: for an unknown preset name, naming `owner`.
+    """
+    if isinstance(size, str):
+        if size not in SIZES:
+            raise ValueError(f"{owner}: unknown size {size!r}; choose one of {sorted(SIZES)} or a ViTSize")
+        size = SIZES[size]
+    encoder = ViTEncoder(
+        size.embed_dim,
+        depth=size.depth,
+        num_heads=size.num_heads,
+        mlp_ratio=mlp_ratio,
+        qkv_bias=qkv_bias,
+        drop_path_rate=drop_path_rate,
+        norm_eps=norm_eps,
+        final_norm=final_norm,
+    )
+    return init_finetune_weights(encoder)
+
+
 def videomae_classifier(
     size: str | ViTSize = "base",
     *,
@@ -180,22 +212,16 @@ def videomae_classifier(
     Raises:
         ValueError: for an unknown preset name.
     """
-    if isinstance(size, str):
-        if size not in SIZES:
-            raise ValueError(f"videomae_classifier: unknown size {size!r}; choose one of {sorted(SIZES)} or a ViTSize")
-        size = SIZES[size]
-    d = size.embed_dim
-    encoder = ViTEncoder(
-        d,
-        depth=size.depth,
-        num_heads=size.num_heads,
+    encoder = _finetune_encoder(
+        size,
         mlp_ratio=mlp_ratio,
         qkv_bias=qkv_bias,
         drop_path_rate=drop_path_rate,
         norm_eps=norm_eps,
         final_norm=final_norm,
+        owner="videomae_classifier",
     )
-    init_finetune_weights(encoder)
+    d = encoder.embed_dim
     return VideoClassifier(
         encoder,
         tokenizer=CubeEmbedding(d, tubelet_size=tubelet_size, patch_size=patch_size, in_channels=in_channels),

@@ -11,10 +11,9 @@ boxes of a person detector (score >= 0.8) and scores `sigmoid(logit) * box score
 from jaxtyping import Float
 from torch import Tensor, nn
 
-from tubemask.classification import WholeClipModel, init_finetune_weights
-from tubemask.encoders import ViTEncoder
+from tubemask.classification import WholeClipModel, _finetune_encoder
 from tubemask.heads import RoIActionHead
-from tubemask.models import SIZES, ViTSize
+from tubemask.models import ViTSize
 from tubemask.shapes import typechecked
 from tubemask.tokenizers import CubeEmbedding
 
@@ -103,24 +102,16 @@ def videomae_action_detector(
     Raises:
         ValueError: for an unknown preset name.
     """
-    if isinstance(size, str):
-        if size not in SIZES:
-            raise ValueError(
-                f"videomae_action_detector: unknown size {size!r}; choose one of {sorted(SIZES)} or a ViTSize"
-            )
-        size = SIZES[size]
-    d = size.embed_dim
-    encoder = ViTEncoder(
-        d,
-        depth=size.depth,
-        num_heads=size.num_heads,
+    encoder = _finetune_encoder(
+        size,
         mlp_ratio=mlp_ratio,
         qkv_bias=qkv_bias,
         drop_path_rate=drop_path_rate,
         norm_eps=norm_eps,
         final_norm=True,
+        owner="videomae_action_detector",
     )
-    init_finetune_weights(encoder)
+    d = encoder.embed_dim
     return ActionDetector(
         encoder,
         tokenizer=CubeEmbedding(d, tubelet_size=tubelet_size, patch_size=patch_size, in_channels=in_channels),
