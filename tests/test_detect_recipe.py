@@ -75,7 +75,7 @@ def test_presets_resolve_without_running() -> None:
     full = module.resolve(module.DetectConfig(data_root=Path("/data")))
     assert (full.model, full.patch_size, full.num_frames, full.sampling_rate) == ("base", 16, 16, 4)
     assert (full.short_side, full.crop_size, full.detection_threshold, full.num_classes) == (256, 224, 0.8, 80)
-    assert full.flip == 0.5
+    assert full.flip == 0.5 and full.seek_mode == "approximate"  # 15-minute movies: no packet scan per open
     synthetic = module.resolve(module.DetectConfig(model="small"))
     assert synthetic.model == "small" and synthetic.patch_size == 8  # given options win over the preset
     assert synthetic.flip == 0.0  # the synthetic actions are directions: a flip would swap left and right
