@@ -3,6 +3,7 @@ checkpoint, exact resume, the evaluation wiring, and two processes under torchru
 
 import json
 import math
+import shutil
 from pathlib import Path
 
 import pytest
@@ -149,3 +150,12 @@ def test_torchrun_two_processes_train_and_test(ava, tmp_path: Path) -> None:
     torchrun("detect_ava", tiny_options(ava, tmp_path / "ddp", max_steps=1, eval_every=0))
     report = json.loads((tmp_path / "ddp" / "test_results.json").read_text())
     assert 0.0 <= report["map"] <= 1.0 and final(tmp_path / "ddp")["step"] == 1
+
+
+def test_a_corrupt_video_is_skipped_and_counted(ava, tmp_path: Path) -> None:
+    videos = tmp_path / "videos"
+    shutil.copytree(ava.video_root, videos)
+    broken = sorted(videos.iterdir())[0]  # a training video (the first two thirds train)
+    broken.write_bytes(broken.read_bytes()[:300])  # the header survives, the frames do not
+    result = run(**tiny_options(ava, tmp_path / "run", video_dir=videos, max_steps=2, eval_every=0))
+    assert result["step"] == 2 and result["bad_videos"] == 1
