@@ -9,6 +9,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from tubemask.data import (
+    ClipLoader,
     DecodeError,
     DenseSampler,
     EvalPipeline,
@@ -161,6 +162,15 @@ def test_all_bad_raises_with_summary(bad_files):
     ds = PretrainDataset(records, pipeline=PretrainPipeline(input_size=24), sampler=SAMPLER)
     with pytest.raises(RuntimeError, match="in a row failed"):
         ds[0]
+
+
+def test_give_up_error_names_the_last_file_that_failed(bad_files, train_records):
+    # one bad file among good ones and no substitute allowed: the error must name the bad file, not the good one
+    # drawn to replace it (which was never tried)
+    records = [VideoRecord(bad_files["zero"])] + list(train_records)
+    loader = ClipLoader(records, sampler=SAMPLER, max_substitutions=0)
+    with pytest.raises(RuntimeError, match=r"1 videos in a row failed .*\(last: \S*zero\.mp4\)"):
+        loader.load(0)
 
 
 def test_dataloader_with_workers_over_bad_files(mixed_records, capfd, tmp_path):

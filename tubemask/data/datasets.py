@@ -177,7 +177,7 @@ class ClipLoader:
                 self.failures.record(str(path), str(error).removeprefix(f"{path}: "), substitute=candidate)
         raise RuntimeError(
             f"{self.max_substitutions + 1} videos in a row failed to load while fetching sample {index} "
-            f"(last: {self.records[candidate].path}); most of the dataset may be unreadable:\n"
+            f"(last: {path}); most of the dataset may be unreadable:\n"
             + self.failures.summary()
         )
 
