@@ -17,7 +17,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from tubemask.data.ava import AVAFrame, FrameKey
-from tubemask.data.datasets import DecodeOptions, SampleKey, sample_generator, split_key
+from tubemask.data.datasets import DecodeOptions, SampleKey, load_with_substitutes, sample_generator, split_key
 from tubemask.data.decoding import DecodeError, VideoReader, read_clip
 from tubemask.data.failures import FailureLog
 from tubemask.data.transforms import IMAGENET_MEAN, IMAGENET_STD, _randint, _resize, _uniform, normalize
@@ -274,22 +274,19 @@ class AVADataset(Dataset):
         if not 0 <= index < len(self.frames):
             raise IndexError(f"index {index} out of range for {len(self.frames)} keyframes")
         generator = sample_generator(self.seed, epoch, index)
-        candidate = index
-        for _ in range(self.max_substitutions + 1):
-            frame = self.frames[candidate]
-            try:
-                frames = self._decode(frame)
-                break
-            except DecodeError as error:
-                if self.strict:
-                    raise
-                candidate = int(torch.randint(len(self.frames), (), generator=generator))
-                self.failures.record(error.path, str(error).removeprefix(f"{error.path}: "), substitute=candidate)
-        else:
-            raise RuntimeError(
-                f"{self.max_substitutions + 1} keyframes in a row failed to load while fetching sample {index} "
-                f"(last: {frame.key}); most of the videos may be missing or unreadable:\n" + self.failures.summary()
-            )
+        frames, used = load_with_substitutes(
+            lambda i: self._decode(self.frames[i]),
+            index,
+            count=len(self.frames),
+            generator=generator,
+            failures=self.failures,
+            strict=self.strict,
+            max_substitutions=self.max_substitutions,
+            what="keyframes",
+            name=lambda i: self.frames[i].key,
+            hint="most of the videos may be missing or unreadable",
+        )
+        frame = self.frames[used]
         geometry = self._geometry(frames.shape[-2], frames.shape[-1], generator)
         boxes = frame.boxes
         if self.train and self.box_jitter > 0:

@@ -22,7 +22,7 @@ All three share one loading path ([`ClipLoader`][tubemask.data.datasets.ClipLoad
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -44,9 +44,12 @@ __all__ = [
     "PretrainDataset",
     "SampleKey",
     "collate_repeated",
+    "load_with_substitutes",
     "sample_generator",
     "split_key",
 ]
+
+T = TypeVar("T")
 
 ClipPipeline = Callable[..., Any]
 """`pipeline(frames uint8 [t c h w], generator=g) -> [c t h w]` (a list of views for testing): float normalized, or
@@ -147,39 +150,93 @@ class ClipLoader:
         if not 0 <= index < len(self.records):
             raise IndexError(f"index {index} out of range for {len(self.records)} videos")
         generator = sample_generator(self.seed, epoch, index)
-        candidate = index
-        for _ in range(self.max_substitutions + 1):
+
+        def decode(candidate: int) -> Tensor:
             path = self.records[candidate].path
-            try:
-                reader = VideoReader(
-                    path,
-                    seek_mode=self.decode.seek_mode,
-                    num_ffmpeg_threads=self.decode.num_ffmpeg_threads,
-                    device=self.decode.device,
+            reader = VideoReader(
+                path,
+                seek_mode=self.decode.seek_mode,
+                num_ffmpeg_threads=self.decode.num_ffmpeg_threads,
+                device=self.decode.device,
+            )
+            if num_views is None:
+                frames, _ = read_clip(
+                    reader, lambda n: self.sampler(n, generator), max_attempts=self.decode.max_attempts
                 )
-                if num_views is None:
-                    frames, _ = read_clip(
-                        reader, lambda n: self.sampler(n, generator), max_attempts=self.decode.max_attempts
-                    )
-                else:
-                    frames, _ = read_clip(
-                        reader,
-                        lambda n: [i for view in self.sampler.views(n, num_views) for i in view],
-                        max_attempts=self.decode.max_attempts,
-                    )
-                if reader.num_frames < self.sampler.span:
-                    self.failures.record_short(str(path), reader.num_frames, self.sampler.span)
-                return frames, candidate, generator
-            except DecodeError as error:
-                if self.strict:
-                    raise
-                candidate = int(torch.randint(len(self.records), (), generator=generator))
-                self.failures.record(str(path), str(error).removeprefix(f"{path}: "), substitute=candidate)
-        raise RuntimeError(
-            f"{self.max_substitutions + 1} videos in a row failed to load while fetching sample {index} "
-            f"(last: {path}); most of the dataset may be unreadable:\n"
-            + self.failures.summary()
+            else:
+                frames, _ = read_clip(
+                    reader,
+                    lambda n: [i for view in self.sampler.views(n, num_views) for i in view],
+                    max_attempts=self.decode.max_attempts,
+                )
+            if reader.num_frames < self.sampler.span:
+                self.failures.record_short(str(path), reader.num_frames, self.sampler.span)
+            return frames
+
+        frames, used = load_with_substitutes(
+            decode,
+            index,
+            count=len(self.records),
+            generator=generator,
+            failures=self.failures,
+            strict=self.strict,
+            max_substitutions=self.max_substitutions,
+            what="videos",
+            name=lambda i: self.records[i].path,
+            hint="most of the dataset may be unreadable",
         )
+        return frames, used, generator
+
+
+def load_with_substitutes(
+    load: Callable[[int], T],
+    index: int,
+    *,
+    count: int,
+    generator: torch.Generator,
+    failures: FailureLog,
+    strict: bool,
+    max_substitutions: int,
+    what: str,
+    name: Callable[[int], object],
+    hint: str,
+) -> tuple[T, int]:
+    """`load(index)`; while it raises [DecodeError][tubemask.data.decoding.DecodeError], count the bad file in
+    `failures` and `load` a substitute drawn uniformly from `range(count)` with `generator` (the datasets' policy:
+    a bad video costs a sample's identity, never the run).
+
+    Args:
+        load: Decodes item `i`, raising `DecodeError` for a bad file.
+        index: The item asked for.
+        count: Items to draw substitutes from.
+        generator: The sample's generator (substitutes are reproducible).
+        failures: Where bad files are counted and logged.
+        strict: Raise the first `DecodeError` instead.
+        max_substitutions: Consecutive failures tolerated before giving up.
+        what: The items in the give-up message (`"videos"`, `"keyframes"`).
+        name: How the message names item `i` (the last that failed).
+        hint: The likely cause, in the message.
+
+    Returns:
+        `(load's result, the index it came from)`.
+
+    Raises:
+        DecodeError: in strict mode.
+        RuntimeError: after `max_substitutions + 1` failures in a row, with the failure summary.
+    """
+    candidate = index
+    for _ in range(max_substitutions + 1):
+        try:
+            return load(candidate), candidate
+        except DecodeError as error:
+            if strict:
+                raise
+            failed, candidate = candidate, int(torch.randint(count, (), generator=generator))
+            failures.record(error.path, str(error).removeprefix(f"{error.path}: "), substitute=candidate)
+    raise RuntimeError(
+        f"{max_substitutions + 1} {what} in a row failed to load while fetching sample {index} "
+        f"(last: {name(failed)}); {hint}:\n" + failures.summary()
+    )
 
 
 def _augmented(pipeline: ClipPipeline, frames: Tensor, repeats: int, generator: torch.Generator) -> Tensor:
