@@ -15,6 +15,7 @@ import math
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
 
@@ -211,6 +212,41 @@ def _complete(root: Path, params: dict) -> bool:
     return True
 
 
+def _write_once(root: Path, params: dict, build: Callable[[Path], None]) -> None:
+    """Make a synthetic dataset at `root` unless it is already there, complete, with these `params`.
+
+    `build(tmp)` writes the files into a fresh temporary sibling of `root`, on one torch thread (tiny tensors:
+    threading only adds overhead; restored after); the marker with `params` is written last and the folder renamed
+    into place, so an interrupted run leaves no half dataset and two processes racing for `root` both end with one
+    complete copy.
+
+    Raises:
+        FileExistsError: `root` holds something else (another dataset's marker, or files).
+    """
+    if _complete(root, params):
+        return
+    if root.exists() and (not root.is_dir() or any(root.iterdir())):
+        raise FileExistsError(f"{root} exists and is not an empty directory nor a complete synthetic dataset")
+    root.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.tmp-", dir=root.parent))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        build(tmp)
+        (tmp / _MARKER).write_text(json.dumps(params))
+        if root.is_dir():
+            root.rmdir()  # empty (checked above); rename needs the name free
+        try:
+            tmp.rename(root)
+        except OSError:
+            if not _complete(root, params):  # lost a race to another process? Then theirs is complete.
+                raise
+    finally:
+        torch.set_num_threads(threads)
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
 def make_synthetic_ucf101(
     root: str | os.PathLike,
     *,
@@ -267,15 +303,8 @@ def make_synthetic_ucf101(
         fps=fps,
         seed=seed,
     )
-    if _complete(root, params):
-        return root
-    if root.exists() and (not root.is_dir() or any(root.iterdir())):
-        raise FileExistsError(f"{root} exists and is not an empty directory nor a complete synthetic dataset")
-    root.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.tmp-", dir=root.parent))
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny tensors: threading only adds overhead (restored below)
-    try:
+
+    def build(tmp: Path) -> None:
         classes = MOTION_CLASSES[:num_classes]
         per_group = max(1, min(_CLIPS_PER_GROUP, videos_per_class // 3))  # at least 3 groups: every split has both
         lists = {name: [] for k in (1, 2, 3) for name in (f"trainlist0{k}.txt", f"testlist0{k}.txt")}
@@ -298,16 +327,6 @@ def make_synthetic_ucf101(
         (tmp / "ucfTrainTestlist" / "classInd.txt").write_text(classind)
         for file, lines in lists.items():
             (tmp / "ucfTrainTestlist" / file).write_text("".join(line + "\n" for line in lines))
-        (tmp / _MARKER).write_text(json.dumps(params))
-        if root.is_dir():
-            root.rmdir()  # empty (checked above); rename needs the name free
-        try:
-            tmp.rename(root)
-        except OSError:
-            if not _complete(root, params):  # lost a race to another process? Then theirs is complete.
-                raise
-    finally:
-        torch.set_num_threads(threads)
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+
+    _write_once(root, params, build)
     return root

@@ -11,11 +11,8 @@ encoder and the AVA annotation files (ground truth, person detections, label map
 [`tubemask.data.ava`][] and the whole decoding path run on it.
 """
 
-import json
 import math
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,7 +21,7 @@ import torch
 from torch import Tensor
 
 from tubemask.data.decoding import require_torchcodec
-from tubemask.data.synthetic import _MARKER, _colour_pair, _complete, _texture
+from tubemask.data.synthetic import _colour_pair, _texture, _write_once
 
 __all__ = ["SYNTHETIC_AVA_CLASSES", "SyntheticAVA", "make_synthetic_ava"]
 
@@ -173,17 +170,10 @@ def make_synthetic_ava(
         time_offset=time_offset,
     )
     paths = _paths(root, num_classes, time_offset)
-    if _complete(root, params):
-        return paths
-    VideoEncoder = require_torchcodec("encoders").VideoEncoder  # lazy: tubemask.data imports without it
-    if root.exists() and (not root.is_dir() or any(root.iterdir())):
-        raise FileExistsError(f"{root} exists and is not an empty directory nor a complete synthetic dataset")
-    root.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.tmp-", dir=root.parent))
-    out = _paths(tmp, num_classes, time_offset)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+
+    def build(tmp: Path) -> None:
+        VideoEncoder = require_torchcodec("encoders").VideoEncoder  # lazy: tubemask.data imports without it
+        out = _paths(tmp, num_classes, time_offset)
         out.video_root.mkdir()
         out.train_csv.parent.mkdir()
         num_train = max(1, min(num_videos - 1, math.ceil(num_videos * 2 / 3)))
@@ -232,16 +222,6 @@ def make_synthetic_ava(
         items = [f'item {{\n  name: "{name}"\n  id: {k}\n}}\n' for k, name in enumerate(out.class_names, start=1)]
         out.label_map.write_text("".join(items))
         out.exclusions.write_text("".join(line + "\n" for line in excluded))
-        (tmp / _MARKER).write_text(json.dumps(params))
-        if root.is_dir():
-            root.rmdir()
-        try:
-            tmp.rename(root)
-        except OSError:
-            if not _complete(root, params):
-                raise
-    finally:
-        torch.set_num_threads(threads)
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+
+    _write_once(root, params, build)
     return paths
