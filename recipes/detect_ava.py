@@ -361,15 +361,15 @@ def detect(
         generator=torch.Generator(),  # a loader without one draws its worker seed from the global RNG
     )
     found: dict[tuple[str, int], tuple[torch.Tensor, torch.Tensor]] = {}
-    for batch in tqdm(loader, desc="detect", disable=not show, leave=False, file=sys.stdout):
-        batch = batch.to(device)
+    for host in tqdm(loader, desc="detect", disable=not show, leave=False, file=sys.stdout):
+        batch = host.to(device)
         with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
             logits = model(batch.clips, batch.rois)
         scores = (torch.sigmoid(logits.float()) * batch.scores[:, None]).cpu()
-        owner = batch.rois[:, 0].long().cpu()
-        for i, key in enumerate(batch.keys):
+        owner = host.rois[:, 0].long()  # the loader's CPU copy: no device round trip per keyframe
+        for i, key in enumerate(host.keys):
             rows = owner == i
-            found[key] = (batch.norm_boxes.cpu()[rows], scores[rows])
+            found[key] = (host.norm_boxes[rows], scores[rows])
     model.train(was_training)
     if world_size > 1:
         parts: list = [None] * world_size
