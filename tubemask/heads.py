@@ -192,18 +192,20 @@ def _check_rois(rois: Tensor, batch: int) -> None:
         return
     index = rois[:, 0]
     bad = (index != index.round()) | (index < 0) | (index >= batch)
+    finite = rois[:, 1:].isfinite().all(dim=1)
+    inverted = (rois[:, 3] < rois[:, 1]) | (rois[:, 4] < rois[:, 2])
+    if not bool((bad | ~finite | inverted).any()):  # one device sync per step on the good path
+        return
     if bool(bad.any()):
         i = int(bad.nonzero()[0, 0])
         raise ValueError(
             f"RoIActionHead: roi {i} has batch index {float(index[i])}; rows are (batch index, x1, y1, x2, y2) and "
             f"the index must be an integer in [0, {batch})"
         )
-    if not bool(rois[:, 1:].isfinite().all()):
-        i = int((~rois[:, 1:].isfinite()).any(dim=1).nonzero()[0, 0])
+    if not bool(finite.all()):
+        i = int((~finite).nonzero()[0, 0])
         raise ValueError(f"RoIActionHead: roi {i} = {rois[i].tolist()} has non-finite coordinates")
-    inverted = (rois[:, 3] < rois[:, 1]) | (rois[:, 4] < rois[:, 2])
-    if bool(inverted.any()):
-        i = int(inverted.nonzero()[0, 0])
-        raise ValueError(
-            f"RoIActionHead: roi {i} = {rois[i].tolist()} has x2 < x1 or y2 < y1; rows are (batch index, x1, y1, x2, y2)"
-        )
+    i = int(inverted.nonzero()[0, 0])
+    raise ValueError(
+        f"RoIActionHead: roi {i} = {rois[i].tolist()} has x2 < x1 or y2 < y1; rows are (batch index, x1, y1, x2, y2)"
+    )
