@@ -165,3 +165,28 @@ def test_norm_pix_fast_path_equals_unnormalise_first(seed, scale):
         exact = norm_pix_per_channel(unnormalize_cubes(cubes, channels=3, mean=mean, std=std), channels=3)
         fast = reconstruction_targets(video, ids, tubelet_size=TS, patch_size=PS, mean=mean, std=std)
         torch.testing.assert_close(fast, exact.float(), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["norm_pix", "pixels"])
+def test_targets_build_no_host_tensor_after_the_first_call(kind, monkeypatch) -> None:
+    """The per-channel std/mean tensors are made once per device and reused: on CUDA a `torch.tensor(...)` per call is
+    a blocking host-to-device copy (a device sync every step). The values stay those of the first call."""
+    video, ids = clip(3), torch.tensor([[0, 3], [1, 2]])
+    first = reconstruction_targets(video, ids, tubelet_size=TS, patch_size=PS, kind=kind)
+
+    def no_host_tensor(*args, **kwargs):
+        raise AssertionError("reconstruction_targets built a tensor from Python values")
+
+    monkeypatch.setattr(torch, "tensor", no_host_tensor)
+    again = reconstruction_targets(video, ids, tubelet_size=TS, patch_size=PS, kind=kind)
+    assert torch.equal(again, first)
+
+
+def test_targets_first_made_in_inference_mode_still_serve_a_training_step() -> None:
+    video, ids = clip(4), torch.tensor([[1, 2], [0, 3]])
+    with torch.inference_mode():  # an evaluation pass fills the cache first
+        reconstruction_targets(video, ids, tubelet_size=TS, patch_size=PS, kind="pixels", std=(0.3, 0.2, 0.1))
+    pred = torch.zeros(2, 2, TS * PS * PS * 3, requires_grad=True)
+    target = reconstruction_targets(video, ids, tubelet_size=TS, patch_size=PS, kind="pixels", std=(0.3, 0.2, 0.1))
+    masked_mse(pred, target).backward()
+    assert pred.grad is not None and not target.is_inference()

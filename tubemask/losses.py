@@ -11,6 +11,7 @@ Targets are computed from the cubes that are reconstructed only, without gradien
 Cubes are laid out `(p0 p1 p2 c)`, channel fastest, matching the decoder head.
 """
 
+import functools
 import math
 from typing import Literal
 
@@ -39,6 +40,23 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 TargetKind = Literal["norm_pix", "norm_pix_joint", "pixels"]
 
 
+def _channel_values(values: tuple[float, ...], dtype: torch.dtype, device: torch.device) -> Tensor:
+    """`torch.tensor(values, dtype=dtype, device=device)`, made once per (values, dtype, device) and then reused.
+
+    Building it per call is a blocking host-to-device copy on CUDA (a device sync every training step). Callers only
+    read the cached tensor. Under torch.compile it is a fresh constant as before (Dynamo folds it into the graph).
+    """
+    if torch.compiler.is_compiling():
+        return torch.tensor(values, dtype=dtype, device=device)
+    return _cached_channel_values(tuple(float(v) for v in values), dtype, torch.device(device))
+
+
+@functools.lru_cache(maxsize=64)
+def _cached_channel_values(values: tuple[float, ...], dtype: torch.dtype, device: torch.device) -> Tensor:
+    with torch.inference_mode(False), torch.no_grad():  # a plain tensor, usable inside and outside inference mode
+        return torch.tensor(values, dtype=dtype, device=device)
+
+
 @typechecked
 def unnormalize_cubes(
     cubes: Float[Tensor, "b m k"], *, channels: int, mean: tuple[float, ...] | None, std: tuple[float, ...] | None
@@ -49,8 +67,8 @@ def unnormalize_cubes(
     if mean is None or std is None or len(mean) != channels or len(std) != channels:
         raise ValueError(f"pixel mean and std need one value per channel ({channels}); got mean={mean}, std={std}")
     b, m, k = cubes.shape
-    mu = torch.tensor(mean, dtype=cubes.dtype, device=cubes.device)
-    sd = torch.tensor(std, dtype=cubes.dtype, device=cubes.device)
+    mu = _channel_values(tuple(mean), cubes.dtype, cubes.device)
+    sd = _channel_values(tuple(std), cubes.dtype, cubes.device)
     return (cubes.view(b, m, k // channels, channels) * sd + mu).view(b, m, k)
 
 
@@ -79,7 +97,7 @@ def _norm_pix_from_planes(
     centred = planes - planes.mean(dim=-1, keepdim=True)
     # unbiased std as the norm of the deviations: one reduction pass, no squared copy
     scale = torch.linalg.vector_norm(centred, dim=-1, keepdim=True) / math.sqrt(q - 1)
-    sd = torch.tensor(std if std is not None else (1.0,) * c, dtype=planes.dtype, device=planes.device)
+    sd = _channel_values(tuple(std) if std is not None else (1.0,) * c, planes.dtype, planes.device)
     denom = scale + eps / sd[:, None]
     if torch.compiler.is_compiling():  # Dynamo breaks the graph on out=; inductor fuses the transpose anyway
         return (centred / denom).transpose(-1, -2).reshape(b, m, q * c)

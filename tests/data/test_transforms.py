@@ -316,3 +316,22 @@ def test_random_resized_crop_falls_back_to_the_largest_centred_crop_in_the_ratio
     assert torch.equal(tall, F.resized_crop(clip, 0, 10, 40, 20, [16, 16], antialias=True))
     with pytest.raises(ValueError, match="resize the short side first"):
         three_crop(clip, 41)
+
+
+def test_normalize_batch_builds_no_host_tensor_after_the_first_call(monkeypatch):
+    """`normalize_batch` makes its per-channel scale and shift once per device (on CUDA a `torch.tensor(...)` per batch
+    is a blocking host-to-device copy) and reuses them: same values, first call or not, uint8 or float input."""
+    batch = torch.randint(0, 256, (2, 3, 2, 4, 4), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    mean, std = (0.5, 0.4, 0.3), (0.2, 0.25, 0.3)
+    with torch.inference_mode():  # an evaluation pass may fill the cache; training batches still work after it
+        normalize_batch(batch, list(mean), list(std))
+    first = [normalize_batch(batch, mean, std), normalize_batch(batch.float() / 255, mean, std)]
+    m, s = torch.tensor(mean).view(3, 1, 1, 1), torch.tensor(std).view(3, 1, 1, 1)
+    assert torch.allclose(first[0], (batch.float() / 255 - m) / s, atol=1e-6)
+
+    def no_host_tensor(*args, **kwargs):
+        raise AssertionError("normalize_batch built a tensor from Python values")
+
+    monkeypatch.setattr(torch, "tensor", no_host_tensor)
+    again = [normalize_batch(batch, list(mean), list(std)), normalize_batch(batch.float() / 255, mean, std)]
+    assert all(torch.equal(a, b) and not a.is_inference() for a, b in zip(again, first, strict=True))
