@@ -1,4 +1,5 @@
-"""Shared fixtures for tubemask.data tests: real clips, encoded clips, a tiny synthetic UCF101, a bad-file corpus."""
+"""Shared fixtures for tubemask.data tests: real clips, encoded clips, a tiny synthetic UCF101, a bad-file corpus,
+truncated videos."""
 
 import importlib.util
 import os
@@ -55,6 +56,53 @@ def videos(tmp_path_factory) -> dict[str, Path]:
         "avi": encode(root / "numbered.avi", frames, codec="mpeg4", extra_options={"qscale": 1}),
         "webm": encode(root / "numbered.webm", frames[:24]),
         "short": encode(root / "short.avi", frames[:10], codec="mpeg4"),
+    }
+
+
+def noise_frames(num_frames: int, size: tuple[int, int] = (48, 64), seed: int = 0) -> torch.Tensor:
+    """uint8 [t 3 h w] random frames: every frame costs about as many bytes as the next, so a file cut to a fraction
+    of its bytes keeps about that fraction of its frames."""
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randint(0, 256, (num_frames, 3, *size), generator=generator, dtype=torch.uint8)
+
+
+def xvid_avi(path: Path, frames: torch.Tensor, frame_rate: int = 25) -> Path:
+    """Write frames as an AVI of MPEG-4 Part 2 tagged `XVID` (as UCF101's files are), with PyAV."""
+    av = pytest.importorskip("av", reason="writing an XviD AVI needs PyAV")
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("mpeg4", rate=frame_rate)
+        stream.width, stream.height, stream.pix_fmt = frames.shape[-1], frames.shape[-2], "yuv420p"
+        stream.codec_context.codec_tag = "XVID"
+        for frame in frames.permute(0, 2, 3, 1).numpy():
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        container.mux(stream.encode())
+    return path
+
+
+def cut(source: Path, target: Path, fraction: float) -> Path:
+    """`target` holds the first `fraction` of `source`'s bytes: a copy or download that stopped early."""
+    data = source.read_bytes()
+    target.write_bytes(data[: int(len(data) * fraction)])
+    return target
+
+
+@pytest.fixture(scope="session")
+def truncated_videos(tmp_path_factory) -> dict[str, Path]:
+    """75-frame videos cut to a third of their bytes: an XviD AVI and an h264 MP4 with its index in front (both open:
+    their headers say 75 frames, about 25 decode), an h264 MP4 with its index at the end (the index is lost: does
+    not open); and the whole XviD AVI."""
+    need_torchcodec()
+    root = tmp_path_factory.mktemp("truncated")
+    frames = noise_frames(75)
+    whole_avi = xvid_avi(root / "whole.avi", frames)
+    h264 = {"codec": "libx264", "crf": 0, "preset": "ultrafast"}
+    front = encode(root / "whole_faststart.mp4", frames, **h264, extra_options={"movflags": "+faststart"})
+    back = encode(root / "whole.mp4", frames, **h264)
+    return {
+        "whole_avi": whole_avi,
+        "avi": cut(whole_avi, root / "cut.avi", 1 / 3),
+        "mp4": cut(front, root / "cut.mp4", 1 / 3),
+        "mp4_index_at_end": cut(back, root / "cut_index_at_end.mp4", 1 / 3),
     }
 
 

@@ -2,11 +2,13 @@
 
 import dataclasses
 import math
+from pathlib import Path
 
 import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from torch.utils.data import DataLoader
 
 from tubemask.data import (
     IMAGENET_MEAN,
@@ -15,6 +17,8 @@ from tubemask.data import (
     AVADataset,
     AVAFrame,
     DecodeError,
+    FailureLog,
+    VideoReader,
     collate_ava,
     jitter_boxes,
     make_synthetic_ava,
@@ -397,6 +401,41 @@ def test_bad_videos_are_skipped_and_counted(synthetic, train_frames, tmp_path):
         AVADataset([missing], tmp_path, train=True, strict=True, **SMALL)[0]
     with pytest.raises(RuntimeError, match="in a row failed"):
         AVADataset([missing], tmp_path, train=True, max_substitutions=3, **SMALL)[0]
+
+
+def test_a_truncated_video_is_used_where_it_decodes_and_named_once(truncated_videos, tmp_path):
+    # an XviD AVI of 75 frames at 25 fps (3 s) cut to a third of its bytes: about 13 frames (0.5 s) decode
+    (tmp_path / "movie.avi").symlink_to(truncated_videos["avi"])
+    path = str(tmp_path / "movie.avi")
+
+    def frame(timestamp):
+        return AVAFrame("movie", timestamp, torch.tensor([[0.1, 0.1, 0.5, 0.5]]), torch.ones(1, 3, dtype=torch.bool), torch.ones(1))  # fmt: skip
+
+    inside, lost = frame(900), frame(903)  # at 0 s: decodes; at 3 s: in the lost part, beyond the 1 s tolerance
+
+    def make():
+        return AVADataset([inside, lost, inside], tmp_path, train=False, num_frames=4, frame_stride=2, short_side=48)
+
+    dataset = make()
+    samples = [dataset[i] for i in range(len(dataset))]
+    assert [s.key for s in samples] == [inside.key] * 3  # the lost keyframe is replaced by the one that decodes
+    decodable = VideoReader(path).num_frames
+    assert 10 <= decodable <= 30 and dataset.failures.truncated == {path: (75, decodable)}
+    assert dataset.failures.total >= 1 and "outside its" in dataset.failures.reasons[path]  # the lost keyframe
+    assert dataset.failures.counts[path] == dataset.failures.total + 1  # failed loads + one truncation
+    assert f"  {path}: truncated: header says 75 frames, {decodable} decode" in dataset.failures.summary()
+    # through a DataLoader worker and the run's journal: named once, as the recipes report it
+    worker_set = make()
+    worker_set.failures.journal = str(FailureLog.journal_file(tmp_path / "run", rank=0))
+    (tmp_path / "run").mkdir()
+    loader = DataLoader(worker_set, batch_size=1, num_workers=1, collate_fn=collate_ava)
+    assert [key for batch in loader for key in batch.keys] == [inside.key] * 3
+    journal = Path(worker_set.failures.journal).read_text()
+    assert journal.count('"event": "truncated"') == 1
+    said: list[str] = []
+    bad = FailureLog.report_run(tmp_path / "run", said.append)
+    assert bad.truncated == {path: (75, decodable)} and len(bad.counts) == 1
+    assert len(said) == 1 and f"  {path}: truncated: header says 75 frames, {decodable} decode" in said[0]
 
 
 def test_collate_ava(synthetic, train_frames):

@@ -1,8 +1,10 @@
 """Datasets on the synthetic UCF101 and on a corpus of bad files: shapes, determinism, repeats, failures, workers."""
 
+import json
 import logging
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -11,6 +13,7 @@ from torch.utils.data import DataLoader
 from tubemask.data import (
     ClipLoader,
     DecodeError,
+    DecodeOptions,
     DenseSampler,
     EvalPipeline,
     FailureLog,
@@ -20,6 +23,7 @@ from tubemask.data import (
     PretrainDataset,
     PretrainPipeline,
     SegmentSampler,
+    VideoReader,
     VideoRecord,
     collate_repeated,
     read_ucf101,
@@ -144,6 +148,9 @@ def test_full_pass_over_bad_files_substitutes_counts_and_logs(mixed_records, bad
     for path in unopenable:
         assert path in logged and path in ds.summary()
     assert "short video" in logged  # used, but not silently
+    truncated = str(bad_files["truncated_avi"])  # cut to 70% of its bytes: used, and named as truncated
+    header, decodable = ds.failures.truncated[truncated]
+    assert header == 40 and decodable < 39 and f"{truncated}: truncated: header says 40 frames" in ds.summary()
     # Substitution is deterministic: a second pass gives the same samples.
     again = FinetuneDataset(mixed_records, pipeline=pipeline, sampler=SAMPLER)
     for (clip_a, label_a), (clip_b, label_b) in zip(first, (again[i] for i in range(len(again))), strict=True):
@@ -238,6 +245,83 @@ def test_an_unwritable_failure_journal_warns_and_keeps_counting(tmp_path, caplog
     with caplog.at_level(logging.WARNING, logger="tubemask.data"):
         log.record("/videos/a.mp4", "broken")
     assert log.counts["/videos/a.mp4"] == 1 and "cannot append to the failure journal" in caplog.text
+
+
+@pytest.mark.parametrize("kind", ["avi", "mp4"])
+@pytest.mark.parametrize("seek_mode", ["exact", "approximate"])
+def test_a_truncated_video_is_used_and_named_once(truncated_videos, kind, seek_mode, caplog):
+    path = str(truncated_videos[kind])  # cut to a third of its bytes: the header says 75 frames, about 25 decode
+    records = [VideoRecord(path, 0)] * 3 + [VideoRecord(truncated_videos["whole_avi"], 1)]
+    pipeline = FinetunePipeline(input_size=24, randaugment=None, erase_p=0.0)
+    ds = FinetuneDataset(records, pipeline=pipeline, sampler=SAMPLER, decode=DecodeOptions(seek_mode=seek_mode))
+    with caplog.at_level(logging.WARNING, logger="tubemask.data"):
+        for epoch in range(2):
+            ds.set_epoch(epoch)
+            labels = [ds[i][1] for i in range(len(ds))]
+            assert labels == [0, 0, 0, 1]  # what decodes is used: no substitute
+    header, decodable = ds.failures.truncated[path]
+    assert header == 75 and 10 <= decodable <= 30
+    if kind == "avi":  # every packet left decodes: the count is the packet scan's
+        assert decodable == VideoReader(path).num_frames
+    # counted as a bad video (the recipes report len(counts)), once per file, but not as a failed load
+    assert ds.failures.counts == {path: 1} and ds.failures.total == 0
+    assert ds.failures.reasons[path] == f"header says 75 frames, {decodable} decode"
+    named = [m for m in caplog.messages if "truncated video" in m]
+    assert len(named) == 1 and named[0].startswith(f"tubemask.data: truncated video {path}: header says 75 frames, ")
+    summary = ds.summary().splitlines()
+    assert summary[0] == (
+        f"0 failed loads of 0 videos; {len(ds.failures.short)} videos shorter than a clip; "
+        "1 truncated (header states more frames than decode)"
+    )
+    assert f"  {path}: truncated: header says 75 frames, {decodable} decode" in summary
+
+
+def test_a_truncated_video_met_in_a_worker_is_named_in_the_run_report(truncated_videos, tmp_path):
+    path = str(truncated_videos["avi"])
+    records = [VideoRecord(path)] * 4 + [VideoRecord(truncated_videos["whole_avi"])]
+    ds = PretrainDataset(records, pipeline=PretrainPipeline(input_size=24), sampler=SAMPLER)
+    ds.failures.journal = str(FailureLog.journal_file(tmp_path, rank=0))
+    loader = DataLoader(ds, batch_size=2, num_workers=1)
+    assert sum(batch.shape[0] for batch in loader) == len(ds)
+    events = [json.loads(line) for line in Path(ds.failures.journal).read_text().splitlines()]
+    truncations = [e for e in events if e["event"] == "truncated"]
+    decodable = VideoReader(path).num_frames
+    assert len(truncations) == 1  # four samples of the file, one event from the worker
+    assert truncations[0]["path"] == path and truncations[0]["header_frames"] == 75
+    assert truncations[0]["decodable_frames"] == decodable
+    assert not ds.failures.truncated  # the main process met none itself: only the journal knows
+    said: list[str] = []
+    bad = FailureLog.report_run(tmp_path, said.append)
+    assert bad.truncated == {path: (75, decodable)} and len(bad.counts) == 1 and bad.total == 0
+    assert len(said) == 1 and f"  {path}: truncated: header says 75 frames, {decodable} decode" in said[0]
+
+
+def test_failure_log_counts_a_truncated_video_once_beside_its_failures(caplog):
+    log = FailureLog()
+    with caplog.at_level(logging.WARNING, logger="tubemask.data"):
+        log.record_truncated("/videos/a.avi", 75, 18)
+        log.record_truncated("/videos/a.avi", 75, 17)  # another reader decoded one frame fewer: kept, not logged
+    assert caplog.messages == [
+        "tubemask.data: truncated video /videos/a.avi: header says 75 frames, 18 decode; using the frames that decode"
+    ]
+    assert log.truncated == {"/videos/a.avi": (75, 17)} and log.counts == {"/videos/a.avi": 1} and log.total == 0
+    assert log.reasons == {"/videos/a.avi": "header says 75 frames, 17 decode"}
+    log.record("/videos/a.avi", "keyframe outside the file", substitute=3)
+    assert log.counts == {"/videos/a.avi": 2} and log.total == 1
+    assert log.reasons["/videos/a.avi"] == "keyframe outside the file"  # the last failure's
+    other = FailureLog()  # e.g. another worker's: the same file truncated there too, and one more
+    other.record_truncated("/videos/a.avi", 75, 16)
+    other.record_truncated("/videos/b.avi", 40, 9)
+    log.merge(other)
+    assert log.counts == {"/videos/a.avi": 2, "/videos/b.avi": 1} and log.total == 1
+    assert log.truncated == {"/videos/a.avi": (75, 16), "/videos/b.avi": (40, 9)}
+    assert log.reasons["/videos/a.avi"] == "keyframe outside the file"
+    assert log.summary().splitlines() == [
+        "1 failed loads of 1 videos; 0 videos shorter than a clip; 2 truncated (header states more frames than decode)",
+        "  /videos/a.avi: 1x keyframe outside the file",
+        "  /videos/a.avi: truncated: header says 75 frames, 16 decode",
+        "  /videos/b.avi: truncated: header says 40 frames, 9 decode",
+    ]
 
 
 def test_uint8_pretraining_samples_match_float_after_normalize_batch(train_records):

@@ -16,6 +16,7 @@ from tubemask.data import (
     read_clip,
     require_torchcodec,
 )
+from tubemask.data.decoding import HEADER_SLACK
 
 
 def frame_ids(frames: torch.Tensor) -> list[int]:
@@ -62,6 +63,39 @@ def test_shrink_by_decoding_when_exact_count_lies(bad_files):
     reader.num_frames = 40  # pretend the container over-counts even after a scan
     assert reader.shrink() and reader.num_frames == decodable
     assert not reader.shrink()  # nothing more to learn
+
+
+@pytest.mark.parametrize("kind", ["avi", "mp4"])
+@pytest.mark.parametrize("seek_mode", ["exact", "approximate"])
+def test_a_file_cut_short_is_told_truncated_by_header_vs_decodable_frames(truncated_videos, kind, seek_mode):
+    # an XviD AVI / an h264 MP4 with its index in front, cut to a third of its bytes: the header still says 75 frames
+    reader = VideoReader(truncated_videos[kind], seek_mode=seek_mode)
+    assert reader.header_frames == 75
+    if seek_mode == "approximate":  # trusts the header until a clip reaches past what decodes
+        assert reader.num_frames == 75 and not reader.truncated
+    frames, indices = read_clip(reader, lambda n: list(range(n - 16, n)))
+    assert reader.truncated and 10 <= reader.num_frames <= 30  # about a third
+    assert reader.header_frames == 75 and max(indices) == reader.num_frames - 1 and frames.shape[0] == 16
+    whole = VideoReader(truncated_videos["whole_avi"], seek_mode=seek_mode)
+    assert whole.header_frames == whole.num_frames == 75 and not whole.truncated
+
+
+def test_truncation_needs_a_header_count_and_more_than_one_lost_frame(videos, truncated_videos):
+    webm = VideoReader(videos["webm"])  # Matroska/WebM headers state no frame count: never called truncated
+    assert webm.header_frames is None and not webm.truncated
+    webm.num_frames = 1
+    assert not webm.truncated
+    reader = VideoReader(truncated_videos["whole_avi"])
+    reader.num_frames = 75 - HEADER_SLACK  # a last frame that fails: common in real files, not a truncation
+    assert not reader.truncated
+    reader.num_frames -= 1
+    assert reader.truncated
+
+
+def test_an_mp4_cut_short_with_its_index_at_the_end_does_not_open(truncated_videos):
+    # the moov atom is written last: cut, the file has no index and is unreadable (a failed load, not a truncation)
+    with pytest.raises(DecodeError, match="FFmpeg cannot open it as a video"):
+        VideoReader(truncated_videos["mp4_index_at_end"])
 
 
 @pytest.mark.parametrize("kind", ["zero", "random", "text", "truncated_mp4", "directory", "missing"])

@@ -128,7 +128,9 @@ class AVADataset(Dataset):
     missing (no `<video_root>/<video_id><ext>` for any of `video_extensions`), does not decode, or does not reach the
     keyframe (by more than one second) is counted in `failures` and replaced by another keyframe drawn from the same
     generator, so the returned `key` says which keyframe a sample is; `strict=True` raises instead. At test time an
-    evaluator should thus keep the first result per key.
+    evaluator should thus keep the first result per key. A truncated video (its header states more frames than
+    decode) is named in `failures` once ([`record_truncated`][tubemask.data.failures.FailureLog.record_truncated]);
+    its keyframes inside the frames that decode are used.
 
     Args:
         frames: Keyframes, e.g. `read_ava_boxes(...)` (a mapping's values are used, in order).
@@ -242,6 +244,8 @@ class AVADataset(Dataset):
         frames, _ = read_clip(
             reader, lambda n: self.frame_indices(frame.timestamp, fps, n), max_attempts=self.decode.max_attempts
         )
+        if reader.truncated:  # named even when the keyframe lies in the lost part (then also a failed load below)
+            self.failures.record_truncated(str(path), reader.header_frames, reader.num_frames)
         time = frame.timestamp - self.time_offset
         if not -1.0 <= time <= reader.num_frames / fps + 1.0:
             raise DecodeError(

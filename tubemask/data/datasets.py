@@ -14,6 +14,8 @@ All three share one loading path ([`ClipLoader`][tubemask.data.datasets.ClipLoad
   workers each epoch: about 0.3 s per epoch measured on the synthetic set with 2 workers).
 - **Bad files**: a file that cannot be opened or decoded is replaced by another sample drawn from the same
   generator (deterministic), counted in `dataset.failures` and logged as a warning; `strict=True` raises instead.
+  A truncated file (its header states more frames than decode) is used for the frames that decode, and named in
+  `dataset.failures` too ([`record_truncated`][tubemask.data.failures.FailureLog.record_truncated]), once per file.
 - **Repeated sampling** (`repeats=r > 1`): one decode, `r` independent augmentations, stacked on a new leading dim:
   a sample is `[r c t h w]` (labels `[r]`). The default collate then gives `[b r c t h w]`;
   [`collate_repeated`][tubemask.data.datasets.collate_repeated] flattens to `[(b r) c t h w]`, which is what a model
@@ -169,6 +171,8 @@ class ClipLoader:
                     lambda n: [i for view in self.sampler.views(n, num_views) for i in view],
                     max_attempts=self.decode.max_attempts,
                 )
+            if reader.truncated:
+                self.failures.record_truncated(str(path), reader.header_frames, reader.num_frames)
             if reader.num_frames < self.sampler.span:
                 self.failures.record_short(str(path), reader.num_frames, self.sampler.span)
             return frames

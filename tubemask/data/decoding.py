@@ -3,7 +3,10 @@
 One [`VideoReader`][tubemask.data.decoding.VideoReader] opens a file once and returns frames as `uint8 [t c h w]`.
 Real files lie about their length (a header frame count larger than what decodes, a last frame that fails, variable
 frame rate), so the reader can *shrink* its frame count to the frames that really decode, and
-[`read_clip`][tubemask.data.decoding.read_clip] re-samples indices inside that count and retries.
+[`read_clip`][tubemask.data.decoding.read_clip] re-samples indices inside that count and retries. A file cut short
+(a copy or download that stopped early) keeps the header of the whole video: the reader tells it by
+[`truncated`][tubemask.data.decoding.VideoReader.truncated], so the datasets can name it instead of training on it as
+a short video in silence.
 
 torchcodec is imported lazily: `import tubemask.data` works without it (for example on a GPU machine that only
 trains from pre-decoded tensors); asking for decoding raises
@@ -22,6 +25,7 @@ from torch import Tensor
 from tubemask.shapes import typechecked
 
 __all__ = [
+    "HEADER_SLACK",
     "DecodeError",
     "MissingDecoderError",
     "SeekMode",
@@ -40,6 +44,11 @@ approximate mode torchcodec 0.17 takes keyframe positions from FFmpeg's index, w
 B-frames, and then seeks backwards and decodes the same frames twice (torchcodec issue #1077): 16 x 4 clips of
 h264 mp4s decode 10 to 25% slower there (mpeg4 avi and vp9 webm: no difference; docs/data.md). Prefer approximate
 for long videos (minutes) read a few clips at a time, where the scan is the larger cost."""
+
+HEADER_SLACK = 1
+"""Frames a header may over-count before [`VideoReader.truncated`][tubemask.data.decoding.VideoReader.truncated] calls
+the file truncated: a last frame that does not decode is common in real files and costs nothing; a file cut short
+loses far more (an XviD AVI cut to a third of its bytes: the header says 75 frames, 13 to 25 decode)."""
 
 
 class MissingDecoderError(ImportError):
@@ -102,6 +111,8 @@ class VideoReader:
         path: The file, as given.
         num_frames: Frames believed decodable. Starts from the container's count and only ever decreases, see
             [`shrink`][tubemask.data.decoding.VideoReader.shrink].
+        header_frames: The frame count the container's header states (AVI, MP4), kept when `num_frames` goes down;
+            None where the header states none (Matroska, WebM).
         fps: Average frame rate from the header (may be `None`).
 
     Raises:
@@ -133,6 +144,8 @@ class VideoReader:
         self._decoder = self._open(seek_mode)
         self.num_frames = len(self._decoder)
         self.fps = self._decoder.metadata.average_fps
+        header = getattr(self._decoder.metadata, "num_frames_from_header", None)
+        self.header_frames: int | None = int(header) if header is not None and header > 0 else None
         if self.num_frames <= 0:
             self.shrink()
 
@@ -147,6 +160,17 @@ class VideoReader:
 
     def __len__(self) -> int:
         return self.num_frames
+
+    @property
+    def truncated(self) -> bool:
+        """True when the header states more frames than decode, by more than
+        [`HEADER_SLACK`][tubemask.data.decoding.HEADER_SLACK]: a file cut short.
+
+        In exact seek mode this is known at open (the packet scan finds only the packets the file still holds); in
+        approximate mode once [`shrink`][tubemask.data.decoding.VideoReader.shrink] has lowered `num_frames` (a clip
+        reached past the frames that decode). A file whose header states no frame count is never called truncated.
+        """
+        return self.header_frames is not None and self.header_frames - self.num_frames > HEADER_SLACK
 
     def get_frames(self, indices: Sequence[int]) -> Tensor:
         """Decode the frames at `indices` (any order, repeats allowed), clamped to `[0, num_frames - 1]`.

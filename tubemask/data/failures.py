@@ -1,6 +1,8 @@
 """Bookkeeping of videos that failed to load: counted, logged, summarised, never silent.
 
-Each failure is logged as one `WARNING` line on the `tubemask.data` logger naming the file and the reason, so with
+Three kinds of bad video: one that fails to load (replaced by another sample), one found truncated (its header states
+more frames than decode: a file cut short; what decodes is used, and the file is named), and one shorter than a clip
+(used, sampled by the sampler's short-video rule). Each failure is logged as one `WARNING` line on the `tubemask.data` logger naming the file and the reason, so with
 DataLoader workers (whose counters live in the worker processes) the main log still names every bad file. With a
 `journal` file set, every process also appends one JSON line per event to it, and
 [`FailureLog.read_journal`][tubemask.data.failures.FailureLog.read_journal] gathers them into one per-run summary (the
@@ -34,10 +36,13 @@ class FailureLog:
     """Per-run record of bad videos (in this process).
 
     Attributes:
-        counts: Failures per path.
-        reasons: The last reason per path.
+        counts: Bad-video events per path: each failed load, plus one for a video found truncated (used all the same),
+            so `len(counts)` is the number of bad videos.
+        reasons: The last reason per path (a failure's; a truncated video that never failed has its truncation).
         short: Videos with fewer decodable frames than a clip spans, with their frame count; they are still used,
             sampled by the sampler's short-video rule, and each is logged once.
+        truncated: Videos whose header states more frames than decode, with `(header_frames, decodable_frames)`
+            (the fewest seen to decode); they are still used, and each is logged once.
         journal: A file that every process holding this log (the DataLoader workers get a copy) appends one JSON
             line to per event; None to keep the events in this process only.
     """
@@ -45,6 +50,7 @@ class FailureLog:
     counts: Counter = field(default_factory=Counter)
     reasons: dict[str, str] = field(default_factory=dict)
     short: dict[str, int] = field(default_factory=dict)
+    truncated: dict[str, tuple[int, int]] = field(default_factory=dict)
     journal: str | None = None
 
     def record(self, path: str, reason: str, *, substitute: int | None = None) -> None:
@@ -68,25 +74,69 @@ class FailureLog:
                 span,
             )
 
+    def record_truncated(self, path: str, header_frames: int, decodable_frames: int) -> None:
+        """Note a video whose header states `header_frames` but of which only `decodable_frames` decode: a file cut
+        short, used all the same. Counted once per path and logged the first time only (a later, lower count of
+        decodable frames is kept silently)."""
+        if self._note_truncated(path, header_frames, decodable_frames):
+            self._append(
+                {
+                    "event": "truncated",
+                    "path": path,
+                    "header_frames": header_frames,
+                    "decodable_frames": decodable_frames,
+                }
+            )
+            logger.warning(
+                "tubemask.data: truncated video %s: %s; using the frames that decode",
+                path,
+                _truncation(header_frames, decodable_frames),
+            )
+
+    def _note_truncated(self, path: str, header_frames: int, decodable_frames: int) -> bool:
+        """Add a truncation to the counts; True if `path` was not known truncated yet."""
+        known = self.truncated.get(path)
+        if known is not None:
+            self.truncated[path] = (known[0], min(known[1], decodable_frames))
+            if self.reasons.get(path) == _truncation(*known):  # no failure since: keep the reason in step
+                self.reasons[path] = _truncation(*self.truncated[path])
+            return False
+        self.truncated[path] = (header_frames, decodable_frames)
+        self.counts[path] += 1
+        self.reasons.setdefault(path, _truncation(header_frames, decodable_frames))
+        return True
+
     @property
     def total(self) -> int:
-        """Number of failed loads (a path that failed twice counts twice)."""
-        return sum(self.counts.values())
+        """Number of failed loads (a path that failed twice counts twice; a truncated video that loaded is none)."""
+        return sum(self.counts.values()) - len(self.truncated)
+
+    def _failed(self) -> dict[str, int]:
+        """Failed loads per path, for the paths that failed at least once."""
+        failed = {path: n - (path in self.truncated) for path, n in self.counts.items()}
+        return {path: n for path, n in failed.items() if n > 0}
 
     def summary(self) -> str:
-        """A human-readable report: totals, then one line per bad path with its count and reason."""
-        lines = [
-            f"{self.total} failed loads of {len(self.counts)} videos; {len(self.short)} videos shorter than a clip"
-        ]
-        lines += [f"  {path}: {n}x {self.reasons[path]}" for path, n in sorted(self.counts.items())]
+        """A human-readable report: totals, then one line per bad path with its count and reason, per truncated video
+        with its header's and its decodable frame counts, and per short video with its frame count."""
+        failed = self._failed()
+        head = f"{self.total} failed loads of {len(failed)} videos; {len(self.short)} videos shorter than a clip"
+        if self.truncated:
+            head += f"; {len(self.truncated)} truncated (header states more frames than decode)"
+        lines = [head]
+        lines += [f"  {path}: {n}x {self.reasons[path]}" for path, n in sorted(failed.items())]
+        lines += [f"  {path}: truncated: {_truncation(*n)}" for path, n in sorted(self.truncated.items())]
         lines += [f"  {path}: short ({n} frames)" for path, n in sorted(self.short.items())]
         return "\n".join(lines)
 
     def merge(self, other: "FailureLog") -> None:
-        """Add another log's counts (e.g. gathered from workers or ranks)."""
-        self.counts.update(other.counts)
-        self.reasons.update(other.reasons)
+        """Add another log's counts (e.g. gathered from workers or ranks); a video truncated in both counts once."""
+        failed = other._failed()
+        self.counts.update(failed)
+        self.reasons.update({path: other.reasons[path] for path in failed})
         self.short.update(other.short)
+        for path, (header, decodable) in other.truncated.items():
+            self._note_truncated(path, header, decodable)
 
     def _append(self, event: dict) -> None:
         """One JSON line to the journal, written by a single `write` on an `O_APPEND` descriptor, so lines from
@@ -122,7 +172,7 @@ class FailureLog:
         line naming the journals when any video failed or was short (a clean run logs nothing): the recipes' end of
         run report."""
         bad = cls.read_run(directory)
-        if bad.counts or bad.short:
+        if bad.counts or bad.short:  # a truncated video is in counts
             log(f"bad videos of this run ({Path(directory) / _JOURNAL.format(rank='*')}):\n{bad.summary()}")
         return bad
 
@@ -150,6 +200,8 @@ class FailureLog:
                         log.reasons[video] = event["reason"]
                     elif kind == "short":
                         log.short[video] = int(event["frames"])
+                    elif kind == "truncated":
+                        log._note_truncated(video, int(event["header_frames"]), int(event["decodable_frames"]))
                     else:
                         raise ValueError(f"unknown event {kind!r}")
                 except (ValueError, KeyError, TypeError) as error:
@@ -157,3 +209,8 @@ class FailureLog:
                         "tubemask.data: %s line %d is not a failure event (%s); skipped", path, number, error
                     )
         return log
+
+
+def _truncation(header_frames: int, decodable_frames: int) -> str:
+    """How a truncated video is named: `header says 75 frames, 13 decode`."""
+    return f"header says {header_frames} frames, {decodable_frames} decode"
