@@ -24,6 +24,7 @@ __all__ = [
     "tube_mask",
     "forward_flops",
     "matmul_peak_gflops",
+    "cuda_matmul_peak_tflops",
     "autocast",
     "time_call",
     "alternate",
@@ -118,8 +119,14 @@ def forward_flops(size: ViTSize, *, visible: int, decoded: int, embedded: int | 
 
 
 def matmul_peak_gflops(n: int = 2048, repeats: int = 5, *, dtype: torch.dtype = torch.float32) -> float:
-    """Best `torch.mm` rate of an `n x n` product in `dtype` on this machine now, in GFLOP/s."""
-    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    """Best `torch.mm` rate of an `n x n` product in `dtype` on this machine's CPU now, in GFLOP/s.
+
+    CPU only: it times with the host clock and never synchronises a device, so on CUDA it would time kernel launches,
+    not products. Its tensors are made on the CPU whatever the default device; use
+    `cuda_matmul_peak_tflops` (CUDA events) on a GPU.
+    """
+    a = torch.randn(n, n, dtype=dtype, device="cpu")
+    b = torch.randn(n, n, dtype=dtype, device="cpu")
     torch.mm(a, b)
     best = float("inf")
     for _ in range(repeats):
@@ -127,6 +134,33 @@ def matmul_peak_gflops(n: int = 2048, repeats: int = 5, *, dtype: torch.dtype = 
         torch.mm(a, b)
         best = min(best, time.perf_counter() - t0)
     return 2 * n**3 / best / 1e9
+
+
+def cuda_matmul_peak_tflops(
+    n: int = 8192, repeats: int = 10, warmup: int = 3, *, dtype: torch.dtype = torch.bfloat16, device: str = "cuda"
+) -> tuple[float, float]:
+    """Best and median rate of an `n x n` `torch.mm` in `dtype` on a CUDA device, in TFLOP/s, timed with CUDA events.
+
+    The yardstick for a model's FLOP utilisation measured in the same process: what this GPU, its clocks and this
+    torch's cuBLAS reach on a large dense product now (the spec sheet's peak is rarely reached). Each product is
+    bracketed by two events on the current stream and waited for, after `warmup` untimed products.
+    """
+    if torch.device(device).type != "cuda" or not torch.cuda.is_available():
+        raise RuntimeError(f"cuda_matmul_peak_tflops needs a CUDA device, got device={device!r}")
+    a = torch.randn(n, n, dtype=dtype, device=device)
+    b = torch.randn(n, n, dtype=dtype, device=device)
+    for _ in range(warmup):
+        torch.mm(a, b)
+    seconds = []
+    for _ in range(repeats):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        torch.mm(a, b)
+        end.record()
+        end.synchronize()
+        seconds.append(start.elapsed_time(end) / 1e3)
+    flops = 2 * n**3
+    return flops / min(seconds) / 1e12, flops / statistics.median(seconds) / 1e12
 
 
 def autocast(precision: str, device: str = "cpu") -> torch.autocast:

@@ -4,7 +4,8 @@ A step is zero_grad, forward under `torch.autocast("cuda", torch.bfloat16)`, bac
 `videomae_vit_b()` on 16x224x224 clips with a 0.9 tube mask (sampled on the GPU). The batch is found by doubling from
 `--start-batch` up to `--max-batch` until CUDA runs out of memory. Model FLOP utilisation counts the analytic model FLOPs
 (`benchmarks/common.py: forward_flops`, x3 for the train step) against `--peak-tflops` (default 989: dense bf16 of an
-H100/H200 SXM).
+H100/H200 SXM) and against a bf16 8192^3 matrix product timed in the same run with CUDA events. At least 20 timed
+steps per row (`--quick`: 20, else 50); the eager row is printed before torch.compile starts.
 
 Loader rows (when torchcodec and FFmpeg load): clips/s of the recipes' data paths over the files of
 `benchmarks/loader.py` - pretraining (`PretrainDataset`, uint8 224x224 output, repeated sampling 1 and 4) and
@@ -198,7 +199,7 @@ def report_loader(rates: dict[Row, float] | None, step_clips_per_s: dict[str, fl
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="max batch 64, fewer steps and loader samples")
+    parser.add_argument("--quick", action="store_true", help="max batch 64, 20 timed steps, fewer loader samples")
     parser.add_argument("--peak-tflops", type=float, default=989.0, help="dense bf16 peak of the GPU, TFLOP/s")
     parser.add_argument("--start-batch", type=int, default=16)
     parser.add_argument("--max-batch", type=int, default=256)
@@ -242,16 +243,37 @@ def main() -> None:
     print(f"ratio mfu: {max(mfu.values()):.2f}")
 
 
+def matmul_peak(device: str) -> float:
+    """TFLOP/s of a large bf16 `torch.mm` on `device` now: the same-run yardstick for the second MFU column.
+
+    CUDA: an 8192^3 product timed with CUDA events (best of 10 after 3 warm-ups). CPU (smoke runs): a 512^3 product
+    on the host clock, which is right there (the CPU helper does not synchronise, so it is never used on CUDA).
+    """
+    if torch.device(device).type == "cuda":
+        best, median = common.cuda_matmul_peak_tflops(device=device)
+        print(
+            f"  bf16 matmul 8192^3 in this run (CUDA events): best {best:.0f}, median {median:.0f} TFLOP/s", flush=True
+        )
+        return best
+    best = common.matmul_peak_gflops(512, repeats=3, dtype=torch.bfloat16) / 1e3
+    print(f"  bf16 matmul 512^3 in this run (CPU): best {best * 1e3:.1f} GFLOP/s", flush=True)
+    return best
+
+
 def measure_steps(args: argparse.Namespace) -> tuple[dict[str, float] | None, dict[str, float]]:
-    """The step rows: the largest batch that fits, eager and compiled; returns clips/s and MFU per mode."""
+    """The step rows: the largest batch that fits, eager and compiled; returns clips/s and MFU (spec peak) per mode.
+
+    The eager row is printed (and flushed) before torch.compile starts, so a run cut off during compilation keeps it.
+    """
     device = args.device
     on_cpu = torch.device(device).type == "cpu"
     torch.backends.cuda.matmul.allow_tf32 = True
     torch.backends.cudnn.allow_tf32 = True
     max_batch = min(args.max_batch, 64) if args.quick else args.max_batch
-    steps = args.steps or (5 if args.quick else 15)
+    steps = args.steps or (20 if args.quick else 50)
     where = "CPU" if on_cpu else f"{torch.cuda.get_device_name(device)}, CUDA {torch.version.cuda}"
-    print(f"{where}, torch {torch.__version__}; peak {args.peak_tflops:.0f} TFLOP/s bf16 (--peak-tflops)")
+    print(f"{where}, torch {torch.__version__}; peak {args.peak_tflops:.0f} TFLOP/s bf16 (--peak-tflops)", flush=True)
+    measured_peak = matmul_peak(device)
 
     size = SIZES[args.model]
     model = build_videomae(size).to(device).train()
@@ -261,7 +283,7 @@ def measure_steps(args: argparse.Namespace) -> tuple[dict[str, float] | None, di
     b = args.start_batch
     while b <= max_batch:
         ok = fits(model, opt, b, grid, device)
-        print(f"  batch {b}: {'fits' if ok else 'out of memory'}")
+        print(f"  batch {b}: {'fits' if ok else 'out of memory'}", flush=True)
         if not ok:
             break
         batch = b
@@ -272,34 +294,41 @@ def measure_steps(args: argparse.Namespace) -> tuple[dict[str, float] | None, di
     n = grid[0] * grid[1] * grid[2]
     masked = TubeMasker(mask_ratio=0.9).num_masked(grid)
     train_flops = 3 * common.forward_flops(size, visible=n - masked, decoded=masked)
+    mfu: dict[str, float] = {}
+    mfu_matmul: dict[str, float] = {}
+
+    def row(mode: str, sec: float) -> None:
+        tflops = train_flops * batch / sec / 1e12
+        mfu[mode], mfu_matmul[mode] = tflops / args.peak_tflops, tflops / measured_peak
+        line = f"  {mode:<9} {sec:8.3f} {batch / sec:8.1f} {tflops:8.1f} {mfu[mode]:9.1%} {mfu_matmul[mode]:9.1%}"
+        print(line, flush=True)
 
     rows = {}
     if not on_cpu:
         torch.cuda.reset_peak_memory_stats(device)
     rows["eager"] = timed(make_step(model, opt, batch, grid, device), steps, warmup=3, device=device)
     memory = "n/a on CPU" if on_cpu else f"{torch.cuda.max_memory_allocated(device) / 2**30:.1f} GiB"
+    print(
+        f"ViT-{args.model}/16 pretraining step, bf16 autocast, fused AdamW, batch {batch}, 16x224x224, tube 0.9, "
+        f"{train_flops / 1e9:.0f} model GFLOP per clip, {steps} timed steps; peak memory eager {memory}; MFU against "
+        f"the spec peak ({args.peak_tflops:.0f}) and the bf16 matmul of this run ({measured_peak:.3g} TFLOP/s)"
+    )
+    print(f"  {'mode':<9} {'s/step':>8} {'clips/s':>8} {'TFLOP/s':>8} {'MFU spec':>9} {'MFU mm':>9}")
+    row("eager", rows["eager"])
     if not args.no_compile:
+        print("  torch.compile: compiling (the eager row above is already measured)", flush=True)
         try:
             compiled = torch.compile(model)
             t0 = time.perf_counter()
             compiled_step = make_step(compiled, opt, batch, grid, device)
             compiled_step()
             sync(device)
-            print(f"  torch.compile: first step (compilation) {time.perf_counter() - t0:.0f} s")
+            print(f"  torch.compile: first step (compilation) {time.perf_counter() - t0:.0f} s", flush=True)
             rows["compiled"] = timed(compiled_step, steps, warmup=2, device=device)
+            row("compiled", rows["compiled"])
         except Exception as error:  # report and keep the eager figures
-            print(f"  torch.compile failed: {type(error).__name__}: {str(error)[:300]}")
-
-    print(
-        f"ViT-{args.model}/16 pretraining step, bf16 autocast, fused AdamW, batch {batch}, 16x224x224, tube 0.9, "
-        f"{train_flops / 1e9:.0f} model GFLOP per clip; peak memory eager {memory}"
-    )
-    print(f"  {'mode':<9} {'s/step':>8} {'clips/s':>8} {'TFLOP/s':>8} {'MFU':>6}")
-    mfu = {}
-    for mode, sec in rows.items():
-        tflops = train_flops * batch / sec / 1e12
-        mfu[mode] = tflops / args.peak_tflops
-        print(f"  {mode:<9} {sec:8.3f} {batch / sec:8.1f} {tflops:8.1f} {mfu[mode]:6.1%}")
+            print(f"  torch.compile failed: {type(error).__name__}: {str(error)[:300]}", flush=True)
+    print(f"ratio mfu_matmul: {max(mfu_matmul.values()):.2f}")
     return {mode: batch / sec for mode, sec in rows.items()}, mfu
 
 

@@ -59,10 +59,15 @@ def test_gpu_benchmark_step_code_runs_on_the_cpu() -> None:
         "--steps", "1", "--no-compile",
     )  # fmt: skip
     assert "batch 1: fits" in out and "batch 2: fits" in out, out
-    eager = re.search(r"^\s+eager\s+([\d.]+)\s+([\d.]+)\s+[\d.]+\s+[\d.]+%$", out, re.M)
+    eager = re.search(r"^\s+eager\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)%\s+([\d.]+)%$", out, re.M)
     assert eager is not None and float(eager[1]) > 0, out
     assert float(eager[2]) == pytest.approx(2 / float(eager[1]), rel=0.01, abs=0.06), out  # batch / s per step
-    assert re.search(r"^ratio mfu: \d+\.\d\d$", out, re.M), out
+    # MFU against the spec peak (989 TFLOP/s) and against the bf16 matmul measured in the run
+    assert float(eager[4]) == pytest.approx(100 * float(eager[3]) / 989, rel=0.05, abs=0.06), out
+    peak = re.search(r"^\s+bf16 matmul 512\^3 in this run \(CPU\): best ([\d.]+) GFLOP/s$", out, re.M)
+    assert peak is not None and float(peak[1]) > 0, out
+    assert float(eager[5]) > 0, out  # the tiny model's TFLOP/s print as 0.0: only the sign is checkable here
+    assert re.search(r"^ratio mfu: \d+\.\d\d$", out, re.M) and re.search(r"^ratio mfu_matmul: \d+\.\d\d$", out, re.M)
 
 
 @pytest.mark.slow
@@ -71,3 +76,17 @@ def test_randaugment_benchmark_times_every_op_on_identical_output() -> None:
     timed = re.findall(r"^\s+(\w+)\s+[\d.]+\s+[\d.]+\s+([\d.]+)x$", out, re.M)
     assert [name for name, _ in timed] == list(RANDAUGMENT_OPS), out
     assert re.search(r"^ratio randaugment tubemask/torchvision: \d+\.\d\d$", out, re.M), out
+
+
+def test_cpu_matmul_peak_stays_on_the_cpu_and_the_cuda_one_needs_cuda() -> None:
+    """The CPU peak helper times with the host clock and never synchronises a device: it must not run on CUDA, even
+    when torch's default device says otherwise. The CUDA yardstick (CUDA events) refuses a non-CUDA device."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import common
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    with torch.device("meta"):  # a default device that is not the CPU
+        assert common.matmul_peak_gflops(64, repeats=1) > 0
+    with pytest.raises(RuntimeError, match="CUDA"):
+        common.cuda_matmul_peak_tflops(64, device="cpu")
