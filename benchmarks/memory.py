@@ -109,8 +109,21 @@ def run_side(side: str, args: argparse.Namespace) -> dict[str, float]:
         args.precision,
         *(["--grad-checkpointing"] if args.grad_checkpointing else []),
     ]
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env).stdout
-    return json.loads(out.strip().splitlines()[-1])
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    lines = done.stdout.strip().splitlines()
+    try:
+        if done.returncode != 0 or not lines:
+            raise ValueError("no result")
+        return json.loads(lines[-1])
+    except ValueError:  # a crash (out of memory, import error, ...), or output that is not the worker's JSON line
+        tail = "\n".join(f"    {line}" for line in (done.stdout + done.stderr).strip().splitlines()[-40:])
+        print(
+            f"memory.py: the {side} worker failed (exit {done.returncode}); the end of its output:\n{tail}", flush=True
+        )
+        raise SystemExit(
+            f"memory.py: the {side} worker ({args.device}, {args.precision}, ViT-{args.model}, batch {args.batch}) "
+            f"failed with exit status {done.returncode}; its output is printed above"
+        ) from None
 
 
 def main() -> None:

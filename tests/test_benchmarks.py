@@ -90,3 +90,19 @@ def test_cpu_matmul_peak_stays_on_the_cpu_and_the_cuda_one_needs_cuda() -> None:
         assert common.matmul_peak_gflops(64, repeats=1) > 0
     with pytest.raises(RuntimeError, match="CUDA"):
         common.cuda_matmul_peak_tflops(64, device="cpu")
+
+
+def test_memory_benchmark_prints_a_failed_workers_output() -> None:
+    """A worker that dies (here: an unknown model preset) is reported with the end of its stderr and a clear
+    message, not a bare CalledProcessError that hides why."""
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "memory.py"), "--quick", "--model", "no-such-preset"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode != 0, done.stdout + done.stderr
+    assert "memory.py: the hf worker failed (exit 1)" in done.stdout, done.stdout + done.stderr
+    assert "Traceback" in done.stdout and "no-such-preset" in done.stdout, done.stdout
+    assert "CalledProcessError" not in done.stdout + done.stderr
