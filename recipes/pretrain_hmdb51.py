@@ -6,26 +6,23 @@
 files `<class>_test_split{1,2,3}.txt` (`--split-dir`, default `testTrainMulti_7030_splits`). No public pretraining
 script exists for HMDB51 (REFERENCE.md); this uses the UCF101 settings (tube mask 0.75, base lr 3e-4, 40 warmup
 epochs, 16 frames at stride 4, multi-scale crop, no flip) with the paper's longer schedule for the smaller dataset,
-4800 epochs. Without `--data-root` the built-in synthetic data is used. Everything else is
-`recipes/pretrain_ucf101.py`, loaded below; read that file for the details.
+4800 epochs. Without `--data-root` the built-in synthetic data is used. The loop, checkpoints, resume and pictures are
+`recipes/pretrain_ucf101.py`'s; read that file for the details.
 """
 
-import importlib.util
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-import tyro
+from pretrain_ucf101 import PAPER, PretrainConfig
+from pretrain_ucf101 import main as pretrain
 
-# Load the UCF101 recipe as a module (recipes are scripts, not a package) and swap in this dataset's pieces.
-_spec = importlib.util.spec_from_file_location("pretrain_ucf101", Path(__file__).with_name("pretrain_ucf101.py"))
-base = importlib.util.module_from_spec(_spec)
-sys.modules[_spec.name] = base
-_spec.loader.exec_module(base)
+from tubemask.data import read_hmdb51
+from tubemask.train.config import DatasetPreset
+from tubemask.train.run import script_main
 
 
 @dataclass
-class HMDB51Config(base.PretrainConfig):
+class HMDB51Config(PretrainConfig):
     """Options of the UCF101 recipe; HMDB51 defaults."""
 
     output_dir: Path = Path("outputs/pretrain_hmdb51")
@@ -35,18 +32,18 @@ class HMDB51Config(base.PretrainConfig):
     """Folder of the split files, inside --data-root."""
 
 
-def read_records(cfg: HMDB51Config, *, is_main: bool) -> list:
-    """The HMDB51 training videos of --split (or the synthetic data without --data-root)."""
-    from tubemask.data import read_hmdb51, read_ucf101
-
-    if cfg.data_root is None:
-        return read_ucf101(base.synthetic_root(cfg, is_main=is_main), split=cfg.split, train=True)
-    return read_hmdb51(cfg.data_root / cfg.video_dir, cfg.data_root / cfg.split_dir, split=cfg.split, train=True)
+def read(cfg: HMDB51Config, train: bool) -> list:
+    """The HMDB51 videos of --split's train (or test) list."""
+    return read_hmdb51(cfg.data_root / cfg.video_dir, cfg.data_root / cfg.split_dir, split=cfg.split, train=train)
 
 
-base.PAPER = dict(base.PAPER, epochs=4800)
-base.read_records = read_records
-main = base.main
+HMDB51 = DatasetPreset("HMDB51", read=read, paper=dict(PAPER, epochs=4800))
+
+
+def main(cfg: HMDB51Config) -> dict:
+    """Pretrain on HMDB51; returns the run's summary."""
+    return pretrain(cfg, HMDB51)
+
 
 if __name__ == "__main__":
-    main(tyro.cli(HMDB51Config))
+    script_main(main, HMDB51Config)

@@ -6,25 +6,22 @@
 `--video-dir`, default `20bn-something-something-v2`). Paper settings (REFERENCE.md): tube mask 0.9, 16 frames
 sampled as TSN segments (one random frame from each of 16 equal segments), no flip (motion direction is the label),
 base lr 1.5e-4 x total batch / 256, 800 epochs, 40 warmup epochs. Without `--data-root` the built-in synthetic data is
-used. Everything else is `recipes/pretrain_ucf101.py`, loaded below; read that file for the details.
+used. The loop, checkpoints, resume and pictures are `recipes/pretrain_ucf101.py`'s; read that file for the details.
 """
 
-import importlib.util
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-import tyro
+from pretrain_ucf101 import PAPER, PretrainConfig
+from pretrain_ucf101 import main as pretrain
 
-# Load the UCF101 recipe as a module (recipes are scripts, not a package) and swap in this dataset's pieces.
-_spec = importlib.util.spec_from_file_location("pretrain_ucf101", Path(__file__).with_name("pretrain_ucf101.py"))
-base = importlib.util.module_from_spec(_spec)
-sys.modules[_spec.name] = base
-_spec.loader.exec_module(base)
+from tubemask.data import read_ssv2
+from tubemask.train.config import DatasetPreset
+from tubemask.train.run import script_main
 
 
 @dataclass
-class SSv2Config(base.PretrainConfig):
+class SSv2Config(PretrainConfig):
     """Options of the UCF101 recipe; SSv2 defaults."""
 
     output_dir: Path = Path("outputs/pretrain_ssv2")
@@ -34,26 +31,18 @@ class SSv2Config(base.PretrainConfig):
     """Folder of the `<id>.webm` videos inside --data-root."""
 
 
-def read_records(cfg: SSv2Config, *, is_main: bool) -> list:
-    """The SSv2 training videos (or the synthetic data without --data-root)."""
-    from tubemask.data import read_ssv2, read_ucf101
-
-    if cfg.data_root is None:
-        return read_ucf101(base.synthetic_root(cfg, is_main=is_main), split=cfg.split, train=True)
-    return read_ssv2(cfg.data_root, cfg.data_root / cfg.video_dir, subset="train")
-
-
-def frame_sampler(cfg: SSv2Config):
-    """TSN segment sampling: one frame from each of --num-frames equal segments of the video."""
-    from tubemask.data import SegmentSampler
-
-    return SegmentSampler(num_segments=cfg.num_frames)
+SSV2 = DatasetPreset(
+    "Something-Something V2",
+    read=lambda cfg, train: read_ssv2(cfg.data_root, cfg.data_root / cfg.video_dir, subset="train"),
+    paper=dict(PAPER, base_lr=1.5e-4, epochs=800, batch_size=32),
+    sampling="segment",
+)
 
 
-base.PAPER = dict(base.PAPER, base_lr=1.5e-4, epochs=800, batch_size=32)
-base.read_records = read_records
-base.frame_sampler = frame_sampler
-main = base.main
+def main(cfg: SSv2Config) -> dict:
+    """Pretrain on Something-Something V2; returns the run's summary."""
+    return pretrain(cfg, SSV2)
+
 
 if __name__ == "__main__":
-    main(tyro.cli(SSv2Config))
+    script_main(main, SSv2Config)

@@ -14,7 +14,10 @@ RECIPES = Path(__file__).resolve().parent.parent / "recipes"
 
 
 def load_recipe(name: str) -> ModuleType:
-    """Load `recipes/<name>.py` as a fresh module registered under `name` (dataclasses and pickling need it)."""
+    """Load `recipes/<name>.py` as a fresh module registered under `name` (dataclasses and pickling need it). The
+    recipes folder goes on `sys.path`, as for a script run from it, so sibling recipes import their base recipe."""
+    if str(RECIPES) not in sys.path:
+        sys.path.insert(0, str(RECIPES))
     spec = importlib.util.spec_from_file_location(name, RECIPES / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module

@@ -4,6 +4,7 @@ bad files, non-finite losses, and that `recipes` is not an importable package.""
 import importlib.util
 import json
 import logging
+import math
 import os
 import shutil
 import signal
@@ -225,14 +226,34 @@ def _sibling_layouts(ucf: Path, root: Path) -> dict[str, dict]:
     }
 
 
-@pytest.mark.parametrize("recipe", ["pretrain_hmdb51", "pretrain_ssv2", "pretrain_k400"])
+SIBLINGS = {  # recipe: (its dataset preset, mask ratio, frame sampler, paper base lr, paper epochs)
+    "pretrain_hmdb51": ("HMDB51", 0.75, "DenseSampler", 3e-4, 4800),
+    "pretrain_ssv2": ("SSV2", 0.9, "SegmentSampler", 1.5e-4, 800),
+    "pretrain_k400": ("K400", 0.9, "DenseSampler", 1.5e-4, 800),
+}
+
+
+@pytest.mark.parametrize("recipe", sorted(SIBLINGS))
 def test_sibling_recipes_two_steps(recipe: str, ucf: Path, tmp_path: Path) -> None:
+    """Each sibling trains with its dataset's reader, sampler and settings: the effective config, the schedule's
+    length from the records it read, and finite losses."""
+    preset, mask_ratio, sampler, base_lr, epochs = SIBLINGS[recipe]
     layout = _sibling_layouts(ucf, tmp_path / "layouts")[recipe]
     out = tmp_path / "run"
     options = tiny_options(layout.pop("data_root"), out, max_steps=2)
     result = run(recipe, **options, **layout)
     assert result["step"] == 2
-    assert (out / "final.pt").is_file()
+    final = torch.load(out / "final.pt", weights_only=True)
+    assert final["config"]["mask_ratio"] == mask_ratio
+    assert final["dataset"]["sampler"].startswith(sampler), final["dataset"]
+    assert final["dataset"]["name"] != "synthetic"
+    videos = len(read_ucf101(ucf, split=1, train=True))  # every layout lists these videos for training
+    state = torch.load(out / "checkpoint-00000002.pt", weights_only=True)
+    assert state["schedule"]["total_steps"] == 2 * (videos // 2)  # 2 epochs of batch 2
+    losses = [r["loss"] for r in read_metrics(out)]
+    assert len(losses) == 2 and all(math.isfinite(v) and v > 0 for v in losses)
+    paper = getattr(load_recipe(recipe), preset).paper
+    assert (paper["base_lr"], paper["epochs"]) == (base_lr, epochs)
 
 
 def test_resume_is_exact_mid_epoch_and_with_workers(ucf: Path, tmp_path: Path) -> None:

@@ -16,7 +16,8 @@ save_reconstruction_png("recon.png", original[0], masked[0], recon[0])
 """
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 
 import torch
@@ -36,6 +37,7 @@ __all__ = [
     "reconstruction_frames",
     "save_reconstruction_png",
     "save_reconstruction_mp4",
+    "save_model_reconstruction",
 ]
 
 NORM_PIX_EPS = 1e-6
@@ -296,3 +298,49 @@ def save_reconstruction_mp4(
     with atomic_path(path) as tmp:
         VideoEncoder(frames, frame_rate=float(fps)).to_file(str(tmp), crf=crf, pixel_format="yuv420p")
     return path
+
+
+@torch.no_grad()
+def save_model_reconstruction(
+    model: torch.nn.Module,
+    video: Float[Tensor, "1 c t h w"],
+    mask: Bool[Tensor, "1 n"],
+    decoder_mask: Bool[Tensor, "1 n"] | None,
+    stem: str | os.PathLike,
+    *,
+    autocast: Callable[[], AbstractContextManager] = nullcontext,
+    write: bool = True,
+) -> None:
+    """Run a pretraining model (an `MAEWrapper`) on one clip in eval mode and write original / masked input /
+    reconstruction as `<stem>.png` and, when an mp4 encoder is at hand, `<stem>.mp4`.
+
+    Args:
+        model: the `MAEWrapper` (its tokenizer, pixel mean / std and target say how to map predictions back).
+        video: the normalised clip.
+        mask: True = hidden from the encoder.
+        decoder_mask: dual masking's decoder mask (None: every masked cube is reconstructed).
+        stem: the output path without suffix.
+        autocast: a context for the forward (e.g. bf16 autocast).
+        write: False runs only the forward (a sharded model's forward is a collective every rank must join).
+    """
+    was_training = model.training
+    model.eval()
+    with autocast():
+        out = model(video, mask, decoder_mask)
+    model.train(was_training)
+    if not write:
+        return
+    tokenizer = model.tokenizer
+    mean, std = model.pixel_mean, model.pixel_std
+    geometry = dict(tubelet_size=tokenizer.tubelet_size, patch_size=tokenizer.patch_size, mean=mean, std=std)
+    video, mask = video.float().cpu(), mask.cpu()
+    original = unnormalize(video, mean=mean, std=std)[0]
+    masked = masked_input(video, mask, **geometry)[0]
+    norm_pix = model.target == "norm_pix"
+    recon = reconstruct_video(video, out.pred.float().cpu(), out.ids.cpu(), mask, norm_pix=norm_pix, **geometry)[0]
+    stem = Path(stem)
+    save_reconstruction_png(stem.with_suffix(".png"), original, masked, recon)
+    try:
+        save_reconstruction_mp4(stem.with_suffix(".mp4"), original, masked, recon)
+    except Exception as error:  # no mp4 encoder (torchcodec/FFmpeg) must not end a long run
+        print(f"warning: could not write {stem.with_suffix('.mp4')}: {error}")

@@ -11,12 +11,15 @@ import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from tubemask.data.datasets import MultiViewDataset
+from tubemask.data.pipelines import EvalPipeline
 from tubemask.shapes import typechecked
 
 __all__ = [
@@ -25,6 +28,7 @@ __all__ = [
     "linear_probe_accuracy",
     "pooled_features",
     "ProbeSet",
+    "probe_set_from_records",
     "probe_encoder",
     "plot_diagnostics",
 ]
@@ -284,3 +288,40 @@ def plot_diagnostics(
     with atomic_path(png_path) as tmp:
         figure.savefig(tmp, format="png")
     return png_path
+
+
+def probe_set_from_records(
+    records: Sequence[Any], *, videos_per_class: int, input_size: int, sampler: Any
+) -> ProbeSet | None:
+    """A [ProbeSet][tubemask.eval.diagnostics.ProbeSet] of centre clips (uint8, one view) of `videos_per_class`
+    labelled videos per class (in path order): the first half of each class fits the probe, the second half scores
+    it. None when the records carry fewer than two labelled classes.
+
+    Args:
+        records: `VideoRecord`s (unlabelled ones are skipped).
+        videos_per_class: at least 2 (one to fit, one to score).
+        input_size: the centre crop's side.
+        sampler: the frame sampler of the training clips.
+
+    Raises:
+        ValueError: when `videos_per_class < 2`.
+    """
+    half = videos_per_class // 2
+    if half < 1:
+        raise ValueError(f"probe videos per class: {videos_per_class}; need at least 2 (one to fit, one to score)")
+    by_class: dict[int, list[Any]] = {}
+    for record in sorted(records, key=lambda r: str(r.path)):
+        if record.label is not None:
+            by_class.setdefault(record.label, []).append(record)
+    fit = [r for rs in by_class.values() for r in rs[:half]]
+    score = [r for rs in by_class.values() for r in rs[half : 2 * half]]
+    if len(by_class) < 2 or not score:
+        return None
+
+    def load(chosen: list[Any]) -> tuple[Tensor, Tensor]:
+        pipeline = EvalPipeline(crop_size=input_size, num_crops=1, normalize=False)
+        views = MultiViewDataset(chosen, pipeline=pipeline, sampler=sampler, num_clips=1)
+        items = [views[i] for i in range(len(views))]
+        return torch.stack([v[0] for v, _, _ in items]), torch.tensor([label for _, label, _ in items])
+
+    return ProbeSet(*load(fit), *load(score))
