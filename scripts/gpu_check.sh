@@ -14,6 +14,7 @@
 #
 # Usage: bash scripts/gpu_check.sh [OUTDIR]     (OUTDIR: default $OUT when set, else outputs/gpu_check)
 #        PYTHON=/path/to/python bash scripts/gpu_check.sh OUTDIR    (default python3)
+#        WHEELS=DIR (default .whl) or WHEELS=none (no carried wheels)
 set -uo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 out="${1:-${OUT:-$root/outputs/gpu_check}}"
@@ -92,8 +93,9 @@ status[setup]="running"
 write_summary
 setup_log="$out/setup.log"
 : >"$setup_log"
+wheels="${WHEELS:-$root/.whl}" # WHEELS=none: use the machine's packages only
 setup() {
-    install_carried_wheels "$py" || return 1
+    if [ "$wheels" != none ]; then install_carried_wheels "$py" "$wheels" || return 1; fi
     timeout -k 5 30 "$py" -c "
 import sys, torch
 cuda = torch.cuda.is_available()
