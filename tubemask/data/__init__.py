@@ -50,7 +50,13 @@ from tubemask.data.sampling import (
     multiview_segment_indices,
     segment_indices,
 )
-from tubemask.data.synthetic import MOTION_CLASSES, make_synthetic_ucf101, render_motion_clip
+from tubemask.data.synthetic import (
+    MOTION_CLASSES,
+    cached_synthetic_ucf101,
+    make_synthetic_ucf101,
+    render_motion_clip,
+    synthetic_ucf101_root,
+)
 from tubemask.data.synthetic_ava import SYNTHETIC_AVA_CLASSES, SyntheticAVA, make_synthetic_ava
 from tubemask.data.transforms import (
     IMAGENET_MEAN,
@@ -98,6 +104,7 @@ __all__ = [
     "SyntheticAVA",
     "VideoReader",
     "VideoRecord",
+    "cached_synthetic_ucf101",
     "center_crop",
     "channels_first",
     "clip_span",
@@ -133,5 +140,6 @@ __all__ = [
     "segment_indices",
     "smooth_one_hot",
     "stack_clips",
+    "synthetic_ucf101_root",
     "three_crop",
 ]

@@ -1,6 +1,7 @@
 """A synthetic action dataset in the UCF101 layout, whose classes differ only by motion.
 
-Every video shows one textured shape over a textured, static background. Shape, textures, colours, size and position
+Every video shows one textured shape over a static background (a random texture by default; one flat colour or
+black on request). Shape, textures, colours, size and position
 are drawn independently of the class; only how the shape moves over time (left, right, up, down, rotating clockwise
 or counter-clockwise, growing, shrinking, fading in, fading out, orbiting) tells the classes apart, so a single frame
 carries (almost) no label information and a model must look at motion.
@@ -8,8 +9,11 @@ carries (almost) no label information and a model must look at motion.
 [`make_synthetic_ucf101`][tubemask.data.synthetic.make_synthetic_ucf101] writes real video files (mpeg4 in `.avi`,
 as UCF101 ships) with torchcodec's encoder plus the `ucfTrainTestlist/` split files, so the UCF101 reader and the
 whole decoding path run on it. Test groups: split `k` tests on groups `g` with `(g - 1) % 3 == k - 1`.
+[`cached_synthetic_ucf101`][tubemask.data.synthetic.cached_synthetic_ucf101] keeps such datasets in a cache folder,
+one subfolder per settings, so runs with different settings never collide.
 """
 
+import hashlib
 import json
 import math
 import os
@@ -27,7 +31,15 @@ from torch import Tensor
 from tubemask.data.decoding import require_torchcodec
 from tubemask.shapes import typechecked
 
-__all__ = ["MOTION_CLASSES", "Background", "make_synthetic_ucf101", "render_motion_clip", "render_motion_dataset"]
+__all__ = [
+    "MOTION_CLASSES",
+    "Background",
+    "cached_synthetic_ucf101",
+    "make_synthetic_ucf101",
+    "render_motion_clip",
+    "render_motion_dataset",
+    "synthetic_ucf101_root",
+]
 
 MOTION_CLASSES = (
     "MoveLeft",
@@ -217,8 +229,9 @@ def _write_once(root: Path, params: dict, build: Callable[[Path], None]) -> None
 
     `build(tmp)` writes the files into a fresh temporary sibling of `root`, on one torch thread (tiny tensors:
     threading only adds overhead; restored after); the marker with `params` is written last and the folder renamed
-    into place, so an interrupted run leaves no half dataset and two processes racing for `root` both end with one
-    complete copy.
+    into place, so an interrupted run leaves no half dataset. Two processes racing for `root` both build their own
+    copy; the first rename wins and the other process, finding `root` complete with its `params`, drops its copy and
+    returns: both end with the one complete dataset.
 
     Raises:
         FileExistsError: `root` holds something else (another dataset's marker, or files).
@@ -234,9 +247,9 @@ def _write_once(root: Path, params: dict, build: Callable[[Path], None]) -> None
     try:
         build(tmp)
         (tmp / _MARKER).write_text(json.dumps(params))
-        if root.is_dir():
-            root.rmdir()  # empty (checked above); rename needs the name free
         try:
+            if root.is_dir():
+                root.rmdir()  # empty (checked above) unless another process has just renamed its copy here
             tmp.rename(root)
         except OSError:
             if not _complete(root, params):  # lost a race to another process? Then theirs is complete.
@@ -245,6 +258,37 @@ def _write_once(root: Path, params: dict, build: Callable[[Path], None]) -> None
         torch.set_num_threads(threads)
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _ucf101_params(
+    *,
+    num_classes: int,
+    videos_per_class: int,
+    num_frames: int,
+    size: int | tuple[int, int],
+    fps: float,
+    seed: int,
+    background: Background,
+) -> dict:
+    """The checked settings of a synthetic UCF101 dataset as the plain dict its marker stores (and its key hashes)."""
+    if not 1 <= num_classes <= len(MOTION_CLASSES):
+        raise ValueError(f"num_classes={num_classes}; allowed 1..{len(MOTION_CLASSES)}")
+    if videos_per_class < 1 or num_frames < 2:
+        raise ValueError(f"videos_per_class={videos_per_class} must be >= 1 and num_frames={num_frames} >= 2")
+    h, w = (size, size) if isinstance(size, int) else size
+    if h < 16 or w < 16 or h % 2 or w % 2:
+        raise ValueError(f"size={size}: sides must be even and >= 16 (yuv420 video)")
+    if background not in ("texture", "flat", "black"):
+        raise ValueError(f"background={background!r}; allowed 'texture', 'flat', 'black'")
+    return dict(
+        num_classes=num_classes,
+        videos_per_class=videos_per_class,
+        num_frames=num_frames,
+        size=[h, w],
+        fps=float(fps),
+        seed=seed,
+        background=background,
+    )
 
 
 def make_synthetic_ucf101(
@@ -256,6 +300,7 @@ def make_synthetic_ucf101(
     size: int | tuple[int, int] = 64,
     fps: float = 25.0,
     seed: int = 0,
+    background: Background = "texture",
 ) -> Path:
     """Write (once) a motion-only action dataset in the official UCF101 layout and return `root`.
 
@@ -276,6 +321,9 @@ def make_synthetic_ucf101(
         size: Frame side or `(height, width)`.
         fps: Frame rate written into the files.
         seed: Dataset seed; the same arguments always produce the same frames.
+        background: `"texture"`, `"flat"` or `"black"`, see
+            [render_motion_clip][tubemask.data.synthetic.render_motion_clip]. Black makes the pretext task
+            informative at CPU scale: every non-zero pixel belongs to the moving object (docs/data_efficiency.md).
 
     Returns:
         `root` as a `Path`.
@@ -285,24 +333,18 @@ def make_synthetic_ucf101(
         FileExistsError: `root` holds something else.
         MissingDecoderError: torchcodec or FFmpeg's libraries are missing (they write the videos).
     """
-    if not 1 <= num_classes <= len(MOTION_CLASSES):
-        raise ValueError(f"num_classes={num_classes}; allowed 1..{len(MOTION_CLASSES)}")
-    if videos_per_class < 1 or num_frames < 2:
-        raise ValueError(f"videos_per_class={videos_per_class} must be >= 1 and num_frames={num_frames} >= 2")
-    h, w = (size, size) if isinstance(size, int) else size
-    if h < 16 or w < 16 or h % 2 or w % 2:
-        raise ValueError(f"size={size}: sides must be even and >= 16 (yuv420 video)")
-    VideoEncoder = require_torchcodec("encoders").VideoEncoder  # lazy: tubemask.data imports without it
-
-    root = Path(root)
-    params = dict(
+    params = _ucf101_params(
         num_classes=num_classes,
         videos_per_class=videos_per_class,
         num_frames=num_frames,
-        size=[h, w],
+        size=size,
         fps=fps,
         seed=seed,
+        background=background,
     )
+    h, w = params["size"]
+    VideoEncoder = require_torchcodec("encoders").VideoEncoder  # lazy: tubemask.data imports without it
+    root = Path(root)
 
     def build(tmp: Path) -> None:
         classes = MOTION_CLASSES[:num_classes]
@@ -313,7 +355,9 @@ def make_synthetic_ucf101(
             for j in range(videos_per_class):
                 group, clip = j // per_group + 1, j % per_group + 1
                 relative = f"{name}/v_{name}_g{group:02d}_c{clip:02d}.avi"
-                frames = render_motion_clip(label, num_frames=num_frames, size=(h, w), seed=seed * 100_003 + j)
+                frames = render_motion_clip(
+                    label, num_frames=num_frames, size=(h, w), seed=seed * 100_003 + j, background=background
+                )
                 VideoEncoder(frames, frame_rate=fps).to_file(
                     str(tmp / "UCF-101" / relative), codec="mpeg4", extra_options={"qscale": 3}
                 )
@@ -330,3 +374,75 @@ def make_synthetic_ucf101(
 
     _write_once(root, params, build)
     return root
+
+
+def synthetic_ucf101_root(
+    cache_dir: str | os.PathLike,
+    *,
+    num_classes: int = 10,
+    videos_per_class: int = 24,
+    num_frames: int = 64,
+    size: int | tuple[int, int] = 64,
+    fps: float = 25.0,
+    seed: int = 0,
+    background: Background = "texture",
+) -> Path:
+    """The folder in `cache_dir` where [cached_synthetic_ucf101][tubemask.data.synthetic.cached_synthetic_ucf101]
+    keeps the dataset with these settings (arguments as
+    [make_synthetic_ucf101][tubemask.data.synthetic.make_synthetic_ucf101]). Pure: nothing is read or written.
+
+    The name has readable parts and a short hash of all settings, e.g.
+    `synthetic_ucf101-10x24-64f-64x64-texture-seed0-3f2a9c1b0d`: different settings never share a folder, and the
+    same settings always give the same one (the hash is of the sorted JSON of the settings).
+
+    Raises:
+        ValueError: Arguments out of range.
+    """
+    params = _ucf101_params(
+        num_classes=num_classes,
+        videos_per_class=videos_per_class,
+        num_frames=num_frames,
+        size=size,
+        fps=fps,
+        seed=seed,
+        background=background,
+    )
+    digest = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:10]
+    h, w = params["size"]
+    name = f"synthetic_ucf101-{num_classes}x{videos_per_class}-{num_frames}f-{h}x{w}-{background}-seed{seed}-{digest}"
+    return Path(cache_dir) / name
+
+
+def cached_synthetic_ucf101(
+    cache_dir: str | os.PathLike,
+    *,
+    num_classes: int = 10,
+    videos_per_class: int = 24,
+    num_frames: int = 64,
+    size: int | tuple[int, int] = 64,
+    fps: float = 25.0,
+    seed: int = 0,
+    background: Background = "texture",
+) -> Path:
+    """The synthetic UCF101 dataset with these settings, generated into its own folder of `cache_dir` unless it is
+    already there; returns its root (the folder named by
+    [synthetic_ucf101_root][tubemask.data.synthetic.synthetic_ucf101_root]). Arguments as
+    [make_synthetic_ucf101][tubemask.data.synthetic.make_synthetic_ucf101].
+
+    Datasets with other settings live beside it untouched. Safe when several processes ask at once: each may build
+    a copy in a temporary folder, the first to finish renames it into place and the others return that one.
+
+    Raises:
+        ValueError: Arguments out of range.
+        MissingDecoderError: torchcodec or FFmpeg's libraries are missing (they write the videos).
+    """
+    settings = dict(
+        num_classes=num_classes,
+        videos_per_class=videos_per_class,
+        num_frames=num_frames,
+        size=size,
+        fps=fps,
+        seed=seed,
+        background=background,
+    )
+    return make_synthetic_ucf101(synthetic_ucf101_root(cache_dir, **settings), **settings)
