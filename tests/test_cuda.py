@@ -1,7 +1,13 @@
-"""CUDA paths (skipped without a GPU): bf16/fp16 autocast steps with float32 targets, SDPA kernels, masks on device.
+"""CUDA paths (skipped without a GPU): bf16/fp16 autocast steps with float32 targets, SDPA kernels, masks on device,
+and the pieces of a training step that must not wait for the device (`torch.cuda.set_sync_debug_mode`).
 
 Run on a GPU machine with `bash scripts/gpu_check.sh`.
 """
+
+import contextlib
+import traceback
+import warnings
+from pathlib import Path
 
 import pytest
 import torch
@@ -104,3 +110,134 @@ def test_detector_on_a_pinned_ava_batch_under_autocast_matches_fp32(dtype: torch
             logits = model(batch.clips, batch.rois)
     assert logits.shape == (3, 80) and torch.isfinite(logits).all()
     torch.testing.assert_close(logits.float(), reference, atol=5e-2, rtol=5e-2)
+
+
+@contextlib.contextmanager
+def no_device_sync():
+    """Inside, any CUDA call that makes the host wait for the device raises (`set_sync_debug_mode("error")`)."""
+    torch.cuda.synchronize()
+    previous = torch.cuda.get_sync_debug_mode()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        yield
+    finally:
+        torch.cuda.set_sync_debug_mode(previous)
+
+
+def test_normalize_batch_on_the_gpu_does_not_sync() -> None:
+    """The recipes' per-batch path: pinned uint8 batch, non-blocking copy, normalise on the device (its per-channel
+    scale and shift are made once per device, on the first call)."""
+    from tubemask.data import normalize_batch
+
+    batch = torch.randint(0, 256, (2, 3, 4, 16, 16), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    pinned = batch.contiguous(memory_format=torch.channels_last_3d).pin_memory()
+    normalize_batch(pinned.to("cuda"))  # first call on this device
+    with no_device_sync():
+        out = normalize_batch(pinned.to("cuda", non_blocking=True))
+        low = normalize_batch(out, dtype=torch.bfloat16)  # float input: taken as [0, 1]
+    assert low.dtype == torch.bfloat16
+    torch.testing.assert_close(out.cpu(), normalize_batch(batch))
+
+
+def test_targets_and_loss_on_the_gpu_do_not_sync() -> None:
+    from tubemask.losses import masked_mse, reconstruction_targets
+
+    g = torch.Generator().manual_seed(0)
+    video = torch.randn(2, 3, 4, 16, 16, generator=g).cuda()
+    ids = torch.tensor([[0, 3, 5], [1, 2, 7]], device="cuda")  # grid (2, 2, 2) of 2 x 8 x 8 cubes
+    pred = torch.randn(2, 3, 2 * 8 * 8 * 3, generator=g).cuda().requires_grad_()
+    kinds = ("norm_pix", "norm_pix_joint", "pixels")
+    for kind in kinds:  # first calls: the per-channel tensors are made once per device
+        reconstruction_targets(video, ids, tubelet_size=2, patch_size=8, kind=kind)
+    with no_device_sync():
+        for kind in kinds:
+            target = reconstruction_targets(video, ids, tubelet_size=2, patch_size=8, kind=kind)
+            masked_mse(pred, target).backward()
+    expected = reconstruction_targets(video.cpu(), ids.cpu(), tubelet_size=2, patch_size=8, kind="norm_pix")
+    torch.testing.assert_close(
+        reconstruction_targets(video, ids, tubelet_size=2, patch_size=8).cpu(), expected, atol=1e-5, rtol=1e-5
+    )
+
+
+def test_clipped_fused_adamw_step_does_not_sync() -> None:
+    """The optimizer-step tail: gradient clipping (foreach; no non-finite check, which reads the norm back) and the
+    fused AdamW of `build_adamw`. Its state is made on the first step, so the second one is checked."""
+    from tubemask.train.optim import build_adamw
+
+    torch.manual_seed(0)
+    model = tubemask.videomae_vit_tiny(patch_size=8).cuda()
+    opt = build_adamw(model, lr=1e-3, weight_decay=0.05)
+    params = [p for p in model.parameters() if p.requires_grad]
+
+    def clipped_step() -> torch.Tensor:
+        for p in params:
+            p.grad = torch.randn_like(p)
+        norm = torch.nn.utils.clip_grad_norm_(params, 1.0, foreach=True, error_if_nonfinite=False)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        return norm
+
+    first = clipped_step()  # makes the optimizer state
+    with no_device_sync():
+        second = clipped_step()
+    assert torch.isfinite(first) and torch.isfinite(second)
+
+
+def _sync_here() -> None:
+    torch.zeros(1, device="cuda").item()  # a sync the detector below must see
+
+
+def test_a_training_step_syncs_only_where_the_model_reads_the_mask_count() -> None:
+    """One pretraining step (normalise, tube mask on the device, bf16 forward, backward, clipping, fused AdamW) makes
+    the host wait for the device only in `tubemask.tokens.masked_count`: the forward reads the per-row masked count
+    back to size the visible-token tensors (the model API issue is to remove that). Every synchronising call is
+    recorded with its Python stack (`set_sync_debug_mode("warn")`; warnings from the backward's threads are replayed
+    on this one); a sync placed in this test checks that the recording sees them."""
+    from tubemask.data import normalize_batch
+    from tubemask.train.optim import build_adamw
+
+    torch.manual_seed(0)
+    model = tubemask.videomae_vit_tiny(patch_size=8).cuda().train()
+    opt = build_adamw(model, lr=1e-3, weight_decay=0.05)
+    batch = torch.randint(0, 256, (2, 3, 8, 32, 32), dtype=torch.uint8).pin_memory()
+    masker = tubemask.TubeMasker(mask_ratio=0.75)
+    generator = torch.Generator(device="cuda").manual_seed(0)
+
+    def step() -> None:
+        video = normalize_batch(batch.to("cuda", non_blocking=True))
+        mask = masker(2, model.grid(video.shape), generator=generator, device="cuda")
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            loss = model(video, mask).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0, foreach=True, error_if_nonfinite=False)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    step()  # first step: optimizer state, cuBLAS handles, per-device constants
+    stacks: list[traceback.StackSummary] = []
+
+    def record(message, category, filename, lineno, file=None, line=None) -> None:
+        if "synchroniz" in str(message):
+            stacks.append(traceback.extract_stack())
+
+    torch.cuda.synchronize()
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        warnings.showwarning = record
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            step()
+            _sync_here()
+        finally:
+            torch.cuda.set_sync_debug_mode(0)
+
+    def where(stack: traceback.StackSummary) -> str:
+        """The innermost frame of tubemask or of this test that led to the sync (not `record`, not `warnings`)."""
+        frames = [f for f in stack[:-1] if Path(f.filename).name != "warnings.py"]
+        ours = [f for f in frames if "tubemask" in Path(f.filename).parts or f.filename == __file__] or frames
+        return f"{Path(ours[-1].filename).name}:{ours[-1].lineno} {ours[-1].name}: {ours[-1].line}"
+
+    assert any(any(f.name == "_sync_here" for f in s) for s in stacks), "the sync recording saw nothing"
+    known = {"masked_count", "_sync_here"}
+    unexpected = [where(s) for s in stacks if not any(f.name in known for f in s)]
+    assert not unexpected, f"device syncs outside masked_count: {unexpected}"
