@@ -44,6 +44,32 @@ def reference_grads() -> list[torch.Tensor]:
     return [model.weight.grad, model.bias.grad]
 
 
+class Probe(nn.Linear):
+    """A linear layer that notes the dtype of its weight as its forward sees it (FSDP2 has gathered it by then)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.seen: list[torch.dtype] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.seen.append(self.weight.dtype)
+        return super().forward(x)
+
+
+def two_blocks() -> nn.Module:
+    net = nn.Module()
+    net.blocks = nn.ModuleList([Probe(4, 4), Probe(4, 2)])
+    return net
+
+
+def unsupported_here(error: RuntimeError) -> bool:
+    """The one known reason FSDP2 cannot run in this test: a torch whose gloo backend lacks a collective FSDP2 uses
+    ("Backend gloo does not support reduce_scatter...", before torch 2.6), or a torch without FSDP2. Anything else is
+    a failure."""
+    message = str(error)
+    return ("gloo" in message.lower() and "does not support" in message) or "has no FSDP2 fully_shard" in message
+
+
 def worker(rank: int, world_size: int, port: int, out_dir: str) -> None:
     os.environ.update(
         RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world_size), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port)
@@ -60,19 +86,32 @@ def worker(rank: int, world_size: int, port: int, out_dir: str) -> None:
         grads = [model.module.weight.grad, model.module.bias.grad]
 
         torch.manual_seed(0)
-        net = nn.Module()
-        net.blocks = nn.ModuleList([nn.Linear(4, 4), nn.Linear(4, 2)])
+        net = two_blocks()
         plain = [p.detach().clone() for p in net.parameters()]
-        fsdp_error = ""
+        fsdp_error, fsdp_out, bf16 = "", [], {}
         try:
             wrap_fsdp2(net, ctx)
-            h = x[shard]
-            for block in net.blocks:
-                h = block(h)
-            nn.functional.mse_loss(h, y[shard]).backward()
+            nn.functional.mse_loss(net.blocks[1](net.blocks[0](x[shard])), y[shard]).backward()
             fsdp_out = [p.grad.full_tensor() for p in net.parameters()]
-        except Exception as error:  # FSDP2 on CPU/gloo is not available in every torch release
-            fsdp_error, fsdp_out = f"{type(error).__name__}: {error}", []
+
+            torch.manual_seed(0)  # the same net, parameters gathered in bf16
+            net = two_blocks()
+            wrap_fsdp2(net, ctx, param_dtype=torch.bfloat16)
+            out = net.blocks[1](net.blocks[0](x[shard]))
+            nn.functional.mse_loss(out.float(), y[shard]).backward()
+            state = net._get_fsdp_state() if hasattr(net, "_get_fsdp_state") else None  # torch >= 2.6
+            policy = getattr(state, "_mp_policy", None)
+            bf16 = {
+                "seen": [str(d) for block in net.blocks for d in block.seen],
+                "out": str(out.dtype),
+                "grads": [p.grad.full_tensor() for p in net.parameters()],
+                "grad_dtypes": [str(p.grad.dtype) for p in net.parameters()],
+                "policy": None if policy is None else [str(policy.param_dtype), str(policy.reduce_dtype)],
+            }
+        except RuntimeError as error:
+            if not unsupported_here(error):
+                raise  # a real failure of wrap_fsdp2 (or of FSDP2): the test fails with it
+            fsdp_error = f"{type(error).__name__}: {error}"
         torch.save(
             {
                 "ctx": [ctx.rank, ctx.world_size, ctx.is_main],
@@ -80,6 +119,7 @@ def worker(rank: int, world_size: int, port: int, out_dir: str) -> None:
                 "grads": grads,
                 "plain": plain,
                 "fsdp": fsdp_out,
+                "bf16": bf16,
                 "fsdp_error": fsdp_error,
             },
             os.path.join(out_dir, f"rank{rank}.pt"),
@@ -122,6 +162,33 @@ def test_setup_errors(single_process_env, monkeypatch) -> None:
         setup_distributed("cpu")
 
 
+def test_cuda_process_group_is_bound_to_the_local_gpu(single_process_env, monkeypatch) -> None:
+    """Under torchrun on GPUs, `init_process_group` gets `device_id` = this rank's GPU (the NCCL communicator is then
+    made for that device at once). Checked without GPUs: CUDA and the process group are stood in for."""
+    calls = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "set_device", lambda index: calls.append(("set_device", index)))
+    monkeypatch.setattr(torch.distributed, "is_initialized", lambda: False)
+    monkeypatch.setattr(torch.distributed, "init_process_group", lambda **kwargs: calls.append(("init", kwargs)))
+    for name, value in dict(RANK="1", LOCAL_RANK="1", WORLD_SIZE="2", MASTER_ADDR="127.0.0.1", MASTER_PORT="1").items():
+        monkeypatch.setenv(name, value)
+    ctx = setup_distributed("cuda")
+    assert ctx.device == torch.device("cuda", 1)
+    assert calls == [
+        ("set_device", 1),
+        (
+            "init",
+            dict(backend="nccl", init_method="env://", rank=1, world_size=2, device_id=torch.device("cuda", 1)),
+        ),
+    ]
+
+
+def test_wrap_fsdp2_takes_param_dtype_or_mp_policy_not_both(single_process_env) -> None:
+    with pytest.raises(ValueError, match="param_dtype or mp_policy"):
+        wrap_fsdp2(nn.Linear(2, 2), DistributedContext(), param_dtype=torch.bfloat16, mp_policy=object())
+
+
 def test_rank0_print_is_silent_on_other_ranks(single_process_env, monkeypatch, capsys) -> None:
     monkeypatch.setenv("RANK", "1")
     rank0_print("hidden")
@@ -149,3 +216,12 @@ def test_two_gloo_processes_match_single_process(tmp_path) -> None:
     for r in results:
         for got, want in zip(r["fsdp"], [p.grad for p in net.parameters()], strict=True):
             torch.testing.assert_close(got, want)
+    # param_dtype=bf16: the forward sees bf16 parameters (gathered in bf16), the gradients are reduced into float32
+    # shards, and they match the float32 gradients within bf16 rounding
+    for r in results:
+        bf16 = r["bf16"]
+        assert bf16["seen"] == ["torch.bfloat16"] * 2 and bf16["out"] == "torch.bfloat16", bf16
+        assert bf16["grad_dtypes"] == ["torch.float32"] * 4, bf16
+        assert bf16["policy"] in (None, ["torch.bfloat16", "torch.float32"]), bf16
+        for got, want in zip(bf16["grads"], [p.grad for p in net.parameters()], strict=True):
+            torch.testing.assert_close(got, want, atol=3e-2, rtol=3e-2)

@@ -77,7 +77,8 @@ def _env_int(name: str, default: int) -> int:
 def setup_distributed(device: str = "auto") -> DistributedContext:
     """Read torchrun's environment, pick the device and, for more than one process, start the process group.
 
-    Uses the `gloo` backend on CPU and `nccl` on CUDA, and sets the current CUDA device to `LOCAL_RANK`.
+    Uses the `gloo` backend on CPU and `nccl` on CUDA, and sets the current CUDA device to `LOCAL_RANK` (also passed to
+    `init_process_group` as `device_id`, so the NCCL communicator is bound to that GPU from the start).
 
     Args:
         device: `"auto"` (CUDA when available, else CPU), `"cpu"` or `"cuda"`.
@@ -123,8 +124,13 @@ def setup_distributed(device: str = "auto") -> DistributedContext:
                 f"setup_distributed: WORLD_SIZE={world_size} but {', '.join(missing)} is not set; launch with torchrun"
             )
         if not dist.is_initialized():
+            # device_id binds the NCCL communicator to this rank's GPU at once (no lazy, guessed device; torch >= 2.3)
             dist.init_process_group(
-                backend="nccl" if use_cuda else "gloo", init_method="env://", rank=rank, world_size=world_size
+                backend="nccl" if use_cuda else "gloo",
+                init_method="env://",
+                rank=rank,
+                world_size=world_size,
+                **({"device_id": torch_device} if use_cuda else {}),
             )
     return DistributedContext(rank=rank, local_rank=local_rank, world_size=world_size, device=torch_device)
 
@@ -177,17 +183,18 @@ def wrap_ddp(model: nn.Module, ctx: DistributedContext, **ddp_kwargs: Any) -> nn
 
 
 def _fully_shard():
-    """`fully_shard` from wherever this torch release keeps it (public since 2.6, `_composable` in 2.4-2.5)."""
+    """`fully_shard` and `MixedPrecisionPolicy` from wherever this torch release keeps them (public since 2.6,
+    `_composable` in 2.4-2.5)."""
     try:
-        from torch.distributed.fsdp import fully_shard
+        from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
-        return fully_shard
+        return fully_shard, MixedPrecisionPolicy
     except ImportError:
         pass
     try:
-        from torch.distributed._composable.fsdp import fully_shard
+        from torch.distributed._composable.fsdp import MixedPrecisionPolicy, fully_shard
 
-        return fully_shard
+        return fully_shard, MixedPrecisionPolicy
     except ImportError:
         raise RuntimeError(
             f"wrap_fsdp2: torch {torch.__version__} has no FSDP2 fully_shard (needs torch >= 2.4 with "
@@ -196,7 +203,12 @@ def _fully_shard():
 
 
 def wrap_fsdp2(
-    model: nn.Module, ctx: DistributedContext, *, block_attr: str = "blocks", **shard_kwargs: Any
+    model: nn.Module,
+    ctx: DistributedContext,
+    *,
+    block_attr: str = "blocks",
+    param_dtype: torch.dtype | None = None,
+    **shard_kwargs: Any,
 ) -> nn.Module:
     """Shard `model` with FSDP2 (`fully_shard`): each block of every `ModuleList` named `block_attr`, then the root.
 
@@ -207,15 +219,25 @@ def wrap_fsdp2(
         model: the model; moved to `ctx.device` first.
         ctx: this process's context; needs an initialised process group when `ctx.world_size > 1`.
         block_attr: attribute name of the block lists (`"blocks"` matches `encoder.blocks` and `decoder.blocks`).
-        **shard_kwargs: passed to every `fully_shard` call (e.g. `mp_policy`, `reshard_after_forward`).
+        param_dtype: the dtype parameters are gathered and computed in, e.g. `torch.bfloat16` for a bf16 autocast
+            run: then every `fully_shard` gets `MixedPrecisionPolicy(param_dtype=param_dtype,
+            reduce_dtype=torch.float32)`, so the all-gathers move half the bytes while the sharded parameters, the
+            optimizer state and the gradient reduction stay float32. None (default): no policy, float32 gathers.
+        **shard_kwargs: passed to every `fully_shard` call (e.g. `reshard_after_forward`, or your own `mp_policy`
+            instead of `param_dtype`).
 
     Raises:
         RuntimeError: when this torch has no `fully_shard`, or no process group is initialised.
-        ValueError: when the model has no `ModuleList` named `block_attr`.
+        ValueError: when the model has no `ModuleList` named `block_attr`, or both `param_dtype` and `mp_policy`
+            are given.
     """
-    fully_shard = _fully_shard()
+    if param_dtype is not None and "mp_policy" in shard_kwargs:
+        raise ValueError("wrap_fsdp2: pass param_dtype or mp_policy, not both")
+    fully_shard, mixed_precision_policy = _fully_shard()
     if not is_distributed():
         raise RuntimeError("wrap_fsdp2: no process group is initialised; call setup_distributed() under torchrun")
+    if param_dtype is not None:
+        shard_kwargs["mp_policy"] = mixed_precision_policy(param_dtype=param_dtype, reduce_dtype=torch.float32)
     from torch.distributed.device_mesh import init_device_mesh
 
     model = model.to(ctx.device)
