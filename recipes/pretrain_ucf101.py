@@ -15,6 +15,7 @@ Options that are not given take the preset's value; the start of the log prints 
 import math
 from contextlib import nullcontext
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Literal
 
@@ -36,17 +37,12 @@ from tubemask.data import (
 from tubemask.eval.diagnostics import plot_diagnostics, probe_encoder, probe_set_from_records, token_diagnostics
 from tubemask.shapes import shape_checks_disabled
 from tubemask.train.checkpoint import save_checkpoint
-from tubemask.train.checkpointer import Checkpointer
 from tubemask.train.config import DatasetPreset, TrainConfig, config_dict, fill_from_preset
 from tubemask.train.loop import TrainLoop
 from tubemask.train.metrics import plot_loss_curve, read_jsonl
-from tubemask.train.nonfinite import NonFiniteGuard
 from tubemask.train.optim import build_adamw
-from tubemask.train.prepare import prepare_model
 from tubemask.train.run import Run, script_main
-from tubemask.train.schedule import WarmupCosine
 from tubemask.train.seeding import step_generator
-from tubemask.train.step import OptimizerStep
 from tubemask.viz import save_model_reconstruction
 
 REPO = Path(__file__).resolve().parent.parent
@@ -95,30 +91,16 @@ class PretrainConfig(TrainConfig):
     """Synthetic dataset size (per class, 10 classes)."""
 
 
+# fmt: off
 PAPER = dict(
-    base_lr=3e-4,
-    weight_decay=0.05,
-    model="base",
-    patch_size=16,
-    epochs=3200,
-    batch_size=24,
-    warmup_epochs=40.0,
-    sampling_rate=4,
-    input_size=224,
-    probe_every=0,
+    model="base", patch_size=16, epochs=3200, batch_size=24, base_lr=3e-4, warmup_epochs=40.0, weight_decay=0.05,
+    sampling_rate=4, input_size=224, probe_every=0,
 )
 SYNTHETIC = dict(
-    base_lr=2.4e-2,
-    weight_decay=0.05,
-    model="tiny",
-    patch_size=8,
-    epochs=30,
-    batch_size=8,
-    warmup_epochs=3.0,
-    sampling_rate=2,
-    input_size=64,
-    probe_every=100,
+    model="tiny", patch_size=8, epochs=30, batch_size=8, base_lr=2.4e-2, warmup_epochs=3.0, weight_decay=0.05,
+    sampling_rate=2, input_size=64, probe_every=100,
 )
+# fmt: on
 UCF101 = DatasetPreset(
     "UCF101", read=lambda cfg, train: read_ucf101(cfg.data_root, split=cfg.split, train=train), paper=PAPER
 )
@@ -155,13 +137,14 @@ def main(cfg: PretrainConfig, dataset: DatasetPreset = UCF101) -> dict:
     --data-root, the synthetic preset's without. With `--compile` the runtime shape checks (jaxtyping) are off for
     the run and restored after it: Dynamo cannot trace their `isinstance` hooks (each checked call would end a graph)."""
     with shape_checks_disabled() if cfg.compile else nullcontext():
-        return train(fill_from_preset(cfg, dataset.paper if cfg.data_root is not None else SYNTHETIC), dataset)
+        presets = [dataset.paper] if cfg.data_root is not None else [SYNTHETIC, dataset.synthetic]
+        return train(fill_from_preset(cfg, *presets), dataset)
 
 
 def train(cfg: PretrainConfig, dataset: DatasetPreset) -> dict:
     if cfg.probe_every < 0:
         raise SystemExit(f"--probe-every {cfg.probe_every}: must be >= 0 (0 = off)")
-    run = Run.start(device=cfg.device, precision=cfg.precision, output_dir=cfg.output_dir, seed=cfg.seed)
+    run = Run.start(cfg)
     ctx, device, out = run.ctx, run.device, run.out
 
     # ---- data: uint8 clips with the V1 multi-scale crop, no flip; normalised on the device --------------------------
@@ -183,34 +166,9 @@ def train(cfg: PretrainConfig, dataset: DatasetPreset) -> dict:
     grid = model.grid((1, 3, cfg.num_frames, cfg.input_size, cfg.input_size))
     masker = MASKERS[cfg.mask_type](mask_ratio=cfg.mask_ratio)
     decoder_masker = RunningCellMasker(mask_ratio=cfg.decoder_mask_ratio) if cfg.decoder_mask_ratio > 0 else None
-    checkpointer = Checkpointer(out, ctx=ctx, config=config_dict(cfg), keep_last=cfg.keep_checkpoints)
-    state = run.resume_state(checkpointer, cfg.resume)
-    prepared = prepare_model(
-        model,
-        ctx,
-        sharding=cfg.sharding,
-        large=cfg.model in ("large", "huge"),
-        compile=cfg.compile,
-        param_dtype=run.amp_dtype,
-        build_optimizer=lambda m: build_adamw(m, lr=lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.95)),
-    )
-    model, train_model = prepared.model, prepared.train_model
-    schedule = WarmupCosine(loop.total_steps, loop.warmup_steps(cfg.warmup_epochs), base_lr=lr, min_lr=cfg.min_lr)
-    guard = NonFiniteGuard(cfg.max_bad_steps, checkpoint=checkpointer.latest)
-    stepper = OptimizerStep(
-        prepared.optimizer,
-        schedule,
-        ctx=ctx,
-        accum_steps=cfg.accum_steps,
-        guard=guard,
-        scaler=run.grad_scaler(),
-        clip_grad=cfg.clip_grad,
-        model=model,
-    )
-    checkpointer.attach(prepared, loop=loop, stepper=stepper)
-    if state is not None:
-        run.log(checkpointer.restore(state))
-
+    adamw = partial(build_adamw, lr=lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.95))
+    prepared = run.prepare(model, loop, lr=lr, build_optimizer=adamw)
+    model, train_model, stepper = prepared.model, prepared.train_model, run.stepper
     run.log(
         f"tubemask pretraining: {len(data)} videos, model {cfg.model} (patch {cfg.patch_size}), grid {grid}, "
         f"{masker.num_masked(grid)}/{math.prod(grid)} tokens masked ({cfg.mask_type} {cfg.mask_ratio})"
@@ -219,10 +177,6 @@ def train(cfg: PretrainConfig, dataset: DatasetPreset) -> dict:
     run.log(
         f"effective batch {clips_per_step} clips = {cfg.batch_size} videos x {cfg.repeated_sampling} clips (repeated "
         f"sampling) x {ctx.world_size} processes x {cfg.accum_steps} accumulation; lr {lr:.3g} ({lr_note})"
-    )
-    run.log(
-        f"{loop.describe(schedule.warmup_steps)}; device {device}, precision {run.precision}, {ctx.world_size} "
-        f"process(es), {prepared.strategy} sharding"
     )
     if cfg.repeated_sampling > 1:
         run.log(
@@ -272,7 +226,6 @@ def train(cfg: PretrainConfig, dataset: DatasetPreset) -> dict:
         draw = lambda m: m(rows * world, grid, generator=g)[ctx.rank :: world].to(device, non_blocking=True)  # noqa: E731
         return [None if m is None else draw(m) for m in (masker, decoder_masker)]
 
-    ckpt_every = cfg.checkpoint_every or loop.steps_per_epoch
     vis_every = cfg.vis_every or max(1, cfg.epochs // 10)
     last_vis_batch = None
     for _ in loop.epochs():
@@ -292,21 +245,15 @@ def train(cfg: PretrainConfig, dataset: DatasetPreset) -> dict:
                 stepper.backward(loss, zero_floor=floor)
             if not loop.at_step_end:
                 continue
-            epoch, result = loop.epoch, stepper.step(loop.step)
-            if not result.taken:
-                run.log(f"step {loop.step}: non-finite loss {result.loss}, step skipped ({guard.skipped} so far)")
-            loop.step_taken(clips=video.shape[0] * cfg.accum_steps * ctx.world_size)
+            values = run.optimizer_step(loop, clips=video.shape[0] * cfg.accum_steps * ctx.world_size)
             last_vis_batch = (video[:1].detach(), mask[:1], None if dmask is None else dmask[:1])
-            values = dict(epoch=epoch, loss=result.loss, **result.values, lr=result.lr)
-            values.update(clips_per_s=loop.meter.clips_per_s, data_wait=loop.meter.data_wait_share)
             if loop.every(cfg.diagnostics_every) and run.is_main:
                 tokens = token_diagnostics(latent.float())
                 values.update(token_norm=tokens["mean_norm"], participation_ratio=tokens["participation_ratio"])
             run.log_step(loop.step, **values)
             if probes is not None and loop.every(cfg.probe_every):
                 run_probe(loop.step)
-            if loop.every(ckpt_every) or loop.step == loop.end_step:
-                checkpointer.save(loop.step)  # every rank: gathering FSDP2 shards is a collective
+            run.save(loop, every=cfg.checkpoint_every)
         if (
             last_vis_batch is not None
             and (loop.epoch % vis_every == 0 or loop.stopped)
@@ -320,7 +267,7 @@ def train(cfg: PretrainConfig, dataset: DatasetPreset) -> dict:
 
     bad = run.report_bad_videos()  # every process's bad videos, workers and ranks included
     dataset_note = {"name": dataset.name if cfg.data_root is not None else "synthetic", "sampler": repr(sampler_)}
-    model_state = checkpointer.save_final(out / "final.pt", step=loop.step, epoch=loop.epoch, dataset=dataset_note)
+    model_state = run.checkpointer.save_final(out / "final.pt", step=loop.step, epoch=loop.epoch, dataset=dataset_note)
     run.finish()
     if run.is_main:
         encoder = {k: v for k, v in model_state.items() if k.startswith(("tokenizer.", "encoder."))}
@@ -331,7 +278,12 @@ def train(cfg: PretrainConfig, dataset: DatasetPreset) -> dict:
             f"done: {loop.step} steps; wrote final.pt, encoder.pt, metrics.jsonl, loss.png, diagnostics.png and "
             f"reconstruction pictures to {out}"
         )
-    return {"step": loop.step, "epoch": loop.epoch, "skipped_steps": guard.skipped, "bad_videos": len(bad.counts)}
+    return {
+        "step": loop.step,
+        "epoch": loop.epoch,
+        "skipped_steps": stepper.guard.skipped,
+        "bad_videos": len(bad.counts),
+    }
 
 
 if __name__ == "__main__":

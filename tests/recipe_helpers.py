@@ -51,7 +51,7 @@ def cli_args(options: dict) -> list[str]:
             args.append(flag)
         elif isinstance(value, tuple):
             args += [flag, *map(str, value)]
-        elif value not in (False, None):
+        elif value is not False and value is not None:  # not `not in (False, None)`: 0 and 0.0 equal False
             args += [flag, str(value)]
     return args
 

@@ -90,13 +90,19 @@ def assert_same_weights(a: dict, b: dict) -> None:
 
 
 def test_recipes_load_without_running() -> None:
+    base = load_recipe("finetune_ucf101")
+    presets = {
+        "finetune_ucf101": "UCF101",
+        "finetune_hmdb51": "HMDB51",
+        "finetune_ssv2": "SSV2",
+        "finetune_k400": "K400",
+    }
     for name, config in CONFIGS.items():
         module = load_recipe(name)
-        resolve = module.resolve if hasattr(module, "resolve") else module.base.resolve  # presets patch the base
-        cfg = resolve(getattr(module, config)(data_root=Path("/data")))
+        cfg = base.resolve(getattr(module, config)(data_root=Path("/data")), getattr(module, presets[name]))
         assert cfg.model == "base" and cfg.layer_decay == 0.7 and cfg.repeated_sampling == 2, name
     ssv2 = load_recipe("finetune_ssv2")
-    cfg = ssv2.base.resolve(ssv2.SSv2Config(data_root=Path("/data")))
+    cfg = base.resolve(ssv2.SSv2Config(data_root=Path("/data")), ssv2.SSV2)
     assert (cfg.flip, cfg.test_clips, cfg.test_crops) == (0.0, 2, 3)
     probe = load_recipe("finetune_ucf101")
     cfg = probe.resolve(probe.FinetuneConfig(linear_probe=True, mixup=0.5))
@@ -261,6 +267,27 @@ def test_torchrun_two_processes_test_every_video_once(ucf: Path, tmp_path: Path)
     report = json.loads((out / "test_results.json").read_text())
     assert report["num_videos"] == 6 and report["missing_views"] == 0 and report["weights"] == "ema"
     assert final(out)["step"] == 2
+
+
+@pytest.mark.slow  # four runs of two processes started by torchrun
+@pytest.mark.parametrize("sharding", ["ddp", "fsdp"])
+def test_two_processes_match_one_with_the_same_global_batch(sharding: str, ucf: Path, tmp_path: Path) -> None:
+    """DDP and FSDP2 train the weights one process trains (the optimizer is built after wrapping), a stopped and
+    resumed run included, and final.pt holds full tensors. Mixup pairs and dropout differ per rank, so they are off."""
+    same = dict(mixup=0.0, cutmix=0.0, drop_path=0.0, head_dropout=0.0, eval_every=0)
+    run(**tiny_options(ucf, tmp_path / "one", batch_size=4, max_steps=3, **same))
+    two = tiny_options(ucf, tmp_path / "two", batch_size=2, max_steps=2, sharding=sharding, **same)
+    torchrun("finetune_ucf101", two)  # stop after step 2, then resume to step 3 (the checkpoint gathers the shards)
+    torchrun("finetune_ucf101", {**two, "max_steps": 3, "resume": True})
+    one, both = final(tmp_path / "one"), final(tmp_path / "two")
+    assert both["step"] == 3 and one["model"].keys() == both["model"].keys()
+    start = torch.load(tmp_path / "two" / "checkpoint-00000002.pt", weights_only=True)["model"]
+    assert any(not torch.equal(start[k], both["model"][k]) for k in start)  # step 3 changed the weights
+    for key, value in one["model"].items():
+        assert type(both["model"][key]) is torch.Tensor, key  # full tensors, not DTensor shards
+        torch.testing.assert_close(both["model"][key], value, atol=1e-6, rtol=0, msg=key)
+    reports = [json.loads((tmp_path / name / "test_results.json").read_text()) for name in ("one", "two")]
+    assert reports[0]["top1"] == reports[1]["top1"] and reports[1]["num_videos"] == 6
 
 
 def test_cli_help_lists_the_shared_option_spellings() -> None:

@@ -5,9 +5,14 @@ logits and averages the probabilities over the views (Tong et al., arXiv 2203.12
 [MultiViewAccumulator][tubemask.eval.metrics.MultiViewAccumulator] gathers the views batch by batch and across ranks.
 """
 
+import json
+import math
 import os
+from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -15,6 +20,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from tubemask.shapes import typechecked
+from tubemask.train.atomic import atomic_path
 
 __all__ = [
     "topk_accuracy",
@@ -24,6 +30,8 @@ __all__ = [
     "save_confusion_matrix_png",
     "MultiViewResult",
     "MultiViewAccumulator",
+    "evaluate_multiview",
+    "write_classification_report",
 ]
 
 
@@ -294,3 +302,86 @@ class MultiViewAccumulator:
             num_videos=int(has_any.sum()),
             missing_views=int((~present).sum()),
         )
+
+
+@torch.no_grad()
+def evaluate_multiview(
+    model: torch.nn.Module,
+    loader: Iterable[tuple[Tensor, Tensor, Tensor]],
+    *,
+    num_videos: int,
+    views: int,
+    num_classes: int,
+    chunk: int,
+    device: torch.device,
+    autocast: Callable[[], AbstractContextManager] = nullcontext,
+    calls: int | None = None,
+) -> MultiViewResult:
+    """Score every video of a multi-view test: the softmax of each view's logits, averaged over its views (summed over
+    ranks when torch.distributed is initialised).
+
+    Args:
+        model: maps clips `[b c t h w]` to logits `[b classes]`; put in eval mode for the pass.
+        loader: yields `(clips [b views c t h w], labels [b], video index [b])` (a
+            [MultiViewDataset][tubemask.data.datasets.MultiViewDataset] loader), each video on one rank only.
+        num_videos: videos of the whole test set.
+        views: views per video.
+        num_classes: logits per clip.
+        chunk: clips per forward call.
+        device: where the model is.
+        autocast: the forward's precision context.
+        calls: under FSDP2, the number of loader batches of the rank that has the most: this rank repeats its last
+            batch (output discarded) until it has made as many forward calls, since a sharded forward is a
+            collective ([pad_calls][tubemask.train.even_calls.pad_calls]). None: each batch once.
+    """
+    from tubemask.train.even_calls import pad_calls
+
+    was_training = model.training
+    model.eval()
+    accumulator = MultiViewAccumulator(num_videos, views, num_classes, device=device)
+    batches = pad_calls(loader, calls) if calls is not None else ((batch, False) for batch in loader)
+    for (clips, labels, index), padding in batches:
+        b = clips.shape[0]
+        logits = []
+        for part in clips.flatten(0, 1).split(chunk):  # [(b views) c t h w], the views of a video together
+            with autocast():
+                logits.append(model(part.to(device, non_blocking=True)).float())
+        if padding:
+            continue
+        accumulator.update(
+            torch.cat(logits),
+            labels.long().repeat_interleave(views),
+            index.long().repeat_interleave(views),
+            torch.arange(views).repeat(b),
+        )
+    model.train(was_training)
+    return accumulator.compute()
+
+
+def write_classification_report(
+    out: str | os.PathLike, result: MultiViewResult, names: list[str], **about: Any
+) -> dict[str, Any]:
+    """Write `<out>/test_results.json` (top-1, top-5, per-class accuracy, the confusion matrix and `about`: the
+    protocol, the weights, the step ...) and `<out>/confusion_matrix.png`; returns the report."""
+    out = Path(out)
+    seen = result.labels >= 0
+    matrix = confusion_matrix(result.probs.argmax(dim=1)[seen], result.labels[seen], len(names))
+    per_class = {n: None if math.isnan(a) else a for n, a in zip(names, result.per_class.tolist(), strict=True)}
+    report = {
+        "top1": result.top1,
+        "top5": result.top5,
+        "mean_class_accuracy": result.mean_class_accuracy,
+        "num_videos": result.num_videos,
+        "missing_views": result.missing_views,
+        **about,
+        "per_class_accuracy": per_class,
+        "confusion_matrix": matrix.tolist(),
+        "class_names": names,
+    }
+    with atomic_path(out / "test_results.json") as tmp:
+        Path(tmp).write_text(json.dumps(report, indent=2) + "\n")
+    title = f"test top-1 {result.top1:.3f}"
+    if isinstance(about.get("protocol"), dict) and "clips" in about["protocol"]:
+        title += f" ({about['protocol']['clips']} clips x {about['protocol']['crops']} crops)"
+    save_confusion_matrix_png(matrix, out / "confusion_matrix.png", names, title=title)
+    return report

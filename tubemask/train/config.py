@@ -48,6 +48,8 @@ class DatasetPreset:
         name: the dataset's name, for logs.
         read: `read(cfg, train=...)` -> the train (or test) records under `cfg.data_root`.
         paper: option values of the paper's recipe for this dataset (they fill the options left at `None`).
+        synthetic: option values that also hold for the synthetic stand-in without `--data-root` (e.g. no flip
+            where the motion's direction is the label), over the recipe's synthetic preset.
         sampling: `"dense"` (`--num-frames` frames every `--sampling-rate`) or `"segment"` (TSN: one frame from each
             of `--num-frames` equal segments, as for SSv2).
         class_names: `class_names(cfg, records, num_classes)` -> a name per label; None: the folder of each label's
@@ -57,6 +59,7 @@ class DatasetPreset:
     name: str
     read: Callable[..., list]
     paper: Mapping[str, Any] = field(default_factory=dict)
+    synthetic: Mapping[str, Any] = field(default_factory=dict)
     sampling: Literal["dense", "segment"] = "dense"
     class_names: Callable[..., list[str]] | None = None
 
