@@ -121,14 +121,16 @@ def test_smoke_writes_every_output(ava, tmp_path: Path) -> None:
 def test_finetune_loads_a_pretraining_checkpoint_with_its_final_norm(ava, tmp_path: Path, capsys) -> None:
     torch.manual_seed(5)
     state = tubemask.videomae_vit_tiny(patch_size=8).state_dict()
+    key = "encoder.blocks.1.mlp.fc1.weight"
+    state[key] = state[key] + 0.5  # far from any fresh initialisation: only loading can put it there
     torch.save({"model": state}, tmp_path / "pretrain.pt")
     out = tmp_path / "run"
     run(**tiny_options(ava, out, finetune=tmp_path / "pretrain.pt", max_steps=1, eval_every=0))
     assert "--finetune:" in capsys.readouterr().out
     trained = final(out)["model"]
     # one optimizer step at a small lr: the loaded encoder weights are near the checkpoint's, far from a fresh init
-    key = "encoder.norm.weight"
     assert key in trained and torch.allclose(trained[key], state[key], atol=1e-2)
+    assert trained["encoder.norm.weight"].shape == state["encoder.norm.weight"].shape  # the final norm is kept
 
 
 def test_resume_is_exact(ava, tmp_path: Path) -> None:
@@ -143,6 +145,26 @@ def test_resume_is_exact(ava, tmp_path: Path) -> None:
     a = json.loads((tmp_path / "full" / "test_results.json").read_text())
     b = json.loads((parts / "test_results.json").read_text())
     assert a["map"] == b["map"]
+
+
+@pytest.mark.slow  # four runs of two processes started by torchrun
+@pytest.mark.parametrize("sharding", ["ddp", "fsdp"])
+def test_two_processes_match_one_with_the_same_global_batch(sharding: str, ava, tmp_path: Path) -> None:
+    """DDP and FSDP2 train what one process trains (the optimizer built after wrapping; the loss a mean over every
+    rank's boxes), a stopped and resumed run included; the test, whose keyframes split unevenly over the ranks'
+    videos, makes the same number of forward calls on each rank (FSDP2 would hang otherwise) and scores the same."""
+    same = dict(drop_path=0.0, head_dropout=0.0, eval_every=0, max_steps=3)
+    run(**tiny_options(ava, tmp_path / "one", **same))
+    two = tiny_options(ava, tmp_path / "two", **same, batch_size=2, sharding=sharding)
+    torchrun("detect_ava", {**two, "max_steps": 2})
+    torchrun("detect_ava", {**two, "resume": True})
+    one, both = final(tmp_path / "one"), final(tmp_path / "two")
+    assert both["step"] == 3
+    for key, value in one["model"].items():
+        assert type(both["model"][key]) is torch.Tensor, key  # full tensors, not DTensor shards
+        torch.testing.assert_close(both["model"][key], value, atol=1e-6, rtol=0, msg=key)
+    maps = [json.loads((tmp_path / name / "test_results.json").read_text())["map"] for name in ("one", "two")]
+    assert maps[0] == pytest.approx(maps[1], abs=1e-6)
 
 
 @pytest.mark.slow  # two processes started by torchrun

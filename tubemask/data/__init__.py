@@ -19,6 +19,7 @@ from tubemask.data.annotations import (
 )
 from tubemask.data.ava import (
     AVA_NUM_CLASSES,
+    AVAFiles,
     AVAFrame,
     FrameKey,
     read_ava_boxes,
@@ -77,6 +78,7 @@ from tubemask.data.transforms import (
 __all__ = [
     "AVABatch",
     "AVADataset",
+    "AVAFiles",
     "AVAFrame",
     "AVASample",
     "AVA_NUM_CLASSES",

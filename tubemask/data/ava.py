@@ -29,6 +29,7 @@ from tubemask.data.annotations import AnnotationError
 
 __all__ = [
     "AVA_NUM_CLASSES",
+    "AVAFiles",
     "AVAFrame",
     "BoxKind",
     "FrameKey",
@@ -261,3 +262,51 @@ def read_ava_exclusions(path: str | os.PathLike) -> set[FrameKey]:
             raise AnnotationError(path, n, f"expected 'video_id,timestamp', got {row!r}")
         keys.add((row[0], _number(path, n, row[1], "timestamp", int)))
     return keys
+
+
+@dataclass(frozen=True)
+class AVAFiles:
+    """Where an AVA run reads its videos and annotations.
+
+    Attributes:
+        video_dir: folder of the videos, `<video_id>.<ext>`.
+        train_csv: ground-truth boxes to train on.
+        val_csv: ground-truth boxes to test against.
+        val_detections: person detections to classify at test time.
+        label_map: pbtxt of the evaluated classes.
+        exclusions: timestamps left out of the evaluation (None: none).
+        time_offset: movie second at which each file starts (900 for AVA's 15-minute cuts).
+    """
+
+    video_dir: Path
+    train_csv: Path
+    val_csv: Path
+    val_detections: Path
+    label_map: Path
+    exclusions: Path | None
+    time_offset: float = 900.0
+
+    @classmethod
+    def from_root(cls, root: str | os.PathLike, **overrides: Path | None) -> "AVAFiles":
+        """The layout SlowFast and the VideoMAE detection code use under `root` (`videos/`, `annotations/` with the
+        v2.2 file names), each file replaced by a non-None entry of `overrides` (same names as the attributes).
+
+        Raises:
+            FileNotFoundError: naming the option (`--train-csv` ...) of a missing file or folder, an exclusions file
+                given in `overrides` included; only a missing default exclusions file means no exclusions.
+        """
+        notes = Path(root) / "annotations"
+        defaults = dict(
+            video_dir=Path(root) / "videos",
+            train_csv=notes / "ava_train_v2.2.csv",
+            val_csv=notes / "ava_val_v2.2.csv",
+            val_detections=notes / "ava_detection_val_boxes_and_labels.csv",
+            label_map=notes / "ava_action_list_v2.2_for_activitynet_2019.pbtxt",
+            exclusions=notes / "ava_val_excluded_timestamps_v2.2.csv",
+        )
+        paths = {k: Path(overrides[k]) if overrides.get(k) is not None else v for k, v in defaults.items()}
+        for name, path in paths.items():
+            if (name != "exclusions" or overrides.get(name) is not None) and not path.exists():
+                option = "--" + name.replace("_", "-")
+                raise FileNotFoundError(f"{option}: {path} does not exist (see the AVA layout in the recipe's --help)")
+        return cls(**(paths | {"exclusions": paths["exclusions"] if paths["exclusions"].exists() else None}))

@@ -13,18 +13,23 @@ box counts once for each of its labels. Frames of the exclusion list are dropped
 without any ground truth are false positives.
 """
 
+import json
 import math
 import numbers
+import os
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import torch
 from jaxtyping import Bool, Float
 from torch import Tensor
 
 from tubemask.shapes import typechecked
+from tubemask.train.atomic import atomic_path
 
-__all__ = ["FrameKey", "FrameMAPResult", "voc_average_precision", "frame_average_precision"]
+__all__ = ["FrameKey", "FrameMAPResult", "voc_average_precision", "frame_average_precision", "write_frame_map_report"]
 
 FrameKey = tuple[str, int]
 """A frame of AVA: `(video_id, timestamp in seconds)`."""
@@ -331,3 +336,23 @@ def frame_average_precision(
         num_frames=len(frames),
         classes_without_ground_truth=tuple(c for c in ids if counts[c] == 0),
     )
+
+
+def write_frame_map_report(
+    path: str | os.PathLike, result: FrameMAPResult, names: dict[int, str], **about: Any
+) -> dict[str, Any]:
+    """Write `result` as JSON to `path` atomically: frame mAP, AP and ground-truth count per evaluated class (keyed
+    `"<id> <name>"`), the number of frames, and `about` (the protocol, the step, the weights ...); returns it."""
+    per_class = {
+        f"{k} {names.get(k, '')}".strip(): None if math.isnan(ap) else ap for k, ap in sorted(result.per_class.items())
+    }
+    report = {
+        "map": result.mean_ap,
+        "per_class_ap": per_class,
+        "ground_truth_per_class": {str(k): n for k, n in sorted(result.num_ground_truth.items())},
+        "num_frames": result.num_frames,
+        **about,
+    }
+    with atomic_path(Path(path)) as tmp:
+        Path(tmp).write_text(json.dumps(report, indent=2) + "\n")
+    return report

@@ -18,8 +18,6 @@ import torch.nn.functional as F
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from tubemask.data.datasets import MultiViewDataset
-from tubemask.data.pipelines import EvalPipeline
 from tubemask.shapes import typechecked
 
 __all__ = [
@@ -306,6 +304,9 @@ def probe_set_from_records(
     Raises:
         ValueError: when `videos_per_class < 2`.
     """
+    # decoding lives in the data package, which imports torchvision: only when probe clips are loaded
+    from tubemask.data import EvalPipeline, MultiViewDataset
+
     half = videos_per_class // 2
     if half < 1:
         raise ValueError(f"probe videos per class: {videos_per_class}; need at least 2 (one to fit, one to score)")
