@@ -17,28 +17,19 @@ from pathlib import Path
 from finetune_ucf101 import PAPER, FinetuneConfig
 from finetune_ucf101 import main as finetune
 
-from tubemask.data import read_hmdb51
 from tubemask.train.config import DatasetPreset
+from tubemask.train.layouts import HMDB51Files
 from tubemask.train.run import script_main
 
 
 @dataclass
-class HMDB51Config(FinetuneConfig):
-    """Options of the UCF101 recipe; HMDB51 defaults."""
+class HMDB51Config(HMDB51Files, FinetuneConfig):
+    """Options of the UCF101 recipe and HMDB51's files; HMDB51 defaults."""
 
     output_dir: Path = Path("outputs/finetune_hmdb51")
-    video_dir: str = "videos"
-    """Folder with one sub-folder of videos per class, inside --data-root."""
-    split_dir: str = "testTrainMulti_7030_splits"
-    """Folder of the split files, inside --data-root."""
 
 
-def read(cfg: HMDB51Config, train: bool) -> list:
-    """The HMDB51 train (1) or test (2) videos of --split."""
-    return read_hmdb51(cfg.data_root / cfg.video_dir, cfg.data_root / cfg.split_dir, split=cfg.split, train=train)
-
-
-HMDB51 = DatasetPreset("HMDB51", read=read, paper=PAPER)
+HMDB51 = DatasetPreset("HMDB51", read=HMDB51Files.read, paper=PAPER)
 
 
 def main(cfg: HMDB51Config) -> dict:

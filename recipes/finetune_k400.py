@@ -10,44 +10,25 @@ the validation CSV is the test set, with the train CSV's class order. REFERENCE.
 `recipes/finetune_ucf101.py`'s (read it for the details); without `--data-root` the built-in synthetic data is used.
 """
 
-import csv
 from dataclasses import dataclass
 from pathlib import Path
 
 from finetune_ucf101 import PAPER, FinetuneConfig
 from finetune_ucf101 import main as finetune
 
-from tubemask.data import read_kinetics_csv
 from tubemask.train.config import DatasetPreset
+from tubemask.train.layouts import KineticsFiles
 from tubemask.train.run import script_main
 
 
 @dataclass
-class K400Config(FinetuneConfig):
-    """Options of the UCF101 recipe; K400 defaults."""
+class K400Config(KineticsFiles, FinetuneConfig):
+    """Options of the UCF101 recipe and Kinetics' files; K400 defaults."""
 
     output_dir: Path = Path("outputs/finetune_k400")
-    csv: str = "train.csv"
-    """Training annotation CSV inside --data-root."""
-    test_csv: str = "val.csv"
-    """Test annotation CSV inside --data-root (labels follow the training CSV's classes)."""
-    video_dir: str = "."
-    """Folder inside --data-root that holds `<split>/<label>/<clip>.mp4` (or the clips themselves, flat)."""
 
 
-def train_classes(cfg: K400Config, *_: object) -> list[str]:
-    """Class names in label order: the training CSV's sorted distinct labels (as `read_kinetics_csv` orders them)."""
-    with (cfg.data_root / cfg.csv).open(encoding="utf-8", newline="") as f:
-        return sorted({row["label"].strip() for row in csv.DictReader(f) if (row.get("label") or "").strip()})
-
-
-def read(cfg: K400Config, train: bool) -> list:
-    """The clips of the train or validation CSV, labelled by the training CSV's classes."""
-    path = cfg.data_root / (cfg.csv if train else cfg.test_csv)
-    return read_kinetics_csv(path, cfg.data_root / cfg.video_dir, classes=train_classes(cfg))
-
-
-K400 = DatasetPreset("Kinetics-400", read=read, paper=PAPER, class_names=train_classes)
+K400 = DatasetPreset("Kinetics-400", read=KineticsFiles.read, paper=PAPER, class_names=KineticsFiles.class_names)
 
 
 def main(cfg: K400Config) -> dict:

@@ -10,43 +10,31 @@ segments; test views at staggered offsets), no flip (motion direction is the lab
 is `recipes/finetune_ucf101.py`'s (read it for the details). Without `--data-root` the built-in synthetic data is used.
 """
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 from finetune_ucf101 import PAPER, FinetuneConfig
 from finetune_ucf101 import main as finetune
 
-from tubemask.data import read_ssv2
 from tubemask.train.config import DatasetPreset
+from tubemask.train.layouts import SSv2Files
 from tubemask.train.run import script_main
 
 
 @dataclass
-class SSv2Config(FinetuneConfig):
-    """Options of the UCF101 recipe; SSv2 defaults."""
+class SSv2Config(SSv2Files, FinetuneConfig):
+    """Options of the UCF101 recipe and SSv2's files; SSv2 defaults."""
 
     output_dir: Path = Path("outputs/finetune_ssv2")
-    video_dir: str = "20bn-something-something-v2"
-    """Folder of the `<id>.webm` videos inside --data-root."""
-
-
-def class_names(cfg: SSv2Config, records: list, num_classes: int) -> list[str]:
-    """The templates of labels.json, by label."""
-    labels = json.loads((cfg.data_root / "labels.json").read_text(encoding="utf-8"))
-    names = {int(index): template for template, index in labels.items()}
-    return [names.get(label, str(label)) for label in range(num_classes)]
 
 
 SSV2 = DatasetPreset(
     "Something-Something V2",
-    read=lambda cfg, train: read_ssv2(
-        cfg.data_root, cfg.data_root / cfg.video_dir, subset="train" if train else "validation"
-    ),
+    read=SSv2Files.read,
     paper=dict(PAPER, flip=0.0, test_clips=2, test_crops=3),
     synthetic=dict(flip=0.0, test_clips=2),  # direction is the label: no flip, even on the synthetic stand-in
-    sampling="segment",
-    class_names=class_names,
+    sampling="segment",  # TSN: one frame from each of --num-frames equal segments
+    class_names=SSv2Files.class_names,
 )
 
 

@@ -16,28 +16,19 @@ from pathlib import Path
 from pretrain_ucf101 import PAPER, PretrainConfig
 from pretrain_ucf101 import main as pretrain
 
-from tubemask.data import read_hmdb51
 from tubemask.train.config import DatasetPreset
+from tubemask.train.layouts import HMDB51Files
 from tubemask.train.run import script_main
 
 
 @dataclass
-class HMDB51Config(PretrainConfig):
-    """Options of the UCF101 recipe; HMDB51 defaults."""
+class HMDB51Config(HMDB51Files, PretrainConfig):
+    """Options of the UCF101 recipe and HMDB51's files; HMDB51 defaults."""
 
     output_dir: Path = Path("outputs/pretrain_hmdb51")
-    video_dir: str = "videos"
-    """Folder with one sub-folder of videos per class, inside --data-root."""
-    split_dir: str = "testTrainMulti_7030_splits"
-    """Folder of the split files, inside --data-root."""
 
 
-def read(cfg: HMDB51Config, train: bool) -> list:
-    """The HMDB51 videos of --split's train (or test) list."""
-    return read_hmdb51(cfg.data_root / cfg.video_dir, cfg.data_root / cfg.split_dir, split=cfg.split, train=train)
-
-
-HMDB51 = DatasetPreset("HMDB51", read=read, paper=dict(PAPER, epochs=4800))
+HMDB51 = DatasetPreset("HMDB51", read=HMDB51Files.read, paper=dict(PAPER, epochs=4800))
 
 
 def main(cfg: HMDB51Config) -> dict:

@@ -16,28 +16,22 @@ from pathlib import Path
 from pretrain_ucf101 import PAPER, PretrainConfig
 from pretrain_ucf101 import main as pretrain
 
-from tubemask.data import read_kinetics_csv
 from tubemask.train.config import DatasetPreset
+from tubemask.train.layouts import KineticsFiles
 from tubemask.train.run import script_main
 
 
 @dataclass
-class K400Config(PretrainConfig):
-    """Options of the UCF101 recipe; K400 defaults."""
+class K400Config(KineticsFiles, PretrainConfig):
+    """Options of the UCF101 recipe and Kinetics' files; K400 defaults."""
 
     output_dir: Path = Path("outputs/pretrain_k400")
     mask_ratio: float = 0.9
     """Share of tokens hidden from the encoder (K400: 0.9)."""
-    csv: str = "train.csv"
-    """Annotation CSV inside --data-root."""
-    video_dir: str = "."
-    """Folder inside --data-root that holds `<split>/<label>/<clip>.mp4` (or the clips themselves, flat)."""
 
 
 K400 = DatasetPreset(
-    "Kinetics-400",
-    read=lambda cfg, train: read_kinetics_csv(cfg.data_root / cfg.csv, cfg.data_root / cfg.video_dir),
-    paper=dict(PAPER, base_lr=1.5e-4, epochs=800, batch_size=32),
+    "Kinetics-400", read=KineticsFiles.read, paper=dict(PAPER, base_lr=1.5e-4, epochs=800, batch_size=32)
 )
 
 

@@ -15,27 +15,25 @@ from pathlib import Path
 from pretrain_ucf101 import PAPER, PretrainConfig
 from pretrain_ucf101 import main as pretrain
 
-from tubemask.data import read_ssv2
 from tubemask.train.config import DatasetPreset
+from tubemask.train.layouts import SSv2Files
 from tubemask.train.run import script_main
 
 
 @dataclass
-class SSv2Config(PretrainConfig):
-    """Options of the UCF101 recipe; SSv2 defaults."""
+class SSv2Config(SSv2Files, PretrainConfig):
+    """Options of the UCF101 recipe and SSv2's files; SSv2 defaults."""
 
     output_dir: Path = Path("outputs/pretrain_ssv2")
     mask_ratio: float = 0.9
     """Share of tokens hidden from the encoder (SSv2: 0.9)."""
-    video_dir: str = "20bn-something-something-v2"
-    """Folder of the `<id>.webm` videos inside --data-root."""
 
 
 SSV2 = DatasetPreset(
     "Something-Something V2",
-    read=lambda cfg, train: read_ssv2(cfg.data_root, cfg.data_root / cfg.video_dir, subset="train"),
+    read=SSv2Files.read,
     paper=dict(PAPER, base_lr=1.5e-4, epochs=800, batch_size=32),
-    sampling="segment",
+    sampling="segment",  # TSN: one frame from each of --num-frames equal segments
 )
 
 
