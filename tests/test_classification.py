@@ -277,6 +277,7 @@ def test_load_refuses_pickled_objects(tmp_path):
 # ---------------------------------------------------------------- Hugging Face parity
 
 transformers = pytest.importorskip("transformers")
+from tubemask.interop.hf import _qv_bias_field, hf_qv_bias  # noqa: E402
 from tubemask.interop.hf_classification import classifier_from_hf, classifier_to_hf  # noqa: E402
 
 HF_CONFIGS = [
@@ -288,6 +289,8 @@ HF_CONFIGS = [
 
 
 def _hf_classifier(cfg: dict):
+    cfg = dict(cfg)  # qv_bias as the installed transformers reads it: qkv_bias before 5.24
+    cfg[_qv_bias_field(transformers.VideoMAEConfig)] = cfg.pop("qv_bias")
     config = transformers.VideoMAEConfig(
         num_frames=4,
         hidden_size=32,
@@ -332,7 +335,7 @@ def test_tubemask_to_hf_logits_match(cfg):
     size = cfg["image_size"]
     with pytest.warns(UserWarning, match="fc_norm eps"):
         hf = classifier_to_hf(model, num_frames=4, image_size=size)
-    assert hf.config.qv_bias == cfg["qv_bias"] and hf.config.layer_norm_eps == cfg["layer_norm_eps"]
+    assert hf_qv_bias(hf.config) == cfg["qv_bias"] and hf.config.layer_norm_eps == cfg["layer_norm_eps"]
     x = _clip(shape=(2, 3, 4, size, size))
     with torch.no_grad():
         expected = model(x)

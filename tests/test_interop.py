@@ -14,13 +14,16 @@ import torch
 from tubemask.interop import (
     HFEncoderParts,
     from_hf,
+    hf_to_tubemask_state_dict,
     infer_official_layout,
     load_official,
     official_to_tubemask_state_dict,
     to_hf,
+    tubemask_to_hf_state_dict,
     tubemask_to_official_state_dict,
 )
 from tubemask.interop._widths import mlp_ratio_for
+from tubemask.interop.hf import _fit_hf_layout, _qv_bias_field, hf_qv_bias
 from tubemask.layers import Block
 from tubemask.masking import RandomMasker, TubeMasker
 from tubemask.models import SIZES, ViTSize, build_videomae
@@ -89,10 +92,20 @@ CASES = [
 MASKERS = {"tube": TubeMasker(mask_ratio=0.5), "random": RandomMasker(mask_ratio=0.75)}
 
 
+def hf_config(**kwargs):
+    """`VideoMAEConfig(**kwargs)` with `qv_bias` spelled as the installed transformers reads it (`qkv_bias` before
+    5.24; 5.17 would keep `qv_bias` as an inert extra attribute and build biases anyway)."""
+    if "qv_bias" in kwargs:
+        kwargs[_qv_bias_field(transformers.VideoMAEConfig)] = kwargs.pop("qv_bias")
+    return transformers.VideoMAEConfig(**kwargs)
+
+
 def make_hf(case: Case, seed: int = 0) -> torch.nn.Module:
-    """A random `VideoMAEForPreTraining` with perturbed norms, biases and mask token, in eval mode."""
+    """A random `VideoMAEForPreTraining` with perturbed norms, biases and mask token, in eval mode.
+
+    On transformers 5.17 the perturbed biases include its key biases, which tubemask drops: softmax cancels them."""
     torch.manual_seed(seed)
-    config = transformers.VideoMAEConfig(**{**BASE, **case.hf_kwargs})
+    config = hf_config(**{**BASE, **case.hf_kwargs})
     model = transformers.VideoMAEForPreTraining(config).eval()
     perturb_(model)
     return model
@@ -191,10 +204,16 @@ def test_from_hf_gradients_match_in_train_mode() -> None:
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
 def test_to_hf_round_trip_is_exact(case: Case) -> None:
     hf_model = make_hf(case)
+    with torch.no_grad():  # transformers 5.17's key biases: dropped (softmax cancels them), written back as zeros
+        for name, param in hf_model.named_parameters():
+            if name.endswith("attention.attention.key.bias"):
+                param.zero_()
     back = to_hf(from_hf(hf_model), num_frames=hf_model.config.num_frames, image_size=hf_model.config.image_size)
     assert not back.training
-    for field in (*BASE, *case.hf_kwargs, "layer_norm_eps", "qv_bias", "use_mean_pooling", "norm_pix_loss"):
-        assert getattr(back.config, field) == getattr(hf_model.config, field), field
+    assert hf_qv_bias(back.config) == hf_qv_bias(hf_model.config)
+    for field in (*BASE, *case.hf_kwargs, "layer_norm_eps", "use_mean_pooling", "norm_pix_loss"):
+        if field != "qv_bias":
+            assert getattr(back.config, field) == getattr(hf_model.config, field), field
     sd, sd_back = hf_model.state_dict(), back.state_dict()
     assert sd.keys() == sd_back.keys()
     for key in sd:
@@ -223,12 +242,10 @@ def test_from_hf_encoder_only_matches_videomae_model() -> None:
 
 
 def test_from_hf_rejects_what_it_cannot_reproduce() -> None:
-    config = transformers.VideoMAEConfig(**{**BASE, "patch_size": 16, "hidden_act": "gelu_new"})
+    config = hf_config(**{**BASE, "patch_size": 16, "hidden_act": "gelu_new"})
     with pytest.raises(ValueError, match="hidden_act='gelu_new'"):
         from_hf(transformers.VideoMAEForPreTraining(config))
-    classifier = transformers.VideoMAEForVideoClassification(
-        transformers.VideoMAEConfig(**{**BASE, "patch_size": 16, "num_labels": 3})
-    )
+    classifier = transformers.VideoMAEForVideoClassification(hf_config(**{**BASE, "patch_size": 16, "num_labels": 3}))
     with pytest.raises(TypeError, match="VideoMAEForVideoClassification"):
         from_hf(classifier)
 
@@ -321,6 +338,8 @@ def official_from_hf(hf_sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     out: dict[str, torch.Tensor] = {}
     qkv: dict[str, dict[str, torch.Tensor]] = {}
     for key, value in hf_sd.items():
+        if key.endswith("attention.attention.key.bias"):  # transformers 5.17 only; official VideoMAE has none
+            continue
         key = key.replace("videomae.embeddings.patch_embeddings.projection", "encoder.patch_embed.proj")
         key = key.replace("videomae.layernorm", "encoder.norm")
         key = key.replace("videomae.encoder.layer.", "encoder.blocks.").replace(
@@ -494,3 +513,48 @@ def test_load_official_errors_name_the_keys_and_the_file(official, tmp_path) -> 
             load_official(tmp_path / "pickled.pth")
     with pytest.raises(ValueError, match="neither a 'model' nor a 'module'"):
         load_official({"epoch": 3, "weights": {}})
+
+
+# --- transformers versions: q/v bias layouts ---------------------------------------------------------------------------
+
+
+def test_a_key_bias_is_dropped_without_changing_the_numbers() -> None:
+    """transformers 5.17 biases query, key and value; softmax cancels the key bias, so from_hf drops it."""
+    hf_model = make_hf(CASES[0])
+    with torch.no_grad():
+        for layer in (*hf_model.videomae.encoder.layer, *hf_model.decoder.decoder_layers):
+            attn = layer.attention.attention
+            if attn.key.bias is None:  # transformers other than 5.17: give the key a bias as 5.17 does
+                key = torch.nn.Linear(attn.key.in_features, attn.key.out_features)
+                key.weight.copy_(attn.key.weight)
+                attn.key = key
+            attn.key.bias.copy_(torch.randn_like(attn.key.bias))
+    model = from_hf(hf_model)
+    x = hf_inputs(hf_model.config)
+    mask = MASKERS["tube"](2, grid_of(hf_model.config), generator=torch.Generator().manual_seed(2))
+    dloss, dpred = compare(hf_model, model, x, mask)
+    assert dloss < LOSS_TOL
+    assert dpred < PRED_TOL
+
+
+def test_state_dicts_read_and_write_each_transformers_layout() -> None:
+    """5.x names (`query.bias` / `value.bias`), 4.x names (`q_bias` / `v_bias`) and 5.17's extra `key.bias`."""
+    sd = make_hf(CASES[0]).state_dict()
+    sd = {k: v for k, v in sd.items() if not k.endswith("key.bias")}
+    expected = hf_to_tubemask_state_dict(sd)
+    v4 = {
+        k.replace("attention.query.bias", "attention.q_bias").replace("value.bias", "v_bias"): v for k, v in sd.items()
+    }
+    v517 = dict(sd)
+    v517.update({k.replace("query.bias", "key.bias"): torch.ones_like(v) for k, v in sd.items() if "query.bias" in k})
+    for layout in (v4, v517):
+        got = hf_to_tubemask_state_dict(layout)
+        assert got.keys() == expected.keys()
+        assert all(torch.equal(got[k], expected[k]) for k in expected)
+    out = tubemask_to_hf_state_dict(expected)
+    assert out.keys() == sd.keys()
+    for layout in (v4, v517, sd):
+        fitted = _fit_hf_layout(out, argparse.Namespace(state_dict=lambda layout=layout: layout))
+        assert fitted.keys() == layout.keys()
+        for key, value in fitted.items():
+            assert torch.equal(value, torch.zeros_like(value) if key.endswith("key.bias") else layout[key]), key

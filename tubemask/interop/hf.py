@@ -6,6 +6,8 @@
 | `videomae.encoder.layer.{i}.layernorm_before` / `layernorm_after` | `encoder.blocks.{i}.norm1` / `norm2` |
 | `...attention.attention.{query,key,value}.weight` | `encoder.blocks.{i}.attn.qkv.weight` (rows q, k, v) |
 | `...attention.attention.query.bias` / `value.bias` | `encoder.blocks.{i}.attn.q_bias` / `v_bias` |
+| `...attention.attention.q_bias` / `v_bias` (transformers 4.x names) | `encoder.blocks.{i}.attn.q_bias` / `v_bias` |
+| `...attention.attention.key.bias` (transformers 5.17 only) | dropped (see below) |
 | `...attention.output.dense` | `encoder.blocks.{i}.attn.proj` |
 | `...intermediate.dense` / `...output.dense` | `encoder.blocks.{i}.mlp.fc1` / `mlp.fc2` |
 | `videomae.layernorm` (only when `use_mean_pooling=False`) | `encoder.norm` |
@@ -25,6 +27,12 @@ Differences the converters take care of:
   `pixel_mean=None, pixel_std=None`. `norm_pix_loss` True / False is target `"norm_pix"` / `"pixels"`.
 - HF's position tables are built for a fixed `num_frames x image_size`; tubemask's are computed per clip size, so
   [to_hf][tubemask.interop.hf.to_hf] takes the size as arguments.
+- The q/v bias switch and layout depend on the `transformers` version (see
+  [hf_qv_bias][tubemask.interop.hf.hf_qv_bias]): 4.x has `config.qkv_bias` and `q_bias` / `v_bias` parameters; 5.17
+  has `config.qkv_bias` and gives query, key *and* value a bias (`nn.Linear(bias=qkv_bias)`); 5.24 has
+  `config.qv_bias` and biases on query and value only, like VideoMAE itself. A key bias `b` adds `q . b` to every
+  score of a query, the same for all keys, so softmax cancels it: it is dropped on the way in and written as zeros on
+  the way out (what 5.17 initialises and loads it as, since VideoMAE checkpoints have none).
 
 `transformers` is optional: it is imported only inside the functions that need it.
 """
@@ -48,6 +56,7 @@ from tubemask.tokenizers import CubeEmbedding
 __all__ = [
     "HFEncoderParts",
     "from_hf",
+    "hf_qv_bias",
     "to_hf",
     "hf_to_tubemask_state_dict",
     "tubemask_to_hf_state_dict",
@@ -111,7 +120,10 @@ def hf_to_tubemask_state_dict(state_dict: Mapping[str, Tensor]) -> dict[str, Ten
     Tensors are not copied; the fused `qkv` weight is a new tensor.
 
     Raises:
-        ValueError: for keys that have no tubemask counterpart (e.g. a classifier, or a key bias).
+        ValueError: for keys that have no tubemask counterpart (e.g. a classifier).
+
+    Both the `query.bias` / `value.bias` names (transformers 5.x) and `q_bias` / `v_bias` (4.x) are read; a
+    `key.bias` (transformers 5.17) is dropped, since softmax cancels it (see the module notes).
     """
     sd = dict(state_dict)
     if any(k.startswith(("embeddings.", "encoder.layer.")) for k in sd):  # a bare VideoMAEModel
@@ -130,11 +142,13 @@ def hf_to_tubemask_state_dict(state_dict: Mapping[str, Tensor]) -> dict[str, Ten
                 if name in ("query.weight", "key.weight", "value.weight"):
                     qkv.setdefault(prefix, {})[name.split(".")[0]] = value
                     continue
-                if name == "query.bias":
+                if name in ("query.bias", "q_bias"):
                     out[prefix + "attn.q_bias"] = value
                     continue
-                if name == "value.bias":
+                if name in ("value.bias", "v_bias"):
                     out[prefix + "attn.v_bias"] = value
+                    continue
+                if name == "key.bias":  # transformers 5.17: shifts each query's scores by a constant; softmax drops it
                     continue
             else:
                 new = next((tm + rest[len(hf) :] for hf, tm in _BLOCK_RENAMES if rest.startswith(hf)), None)
@@ -194,6 +208,45 @@ def tubemask_to_hf_state_dict(state_dict: Mapping[str, Tensor]) -> dict[str, Ten
     return out
 
 
+def _qv_bias_field(config_or_class: Any) -> str:
+    """The `VideoMAEConfig` field that switches HF's attention biases: `qv_bias` from transformers 5.24 (a dataclass
+    field, so a class attribute), `qkv_bias` in 5.17 and 4.x. Read on the class: a 5.17 config given `qv_bias=...`
+    keeps it as an inert extra attribute."""
+    cls = config_or_class if isinstance(config_or_class, type) else type(config_or_class)
+    return "qv_bias" if hasattr(cls, "qv_bias") else "qkv_bias"
+
+
+def hf_qv_bias(config: Any) -> bool:
+    """Whether a `transformers.VideoMAEConfig` gives its attention query and value biases, on any `transformers`.
+
+    transformers 5.24 reads `config.qv_bias`; 5.17 and 4.x read `config.qkv_bias` (5.17 then also biases the key,
+    which softmax cancels). This reads the field the installed version's model is built from.
+    """
+    return bool(getattr(config, _qv_bias_field(config), True))
+
+
+def _fit_hf_layout(state_dict: dict[str, Tensor], hf_model: nn.Module) -> dict[str, Tensor]:
+    """Adapt [tubemask_to_hf_state_dict][tubemask.interop.hf.tubemask_to_hf_state_dict]'s 5.24 names to the layout
+    of `hf_model`'s `transformers`: `q_bias` / `v_bias` for 4.x, and zero key biases where 5.17 has them."""
+    expected = hf_model.state_dict()
+    out: dict[str, Tensor] = {}
+    for key, value in state_dict.items():
+        if key not in expected:
+            for new, old in (("q_bias", "query.bias"), ("v_bias", "value.bias")):
+                if key.endswith(f"attention.attention.{old}"):
+                    alt = key[: -len(old)] + new
+                    if alt in expected:
+                        key = alt
+                        break
+        out[key] = value
+    for key, ref in expected.items():
+        if key.endswith("attention.attention.key.bias") and key not in out:
+            weight = out.get(key[: -len("bias")] + "weight")
+            like = weight if weight is not None else ref
+            out[key] = torch.zeros(ref.shape, dtype=like.dtype, device=like.device)
+    return out
+
+
 def _square(value: Any, name: str) -> int:
     if isinstance(value, (list, tuple)):
         if len(value) != 2 or value[0] != value[1]:
@@ -229,7 +282,7 @@ def _encoder_parts(config: Any, *, final_norm: bool) -> tuple[CubeEmbedding, ViT
         depth=config.num_hidden_layers,
         num_heads=config.num_attention_heads,
         mlp_ratio=mlp_ratio_for(config.intermediate_size, d, what="config.intermediate_size"),
-        qkv_bias=bool(config.qv_bias),
+        qkv_bias=hf_qv_bias(config),
         drop_rate=float(config.hidden_dropout_prob),
         attn_drop_rate=float(config.attention_probs_dropout_prob),
         norm_eps=float(config.layer_norm_eps),
@@ -300,7 +353,7 @@ def from_hf(hf_model: nn.Module) -> MAEWrapper | HFEncoderParts:
         num_heads=config.decoder_num_attention_heads,
         out_dim=k,
         mlp_ratio=mlp_ratio_for(config.decoder_intermediate_size, dd, what="config.decoder_intermediate_size"),
-        qkv_bias=bool(config.qv_bias),
+        qkv_bias=hf_qv_bias(config),
         norm_eps=float(config.layer_norm_eps),
         final_norm_eps=float(hf_model.decoder.norm.eps),
     )
@@ -407,7 +460,7 @@ def to_hf(model: MAEWrapper, *, num_frames: int = 16, image_size: int = 224) -> 
         hidden_dropout_prob=0.0,
         attention_probs_dropout_prob=0.0,
         layer_norm_eps=block_eps,
-        qv_bias=has_bias.pop() if has_bias else True,
+        **{_qv_bias_field(transformers.VideoMAEConfig): has_bias.pop() if has_bias else True},
         use_mean_pooling=isinstance(encoder.norm, nn.Identity),
         decoder_hidden_size=dd,
         decoder_num_hidden_layers=len(decoder.blocks),
@@ -416,5 +469,5 @@ def to_hf(model: MAEWrapper, *, num_frames: int = 16, image_size: int = 224) -> 
         norm_pix_loss=model.target == "norm_pix",
     )
     hf_model = transformers.VideoMAEForPreTraining(config)
-    _load_into(hf_model, tubemask_to_hf_state_dict(model.state_dict()), where="to_hf")
+    _load_into(hf_model, _fit_hf_layout(tubemask_to_hf_state_dict(model.state_dict()), hf_model), where="to_hf")
     return _like(hf_model, model)

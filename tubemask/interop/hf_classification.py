@@ -12,6 +12,8 @@ Only HF's mean-pooling layout converts (`use_mean_pooling=True`, its default and
 without it HF classifies the first token (`sequence_output[:, 0]`), which VideoMAE has no class token for. HF's
 `fc_norm` is a plain `nn.LayerNorm` (eps 1e-5) while its blocks use `config.layer_norm_eps`; both are copied.
 HF `pixel_values` are `(b, t, c, h, w)`; tubemask clips are `(b, c, t, h, w)`: pass `pixel_values.permute(0, 2, 1, 3, 4)`.
+The q/v bias switch and the attention bias layout follow the installed `transformers` as in `tubemask.interop.hf`
+(`qv_bias` or `qkv_bias`; transformers 5.17's key bias, which softmax cancels, is dropped in and written as zeros out).
 `transformers` is imported only when a function is called.
 """
 
@@ -25,7 +27,9 @@ from tubemask.grid import token_grid
 from tubemask.heads import ClassificationHead
 from tubemask.interop.hf import (
     _encoder_parts,
+    _fit_hf_layout,
     _import_transformers,
+    _qv_bias_field,
     hf_to_tubemask_state_dict,
     tubemask_to_hf_state_dict,
 )
@@ -185,7 +189,7 @@ def classifier_to_hf(classifier: VideoClassifier, *, num_frames: int = 16, image
         hidden_dropout_prob=0.0,
         attention_probs_dropout_prob=0.0,
         layer_norm_eps=eps.pop(),
-        qv_bias=bias.pop(),
+        **{_qv_bias_field(transformers.VideoMAEConfig): bias.pop()},  # qv_bias, or qkv_bias before transformers 5.24
         use_mean_pooling=True,
         num_labels=head.num_classes,
     )
@@ -201,5 +205,5 @@ def classifier_to_hf(classifier: VideoClassifier, *, num_frames: int = 16, image
     body = {k: v for k, v in sd.items() if k.startswith(("tokenizer.", "encoder."))}
     out = tubemask_to_hf_state_dict(body)
     out.update({hf + k[len(tm) :]: v for k, v in sd.items() for hf, tm in _HEAD_RENAMES if k.startswith(tm)})
-    _load_exact(hf_model, out, where="classifier_to_hf")
+    _load_exact(hf_model, _fit_hf_layout(out, hf_model), where="classifier_to_hf")
     return _like(hf_model, classifier)
