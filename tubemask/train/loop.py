@@ -117,7 +117,13 @@ class TrainLoop:
     def batches(self) -> Iterator[Any]:
         """The micro-batches of the current epoch, until its end (a tail shorter than `accum_steps` is dropped) or
         `end_step`. Inside the body, `at_step_end` says whether this micro-batch completes an optimizer step."""
-        for batch in self.loader:
+        batches = iter(self.loader)
+        while True:
+            self.meter.fetching()  # only the fetches count as data wait, not the micro-steps between them
+            try:
+                batch = next(batches)
+            except StopIteration:
+                break
             self.meter.data_ready()
             self.batch_in_epoch += 1
             yield batch

@@ -214,8 +214,10 @@ class ThroughputMeter:
     """Clips per second and the share of wall time spent waiting for data, over a window of steps.
 
     Call [data_ready][tubemask.train.metrics.ThroughputMeter.data_ready] when a batch arrives and
-    [step][tubemask.train.metrics.ThroughputMeter.step] when its optimizer step is done. On CUDA, the step timing is
-    only meaningful if the caller synchronises (e.g. `loss.item()`) before `step`.
+    [step][tubemask.train.metrics.ThroughputMeter.step] when its optimizer step is done. With several batches per
+    step (gradient accumulation), also call [fetching][tubemask.train.metrics.ThroughputMeter.fetching] before each
+    fetch, so that only the fetches count as waiting, not the compute of the micro-steps between them. On CUDA, the
+    step timing is only meaningful if the caller synchronises (e.g. `loss.item()`) before `step`.
 
     Args:
         window: steps the rates are averaged over.
@@ -238,25 +240,36 @@ class ThroughputMeter:
         self._clock = clock
         self._steps: deque[tuple[int, float, float]] = deque(maxlen=window)  # (clips, data seconds, total seconds)
         self._last_end = clock()
-        self._ready: float | None = None
+        self._fetch_start: float | None = None
+        self._wait = 0.0
 
     def reset(self) -> None:
         """Start timing afresh from now (e.g. after evaluation or a checkpoint save)."""
         self._steps.clear()
         self._last_end = self._clock()
-        self._ready = None
+        self._fetch_start = None
+        self._wait = 0.0
+
+    def fetching(self) -> None:
+        """Mark that the next batch is being asked for; the time until `data_ready` counts as data wait."""
+        self._fetch_start = self._clock()
 
     def data_ready(self) -> None:
-        """Mark that the batch has arrived; the time since the last step counts as data wait."""
-        self._ready = self._clock()
+        """Mark that the batch has arrived. After `fetching`, the time since then counts as data wait; without it,
+        the time since the last step does (one batch per step)."""
+        now = self._clock()
+        if self._fetch_start is not None:
+            self._wait += now - self._fetch_start
+            self._fetch_start = None
+        else:
+            self._wait = now - self._last_end
 
     def step(self, clips: int) -> None:
         """Mark the end of a step that processed `clips` clips (on this process)."""
         now = self._clock()
-        ready = self._ready if self._ready is not None else self._last_end
-        self._steps.append((clips, ready - self._last_end, now - self._last_end))
+        self._steps.append((clips, self._wait, now - self._last_end))
         self._last_end = now
-        self._ready = None
+        self._wait = 0.0
 
     @property
     def clips_per_s(self) -> float:

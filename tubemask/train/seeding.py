@@ -26,5 +26,6 @@ def step_seed(seed: int, step: int, micro: int = 0, rank: int | None = None) -> 
 
 
 def step_generator(seed: int, step: int, micro: int = 0, rank: int | None = None) -> torch.Generator:
-    """A CPU generator seeded with [step_seed][tubemask.train.seeding.step_seed]."""
-    return torch.Generator().manual_seed(step_seed(seed, step, micro, rank))
+    """A CPU generator seeded with [step_seed][tubemask.train.seeding.step_seed], modulo 2**64 (the largest seed a
+    generator takes; large run seeds would overflow it, small ones are unchanged)."""
+    return torch.Generator().manual_seed(step_seed(seed, step, micro, rank) % 2**64)

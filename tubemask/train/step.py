@@ -146,6 +146,7 @@ class OptimizerStep:
             "scaler": self.scaler.state_dict(),
             "schedule": self.schedule.state_dict(),
             "skipped_steps": self.guard.skipped,
+            "bad_steps_in_a_row": self.guard.consecutive,
         }
         if self.ema is not None:
             state["ema"] = self.ema.state_dict()
@@ -157,6 +158,7 @@ class OptimizerStep:
         self.scaler.load_state_dict(state["scaler"])
         self.schedule.load_state_dict(state["schedule"])
         self.guard.skipped = state["skipped_steps"]
+        self.guard.consecutive = state.get("bad_steps_in_a_row", 0)  # checkpoints before 2026-12-04 lack it
         if self.ema is None:
             return None
         if state.get("ema") is None:
