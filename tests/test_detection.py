@@ -196,7 +196,7 @@ def test_loads_a_pretraining_encoder_with_its_final_norm():
     assert report.missing == ["head.head.bias", "head.head.weight"]
     x = torch.randn(CLIP, generator=_gen(8))
     n = 48
-    expected = pretrain.encode(x, torch.arange(n).expand(2, n))
+    expected = pretrain.forward_encoder(x, torch.arange(n).expand(2, n))
     torch.testing.assert_close(model.forward_features(x), expected, rtol=0, atol=1e-5)
 
 

@@ -1,4 +1,4 @@
-"""Reconstruction targets against direct re-implementations of VideoMAE's and mae_st's formulas; masked MSE."""
+"""Reconstruction targets against direct re-implementations of VideoMAE's and mae_st's formulas; the reconstruction MSE."""
 
 import numpy as np
 import pytest
@@ -6,10 +6,10 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tubemask.losses import (
+from tubemask.losses import reconstruction_mse
+from tubemask.targets import (
     IMAGENET_MEAN,
     IMAGENET_STD,
-    masked_mse,
     norm_pix_joint,
     norm_pix_per_channel,
     reconstruction_targets,
@@ -137,16 +137,16 @@ def test_target_errors():
         unnormalize_cubes(torch.zeros(1, 2, 6), channels=3, mean=None, std=(1.0, 1.0, 1.0))
 
 
-def test_masked_mse():
+def test_reconstruction_mse():
     g = torch.Generator().manual_seed(4)
     pred, target = torch.randn(2, 3, 6, generator=g), torch.randn(2, 3, 6, generator=g)
-    loss = masked_mse(pred, target)
+    loss = reconstruction_mse(pred, target)
     assert loss.shape == () and loss.dtype == torch.float32
     torch.testing.assert_close(loss, ((pred - target) ** 2).mean())
-    assert masked_mse(target, target) == 0
-    assert masked_mse(pred.bfloat16(), target).dtype == torch.float32
+    assert reconstruction_mse(target, target) == 0
+    assert reconstruction_mse(pred.bfloat16(), target).dtype == torch.float32
     p = pred.clone().requires_grad_(True)
-    masked_mse(p, target).backward()
+    reconstruction_mse(p, target).backward()
     torch.testing.assert_close(p.grad, 2 * (pred - target) / pred.numel())
 
 
@@ -188,5 +188,5 @@ def test_targets_first_made_in_inference_mode_still_serve_a_training_step() -> N
         reconstruction_targets(video, ids, tubelet_size=TS, patch_size=PS, kind="pixels", std=(0.3, 0.2, 0.1))
     pred = torch.zeros(2, 2, TS * PS * PS * 3, requires_grad=True)
     target = reconstruction_targets(video, ids, tubelet_size=TS, patch_size=PS, kind="pixels", std=(0.3, 0.2, 0.1))
-    masked_mse(pred, target).backward()
+    reconstruction_mse(pred, target).backward()
     assert pred.grad is not None and not target.is_inference()

@@ -123,7 +123,7 @@ def test_linear_probe_is_logged_plotted_and_leaves_training_untouched(ucf: Path,
 
 def test_grad_checkpointing_trains_the_same_weights(ucf: Path, tmp_path: Path, monkeypatch) -> None:
     """`--grad-checkpointing` recomputes encoder and decoder blocks in the backward and changes no number."""
-    from tubemask.encoders import MAEWrapper
+    from tubemask.mae import MAEWrapper
 
     switched = []
     original = MAEWrapper.set_grad_checkpointing

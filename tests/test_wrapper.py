@@ -17,8 +17,8 @@ from tubemask import (
     videomae_vit_s,
     videomae_vit_tiny,
 )
-from tubemask.losses import reconstruction_targets
 from tubemask.models import SIZES
+from tubemask.targets import reconstruction_targets
 from tubemask.tokens import selected_ids
 
 DIM, TS, PS = 32, 2, 8
@@ -78,7 +78,7 @@ def test_loss_grads_and_encoder_sees_visible_tokens_only(model):
     assert torch.isfinite(out.loss) and out.loss.shape == ()
     assert out.pred.shape == out.target.shape == (2, 12, K)
     assert out.latent.shape == (2, v, DIM)
-    assert not bool(mask.gather(1, out.visible_ids).any()) and bool(mask.gather(1, out.ids).all())
+    assert not bool(mask.gather(1, out.visible_ids).any()) and bool(mask.gather(1, out.query_ids).all())
     out.loss.backward()
     for name, param in model.encoder.named_parameters():
         assert param.grad is not None, name
@@ -95,11 +95,11 @@ def test_dual_masking_reconstructs_masked_and_decoder_visible(model):
     decoder_mask = RunningCellMasker(mask_ratio=0.5)(2, grid, generator=torch.Generator().manual_seed(3))
     out = model(video, mask, decoder_mask)
     wanted = mask & ~decoder_mask
-    assert torch.equal(out.ids, selected_ids(wanted))
+    assert torch.equal(out.query_ids, selected_ids(wanted))
     # tube 0.5 hides 2 of 4 cells; the running cell keeps 2 of every 4 time slots of each cell for the decoder
-    assert out.ids.shape == (2, 4) and out.pred.shape == (2, 4, K)
+    assert out.query_ids.shape == (2, 4) and out.pred.shape == (2, 4, K)
     for i in range(2):
-        assert torch.equal(out.ids[i], torch.nonzero(wanted[i]).flatten())
+        assert torch.equal(out.query_ids[i], torch.nonzero(wanted[i]).flatten())
     assert torch.isfinite(out.loss)
     out.loss.backward()
 
@@ -111,16 +111,16 @@ def test_pred_and_target_follow_ascending_ids(model):
     mask = TubeMasker(mask_ratio=0.75)(2, grid, generator=torch.Generator().manual_seed(4))
     with torch.no_grad():
         out = model(video, mask)
-        assert bool((out.ids[:, 1:] > out.ids[:, :-1]).all()), "ascending raster order"
+        assert bool((out.query_ids[:, 1:] > out.query_ids[:, :-1]).all()), "ascending raster order"
         assert bool((out.visible_ids[:, 1:] > out.visible_ids[:, :-1]).all())
         # target row j is the cube at ids[:, j]
         full = reconstruction_targets(video, torch.arange(16).expand(2, -1), tubelet_size=TS, patch_size=PS)
-        torch.testing.assert_close(out.target, torch.stack([full[i, out.ids[i]] for i in range(2)]))
+        torch.testing.assert_close(out.target, torch.stack([full[i, out.query_ids[i]] for i in range(2)]))
         # prediction row j is the decoder's answer for query ids[:, j]: asking in reverse order reverses the rows
         visible = model.encoder_to_decoder(out.latent)
-        again = model.decoder(visible, out.visible_ids, out.ids, grid)
+        again = model.decoder(visible, out.visible_ids, out.query_ids, grid)
         torch.testing.assert_close(out.pred, again)
-        flipped = model.decoder(visible, out.visible_ids, out.ids.flip(1), grid)
+        flipped = model.decoder(visible, out.visible_ids, out.query_ids.flip(1), grid)
         torch.testing.assert_close(flipped, out.pred.flip(1), atol=1e-5, rtol=1e-5)
 
 
@@ -252,3 +252,36 @@ def test_tiny_preset_runs():
     grid = model.grid(video.shape)
     out = model(video, TubeMasker(mask_ratio=0.75)(1, grid, generator=torch.Generator().manual_seed(0)))
     assert torch.isfinite(out.loss) and out.pred.shape == (1, 6, 1536)
+
+
+@pytest.mark.parametrize("dual", [False, True])
+def test_a_forward_given_the_counts_reads_nothing_back_from_the_device(monkeypatch, dual) -> None:
+    """With the masker's counts passed, the training forward (and its backward) makes no device-to-host read: every
+    Tensor method that would wait for a CUDA device raises here, on the CPU. Without them, the counts are read."""
+    torch.manual_seed(0)
+    model = videomae_vit_tiny(patch_size=8)
+    video = torch.randn(2, 3, 8, 32, 32)
+    grid = model.grid(video.shape)
+    g = torch.Generator().manual_seed(0)
+    masker = TubeMasker(mask_ratio=0.75)
+    mask = masker(2, grid, generator=g)
+    dmask = RunningCellMasker(mask_ratio=0.5)(2, grid, generator=g) if dual else None
+    counts = dict(num_masked=masker.num_masked(grid))
+    if dual:
+        counts["num_queried"] = int((mask[0] & ~dmask[0]).sum())  # on the host, before the masks reach a device
+    reads = []
+
+    def refuse(name):
+        def read(self, *args, **kwargs):
+            reads.append(name)
+            raise AssertionError(f"Tensor.{name} read a value back from the device")
+
+        return read
+
+    for name in ("item", "tolist", "__int__", "__float__", "__bool__", "__index__", "numpy"):
+        monkeypatch.setattr(torch.Tensor, name, refuse(name))
+    out = model(video, mask, dmask, **counts)
+    out.loss.backward()
+    assert not reads
+    with pytest.raises(AssertionError, match="read a value back"):
+        model(video, mask, dmask)  # counted from the mask: the reads the counts avoid

@@ -6,11 +6,12 @@ Masks are `Bool[b n]` tensors with **True = masked** everywhere; token order is 
 from tubemask.classification import VideoClassifier, videomae_classifier
 from tubemask.decoders import MAEDecoder
 from tubemask.detection import ActionDetector, videomae_action_detector
-from tubemask.encoders import MAEOutput, MAEWrapper, ViTEncoder
+from tubemask.encoders import ViTEncoder
 from tubemask.grid import CubeGeometry, token_grid
 from tubemask.heads import ClassificationHead, RoIActionHead
 from tubemask.layers import Attention, Block, DropPath, Mlp
-from tubemask.losses import masked_mse, reconstruction_targets
+from tubemask.losses import Loss, reconstruction_mse
+from tubemask.mae import MAEOutput, MAEWrapper
 from tubemask.masking import FrameMasker, Masker, RandomMasker, RunningCellMasker, TubeMasker
 from tubemask.models import (
     build_videomae,
@@ -26,6 +27,7 @@ from tubemask.pos_embed import (
     SinCos3DPositionEmbedding,
     SinusoidPositionEmbedding,
 )
+from tubemask.targets import PixelTarget, Target
 from tubemask.tokenizers import CubeEmbedding, patchify, unpatchify
 from tubemask.tokens import gather_tokens, scatter_tokens, split_ids
 
@@ -43,23 +45,25 @@ __all__ = [
     "DropPath",
     "FrameMasker",
     "LearnedPositionEmbedding",
+    "Loss",
     "MAEDecoder",
     "MAEOutput",
     "MAEWrapper",
     "Masker",
     "Mlp",
+    "PixelTarget",
     "RandomMasker",
     "RunningCellMasker",
     "SinCos3DPositionEmbedding",
     "SinusoidPositionEmbedding",
+    "Target",
     "TubeMasker",
     "VideoClassifier",
     "ViTEncoder",
     "build_videomae",
     "gather_tokens",
-    "masked_mse",
     "patchify",
-    "reconstruction_targets",
+    "reconstruction_mse",
     "scatter_tokens",
     "split_ids",
     "token_grid",

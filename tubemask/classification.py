@@ -10,8 +10,9 @@ import torch
 from jaxtyping import Float
 from torch import Tensor, nn
 
-from tubemask.encoders import ViTEncoder, _set_encoder_grad_checkpointing
+from tubemask.encoders import ViTEncoder
 from tubemask.heads import ClassificationHead
+from tubemask.mae import set_encoder_grad_checkpointing
 from tubemask.models import SIZES, ViTSize
 from tubemask.pos_embed import SinusoidPositionEmbedding
 from tubemask.shapes import typechecked
@@ -75,7 +76,7 @@ class WholeClipModel(nn.Module):
         Raises:
             TypeError: when the encoder does not support it.
         """
-        _set_encoder_grad_checkpointing(self.encoder, enable, owner=type(self).__name__)
+        set_encoder_grad_checkpointing(self.encoder, enable, owner=type(self).__name__)
 
     def no_weight_decay(self) -> set[str]:
         """Parameter names that take no weight decay besides norms and biases: a learned position table."""

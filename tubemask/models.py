@@ -17,8 +17,9 @@ import torch
 from torch import nn
 
 from tubemask.decoders import MAEDecoder
-from tubemask.encoders import MAEWrapper, ViTEncoder
-from tubemask.losses import IMAGENET_MEAN, IMAGENET_STD, TargetKind
+from tubemask.encoders import ViTEncoder
+from tubemask.mae import MAEWrapper
+from tubemask.targets import IMAGENET_MEAN, IMAGENET_STD, Target, TargetKind, as_target
 from tubemask.tokenizers import CubeEmbedding
 
 __all__ = [
@@ -83,7 +84,7 @@ def build_videomae(
     drop_path_rate: float = 0.0,
     norm_eps: float = 1e-6,
     final_norm: bool = True,
-    target: TargetKind = "norm_pix",
+    target: TargetKind | Target = "norm_pix",
     pixel_mean: tuple[float, ...] | None = IMAGENET_MEAN,
     pixel_std: tuple[float, ...] | None = IMAGENET_STD,
 ) -> MAEWrapper:
@@ -99,11 +100,12 @@ def build_videomae(
         drop_path_rate: encoder stochastic depth.
         norm_eps: LayerNorm epsilon everywhere.
         final_norm: keep the encoder's final LayerNorm (official checkpoints have it).
-        target: reconstruction target (see [tubemask.losses][]).
+        target: reconstruction target, a [Target][tubemask.targets.Target] or a built-in's name; the decoder's output
+            width follows it.
         pixel_mean: mean the clips are normalised with.
         pixel_std: std the clips are normalised with.
     """
-    k = tubelet_size * patch_size**2 * in_channels
+    k = as_target(target).width(tubelet_size=tubelet_size, patch_size=patch_size, channels=in_channels)
     model = MAEWrapper(
         ViTEncoder(
             size.embed_dim,

@@ -32,29 +32,38 @@ def masked_count(mask: Bool[Tensor, "b n"]) -> int:
 
 
 @typechecked
-def split_ids(mask: Bool[Tensor, "b n"]) -> tuple[Int[Tensor, "b v"], Int[Tensor, "b m"]]:
+def split_ids(
+    mask: Bool[Tensor, "b n"], num_masked: int | None = None
+) -> tuple[Int[Tensor, "b v"], Int[Tensor, "b m"]]:
     """Ascending raster indices of the visible tokens and of the masked tokens of each row.
 
     Args:
         mask: True = masked; the same count in every row.
+        num_masked: that count, when the caller knows it (a masker's `num_masked(grid)`): taken as given, so no
+            device-to-host read is needed. None: counted and checked here ([masked_count][tubemask.tokens.masked_count],
+            two reads back from the device).
 
     Returns:
         `(visible_ids [b v], masked_ids [b m])`, each row sorted ascending, `v + m = n`.
     """
-    m = masked_count(mask)
+    m = masked_count(mask) if num_masked is None else num_masked
     order = torch.argsort(mask.to(torch.uint8), dim=1, stable=True)
     v = mask.shape[1] - m
     return order[:, :v], order[:, v:]
 
 
 @typechecked
-def selected_ids(selection: Bool[Tensor, "b n"]) -> Int[Tensor, "b m"]:
+def selected_ids(selection: Bool[Tensor, "b n"], count: int | None = None) -> Int[Tensor, "b m"]:
     """Ascending raster indices of the True places of each row (the same count in every row).
 
+    Args:
+        selection: True = selected.
+        count: the True places per row when the caller knows it (no device-to-host read); None: counted here.
+
     Raises:
-        ValueError: when rows select different numbers of tokens.
+        ValueError: when rows select different numbers of tokens (only checked when `count` is None).
     """
-    m = masked_count(selection)
+    m = masked_count(selection) if count is None else count
     order = torch.argsort((~selection).to(torch.uint8), dim=1, stable=True)
     return order[:, :m]
 

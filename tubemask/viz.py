@@ -337,7 +337,9 @@ def save_model_reconstruction(
     original = unnormalize(video, mean=mean, std=std)[0]
     masked = masked_input(video, mask, **geometry)[0]
     norm_pix = model.target == "norm_pix"
-    recon = reconstruct_video(video, out.pred.float().cpu(), out.ids.cpu(), mask, norm_pix=norm_pix, **geometry)[0]
+    recon = reconstruct_video(video, out.pred.float().cpu(), out.query_ids.cpu(), mask, norm_pix=norm_pix, **geometry)[
+        0
+    ]
     stem = Path(stem)
     save_reconstruction_png(stem.with_suffix(".png"), original, masked, recon)
     try:

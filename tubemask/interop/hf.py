@@ -46,11 +46,12 @@ import torch
 from torch import Tensor, nn
 
 from tubemask.decoders import MAEDecoder
-from tubemask.encoders import MAEWrapper, ViTEncoder
+from tubemask.encoders import ViTEncoder
 from tubemask.grid import token_grid
 from tubemask.interop._widths import mlp_ratio_for
-from tubemask.losses import IMAGENET_MEAN, IMAGENET_STD
+from tubemask.mae import MAEWrapper
 from tubemask.pos_embed import SinusoidPositionEmbedding
+from tubemask.targets import IMAGENET_MEAN, IMAGENET_STD
 from tubemask.tokenizers import CubeEmbedding
 
 __all__ = [
@@ -88,7 +89,7 @@ class HFEncoderParts(NamedTuple):
     """The encoder side of a converted `VideoMAEModel`.
 
     Run it as `x = tokenizer(video, ids); x = x + pos_embed(ids, grid, x); encoder(x)`, the same steps as
-    [MAEWrapper.encode][tubemask.encoders.MAEWrapper.encode].
+    [MAEWrapper.forward_encoder][tubemask.mae.MAEWrapper.forward_encoder].
 
     Attributes:
         tokenizer: the cube embedding (HF `patch_embeddings.projection`).
@@ -318,7 +319,7 @@ def from_hf(hf_model: nn.Module) -> MAEWrapper | HFEncoderParts:
             off, decoder sizes) or a `transformers.VideoMAEModel`.
 
     Returns:
-        For `VideoMAEForPreTraining`, an [MAEWrapper][tubemask.encoders.MAEWrapper] that gives the same loss and
+        For `VideoMAEForPreTraining`, an [MAEWrapper][tubemask.mae.MAEWrapper] that gives the same loss and
         predictions for the same clip (permuted to `(b, c, t, h, w)`) and mask. For `VideoMAEModel`, the
         [HFEncoderParts][tubemask.interop.hf.HFEncoderParts] `(tokenizer, pos_embed, encoder)`. The result is on the
         source's device and dtype, in its train / eval mode.
@@ -388,7 +389,7 @@ def to_hf(model: MAEWrapper, *, num_frames: int = 16, image_size: int = 224) -> 
     see.
 
     Args:
-        model: an [MAEWrapper][tubemask.encoders.MAEWrapper] with a [ViTEncoder][tubemask.encoders.ViTEncoder], the
+        model: an [MAEWrapper][tubemask.mae.MAEWrapper] with a [ViTEncoder][tubemask.encoders.ViTEncoder], the
             default sinusoid position embeddings and an `"norm_pix"` or `"pixels"` target.
         num_frames: frames per clip (a multiple of the tubelet size).
         image_size: clip height and width in pixels (a multiple of the patch size).

@@ -26,11 +26,11 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from tubemask.encoders import MAEWrapper
 from tubemask.interop._widths import mlp_ratio_for
-from tubemask.losses import TargetKind
+from tubemask.mae import MAEWrapper
 from tubemask.models import ViTSize, build_videomae
 from tubemask.pos_embed import sinusoid_table
+from tubemask.targets import TargetKind
 
 __all__ = [
     "ENCODER_HEADS",
