@@ -219,12 +219,18 @@ def train(cfg: PretrainConfig, dataset: DatasetPreset) -> dict:
     if loop.step == 0 and probes is not None:
         run_probe(0)  # the random-initialisation baseline
 
-    def masks_for(rows: int, micro: int) -> list[torch.Tensor | None]:
+    def masks_for(rows: int, micro: int) -> tuple[torch.Tensor, torch.Tensor | None, dict[str, int]]:
         # One generator per (seed, step, micro-step) for the GLOBAL batch, each rank taking its rows: masks do not
-        # depend on the number of processes, and a resumed run draws the same ones. Encoder mask, then decoder mask.
+        # depend on the number of processes, and a resumed run draws the same ones. The counts per row, read on the
+        # host before the masks move, spare the forward its reads back from the device.
         g, world = step_generator(cfg.seed, loop.step, micro), ctx.world_size
-        draw = lambda m: m(rows * world, grid, generator=g)[ctx.rank :: world].to(device, non_blocking=True)  # noqa: E731
-        return [None if m is None else draw(m) for m in (masker, decoder_masker)]
+        mask = masker(rows * world, grid, generator=g)[ctx.rank :: world]
+        counts = {"num_masked": masker.num_masked(grid)}
+        if decoder_masker is None:
+            return mask.to(device, non_blocking=True), None, counts
+        dmask = decoder_masker(rows * world, grid, generator=g)[ctx.rank :: world]
+        counts["num_queried"] = int((mask[0] & ~dmask[0]).sum())
+        return mask.to(device, non_blocking=True), dmask.to(device, non_blocking=True), counts
 
     vis_every = cfg.vis_every or max(1, cfg.epochs // 10)
     last_vis_batch = None
@@ -233,10 +239,10 @@ def train(cfg: PretrainConfig, dataset: DatasetPreset) -> dict:
         for video in loop.batches():
             # uint8 [b c t h w] (channels-last memory) -> contiguous float32, normalised on the device
             video = normalize_batch(video.to(device, non_blocking=True))
-            mask, dmask = masks_for(video.shape[0], loop.micro)
+            mask, dmask, counts = masks_for(video.shape[0], loop.micro)
             with stepper.accumulating(train_model, last=loop.at_step_end):
                 with run.autocast():
-                    output = train_model(video, mask, dmask)
+                    output = train_model(video, mask, dmask, **counts)
                 # the loss of predicting all zeros, the best constant for per-cube normalised targets: a loss on this
                 # floor has learned nothing about the masked content
                 floor = output.target.detach().pow(2).mean()
