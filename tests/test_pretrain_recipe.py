@@ -172,6 +172,17 @@ def test_compile_runs_without_shape_checks_and_restores_them(ucf: Path, tmp_path
     assert losses["compiled"][0] == pytest.approx(losses["eager"][0], rel=1e-5)  # same weights, same batch
 
 
+def test_dual_masking_trains_on_the_queried_cubes(ucf: Path, tmp_path: Path) -> None:
+    """--decoder-mask-ratio 0.5 (VideoMAE V2's running cell over 4 time slots): the decoder reconstructs half of the
+    masked cubes, the forward gets their count from the recipe, and the run trains."""
+    out = tmp_path / "dual"
+    result = run(**tiny_options(ucf, out, max_steps=2, decoder_mask_ratio=0.5))
+    assert result["step"] == 2
+    rows = read_metrics(out)
+    assert all(math.isfinite(r["loss"]) and r["loss"] > 0 for r in rows if "loss" in r)
+    assert list(out.glob("reconstruction-*.png"))
+
+
 def test_max_steps_keeps_the_schedule_of_epochs(ucf: Path, tmp_path: Path) -> None:
     run(**tiny_options(ucf, tmp_path / "a", max_steps=3, epochs=4))
     state = torch.load(tmp_path / "a" / "checkpoint-00000003.pt", weights_only=True)
