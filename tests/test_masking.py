@@ -1,10 +1,15 @@
-"""Property tests of the maskers: counts, structure, partition, reproducibility, uniformity and errors.
+"""Property tests of the maskers: counts, structure, partition, reproducibility, uniformity, errors, and `draw_mask`.
 
 `MaskerConformance` holds the contract every masker meets (True = masked, `Bool[b, t*h*w]`, raster `(t, h, w)` order,
-the VideoMAE count in every row); one subclass per masker adds what is specific to it.
+`num_masked(grid)` tokens in every row, reproducible from the generator; with and without a clip for a content-aware
+masker). It applies to any masker: a subclass names the masker and may add what is specific to it. The built-in
+maskers and the content-aware `VarianceMasker` of docs/masking.md run through it; a user's masker can too (see
+docs/masking.md, "Test your own masker").
 """
 
 import math
+import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,6 +25,7 @@ from tubemask.masking import (
     TubeMasker,
     _masked_units,
     choose_k,
+    draw_mask,
     running_cell_patterns,
 )
 from tubemask.tokens import split_ids
@@ -44,43 +50,84 @@ WRONG_TYPE_RATIOS = [True, False, "0.5", None]
 # messages name the argument.
 WRONG_TYPE = (ValueError, TypeError)
 
+DOCS_PAGE = Path(__file__).resolve().parents[1] / "docs" / "masking.md"
+
 
 def gen(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
+def docs_namespace() -> dict:
+    """What docs/masking.md defines: its ```python blocks run in order in one namespace (as test_docs_examples does)."""
+    blocks = re.findall(r"^```python[^\n]*\n(.*?)^```", DOCS_PAGE.read_text(encoding="utf-8"), re.DOTALL | re.MULTILINE)
+    namespace: dict = {"__name__": "docs.masking"}
+    for i, block in enumerate(blocks):
+        exec(compile(block, f"{DOCS_PAGE}:python-block-{i}", "exec"), namespace)
+    return namespace
+
+
+VarianceMasker = docs_namespace()["VarianceMasker"]  # the content-aware example, exactly as the page defines it
+
+
 class MaskerConformance:
-    """The contract of every masker; subclasses set `masker_cls` and `expected_count`."""
+    """The contract of every masker. A subclass sets `masker_cls` (built as `masker_cls(mask_ratio=r)`) or overrides
+    `make_masker`; it may override `expected_count`, `grids`, `large_grid`, `marginal_grid`, `uniform_marginal` and
+    `video` (see docs/masking.md, "Test your own masker")."""
 
     masker_cls: type
     large_grid: tuple[int, int, int] = (2, 14, 14)
     side = st.integers(min_value=1, max_value=6)
+    uniform_marginal: bool = True
+    cube: tuple[int, int, int] = (1, 2, 2)  # pixels per token of the clips `video` makes
+
+    def make_masker(self, mask_ratio: float) -> Masker:
+        return self.masker_cls(mask_ratio=mask_ratio)
 
     def grids(self) -> st.SearchStrategy:
         return st.tuples(st.integers(1, 6), self.side, self.side)
 
-    def expected_count(self, r: float, grid: tuple[int, int, int]) -> int:
-        raise NotImplementedError
+    def expected_count(self, r: float, grid: tuple[int, int, int]) -> int | None:
+        """Masked tokens per row worked out independently of the masker; None: check rows against `num_masked`."""
+        return None
+
+    def video(self, batch_size: int, grid: tuple[int, int, int], seed: int = 0) -> torch.Tensor:
+        """Normalised-looking clips `[b 3 t h w]` whose token grid is `grid`: independent standard normal pixels."""
+        size = [g * c for g, c in zip(grid, self.cube, strict=True)]
+        return torch.randn(batch_size, 3, *size, generator=gen(seed + 1))
+
+    def sample(
+        self, masker: Masker, batch_size: int, grid: tuple[int, int, int], *, video=None, **kwargs
+    ) -> torch.Tensor:
+        """The masker called directly; one that asks for the clip gets `video` (by default `self.video(...)`)."""
+        if not masker.needs_video:
+            return masker(batch_size, grid, **kwargs)
+        video = self.video(batch_size, grid) if video is None else video
+        return masker(batch_size, grid, video=video, **kwargs)
+
+    def count(self, masker: Masker, r: float, grid: tuple[int, int, int]) -> int:
+        expected = self.expected_count(r, grid)
+        assert masker.num_masked(grid) == (expected if expected is not None else masker.num_masked(grid))
+        return masker.num_masked(grid)
 
     # --- contract -------------------------------------------------------------------------------------------------
 
     def test_is_a_masker(self):
-        masker = self.masker_cls(mask_ratio=0.5)
+        masker = self.make_masker(0.5)
         assert isinstance(masker, Masker)
         assert masker.mask_ratio == 0.5
+        assert isinstance(masker.needs_video, bool)
 
     @CONFORMANCE
     @given(data=st.data(), r=ratios, b=batch_sizes, seed=seeds)
     def test_dtype_shape_and_count(self, data, r, b, seed):
         grid = data.draw(self.grids())
-        masker = self.masker_cls(mask_ratio=r)
-        mask = masker(b, grid, generator=gen(seed))
+        masker = self.make_masker(r)
+        mask = self.sample(masker, b, grid, generator=gen(seed))
         n = math.prod(grid)
         assert mask.dtype == torch.bool
         assert mask.shape == (b, n)
         assert mask.device.type == "cpu"
-        expected = self.expected_count(r, grid)
-        assert masker.num_masked(grid) == expected
+        expected = self.count(masker, r, grid)
         assert mask.sum(dim=1).tolist() == [expected] * b
         assert expected < n, "at least one token stays visible"
 
@@ -89,11 +136,15 @@ class MaskerConformance:
     def test_partition(self, data, r, b, seed):
         grid = data.draw(self.grids())
         n = math.prod(grid)
-        mask = self.masker_cls(mask_ratio=r)(b, grid, generator=gen(seed))
-        assert torch.equal(mask | ~mask, torch.ones_like(mask)) and not bool((mask & ~mask).any())
+        masker = self.make_masker(r)
+        mask = self.sample(masker, b, grid, generator=gen(seed))
         visible, masked = split_ids(mask)
         assert visible.shape[1] + masked.shape[1] == n
-        assert masked.shape[1] == self.expected_count(r, grid)
+        assert masked.shape[1] == self.count(masker, r, grid)
+        # the mask is rebuilt from its masked ids, and its complement from its visible ids
+        empty = torch.zeros_like(mask)
+        assert torch.equal(empty.scatter(1, masked, True), mask)
+        assert torch.equal(empty.scatter(1, visible, True), ~mask)
         for row in range(b):
             vis, msk = visible[row], masked[row]
             assert bool((vis[1:] > vis[:-1]).all()) and bool((msk[1:] > msk[:-1]).all()), "sorted, no repeats"
@@ -104,42 +155,53 @@ class MaskerConformance:
     @given(data=st.data(), r=ratios, b=st.integers(1, 4), seed=seeds)
     def test_same_seed_same_mask(self, data, r, b, seed):
         grid = data.draw(self.grids())
-        masker = self.masker_cls(mask_ratio=r)
-        assert torch.equal(masker(b, grid, generator=gen(seed)), masker(b, grid, generator=gen(seed)))
+        masker = self.make_masker(r)
+        first = self.sample(masker, b, grid, generator=gen(seed))
+        assert torch.equal(first, self.sample(masker, b, grid, generator=gen(seed)))
 
     def test_generator_leaves_global_rng_alone(self):
+        masker = self.make_masker(0.5)
+        video = self.video(3, self.large_grid)
         state = torch.get_rng_state()
-        self.masker_cls(mask_ratio=0.5)(3, self.large_grid, generator=gen(0))
+        self.sample(masker, 3, self.large_grid, generator=gen(0), video=video)
         assert torch.equal(torch.get_rng_state(), state)
 
     def test_device_argument(self):
-        masker = self.masker_cls(mask_ratio=0.5)
-        a = masker(2, self.large_grid, generator=gen(1), device="cpu")
-        b = masker(2, self.large_grid, generator=gen(1))
+        masker = self.make_masker(0.5)
+        a = self.sample(masker, 2, self.large_grid, generator=gen(1), device="cpu")
+        b = self.sample(masker, 2, self.large_grid, generator=gen(1))
         assert a.device.type == "cpu" and torch.equal(a, b)
-        assert masker(2, self.large_grid, device=torch.device("cpu")).shape == (2, math.prod(self.large_grid))
+        assert self.sample(masker, 2, self.large_grid, device=torch.device("cpu")).shape == (
+            2,
+            math.prod(self.large_grid),
+        )
 
     @pytest.mark.cuda
     @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
     def test_cuda_generator_and_device(self):
-        masker = self.masker_cls(mask_ratio=0.5)
+        masker = self.make_masker(0.5)
         g = torch.Generator(device="cuda")
-        a = masker(3, self.large_grid, generator=g.manual_seed(0), device="cuda")
-        b = masker(3, self.large_grid, generator=g.manual_seed(0), device="cuda")
+        video = self.video(3, self.large_grid).cuda()
+        a = self.sample(masker, 3, self.large_grid, generator=g.manual_seed(0), device="cuda", video=video)
+        b = self.sample(masker, 3, self.large_grid, generator=g.manual_seed(0), device="cuda", video=video)
         assert a.device.type == "cuda" and a.dtype == torch.bool and torch.equal(a, b)
         assert a.sum(dim=1).tolist() == [masker.num_masked(self.large_grid)] * 3
-        assert masker(3, self.large_grid, generator=g, device="cpu").device.type == "cpu"
+        assert self.sample(masker, 3, self.large_grid, generator=g, device="cpu", video=video).device.type == "cpu"
+        drawn = draw_mask(masker, 3, self.large_grid, generator=g.manual_seed(0), device="cuda", video=video)
+        assert torch.equal(drawn, a)
 
     def test_rows_differ(self):
-        mask = self.masker_cls(mask_ratio=0.5)(8, self.large_grid, generator=gen(2))
+        mask = self.sample(self.make_masker(0.5), 8, self.large_grid, generator=gen(2))
         assert len({tuple(row.tolist()) for row in mask}) == 8
 
     def test_uniform_marginal(self):
         """Every token is masked with frequency num_masked / n (within 6 sigma of a binomial, fixed seed)."""
+        if not self.uniform_marginal:
+            pytest.skip("this masker prefers some positions")
         grid = self.marginal_grid()
         draws = 4000
-        masker = self.masker_cls(mask_ratio=0.5)
-        mask = masker(draws, grid, generator=gen(3))
+        masker = self.make_masker(0.5)
+        mask = self.sample(masker, draws, grid, generator=gen(3))
         p = masker.num_masked(grid) / math.prod(grid)
         freq = mask.double().mean(dim=0)
         sigma = math.sqrt(p * (1 - p) / draws)
@@ -148,31 +210,48 @@ class MaskerConformance:
     def marginal_grid(self) -> tuple[int, int, int]:
         return (2, 4, 4)
 
+    # --- the clip and draw_mask -----------------------------------------------------------------------------------
+
+    def test_with_and_without_video(self):
+        """A content-aware masker makes a valid mask from a clip and without one; a plain one is never given a clip."""
+        masker = self.make_masker(0.5)
+        grid, expected = self.large_grid, masker.num_masked(self.large_grid)
+        video = self.video(3, grid)
+        if masker.needs_video:
+            for clip in (video, None):
+                mask = masker(3, grid, generator=gen(4), video=clip)
+                assert mask.dtype == torch.bool and mask.shape == (3, math.prod(grid))
+                assert mask.sum(dim=1).tolist() == [expected] * 3
+        direct = self.sample(masker, 3, grid, generator=gen(4), video=video)
+        drawn = draw_mask(masker, 3, grid, generator=gen(4), video=video)
+        assert torch.equal(drawn, direct)
+        assert torch.equal(draw_mask(masker, 3, grid, generator=gen(4), device="cpu", video=video), direct)
+
     # --- errors ---------------------------------------------------------------------------------------------------
 
     @pytest.mark.parametrize("ratio", BAD_RATIOS)
     def test_bad_ratio(self, ratio):
         with pytest.raises(ValueError, match="mask_ratio"):
-            self.masker_cls(mask_ratio=ratio)
+            self.make_masker(ratio)
 
     @pytest.mark.parametrize("ratio", WRONG_TYPE_RATIOS)
     def test_wrong_type_ratio(self, ratio):
         with pytest.raises(WRONG_TYPE, match="mask_ratio"):
-            self.masker_cls(mask_ratio=ratio)
+            self.make_masker(ratio)
 
     @pytest.mark.parametrize("batch_size", [-1, -5, True])
     def test_bad_batch_size(self, batch_size):
         with pytest.raises(ValueError, match="batch_size"):
-            self.masker_cls(mask_ratio=0.5)(batch_size, self.large_grid)
+            self.make_masker(0.5)(batch_size, self.large_grid)
 
     @pytest.mark.parametrize("batch_size", [1.0, "2"])
     def test_wrong_type_batch_size(self, batch_size):
         with pytest.raises(WRONG_TYPE, match="batch_size"):
-            self.masker_cls(mask_ratio=0.5)(batch_size, self.large_grid)
+            self.make_masker(0.5)(batch_size, self.large_grid)
 
     @pytest.mark.parametrize("grid", [(0, 2, 2), (2, 0, 2), (2, 2, 0), (0, 0, 0), (-2, 2, 2), (True, 2, 2)])
     def test_bad_grid(self, grid):
-        masker = self.masker_cls(mask_ratio=0.5)
+        masker = self.make_masker(0.5)
         with pytest.raises(ValueError, match="grid"):
             masker(2, grid)
         with pytest.raises(ValueError, match="grid"):
@@ -180,7 +259,7 @@ class MaskerConformance:
 
     @pytest.mark.parametrize("grid", [(), (2, 2), (2, 2, 2, 2), (2.0, 2, 2)])
     def test_wrong_type_grid(self, grid):
-        masker = self.masker_cls(mask_ratio=0.5)
+        masker = self.make_masker(0.5)
         with pytest.raises(WRONG_TYPE, match="grid"):
             masker(2, grid)
         with pytest.raises(WRONG_TYPE, match="grid"):
@@ -353,6 +432,44 @@ class TestRunningCellMasker(MaskerConformance):
             masker.num_masked(grid)
 
 
+class TestVarianceMasker(MaskerConformance):
+    """The content-aware example of docs/masking.md (`needs_video = True`), through the same contract."""
+
+    masker_cls = VarianceMasker
+
+    def expected_count(self, r, grid):
+        return int(r * math.prod(grid))
+
+    def test_flat_cubes_stay_visible(self):
+        """Odds follow pixel variance: with as many textured cubes as masked ones and more, no flat cube is hidden."""
+        grid = t, h, w = (2, 4, 6)
+        video = self.video(64, grid, seed=8)
+        video[..., : video.shape[-1] // 2] = 0.0  # the left half of every slot is flat
+        for r in (0.25, 0.5):
+            mask = draw_mask(VarianceMasker(mask_ratio=r), 64, grid, generator=gen(9), video=video)
+            assert mask.sum(dim=1).tolist() == [int(r * t * h * w)] * 64
+            assert not bool(mask.view(64, t, h, w)[..., : w // 2].any())
+
+    def test_textured_cubes_hidden_more_often(self):
+        """A cube whose pixels vary 4x as much is hidden more often than its flat-ish neighbours (many rows)."""
+        grid = (1, 2, 2)
+        video = torch.ones(2000, 3, 1, 4, 4)
+        video[..., ::2] = -1.0  # every 2x2 cube holds as many -1 as +1: the same variance in each
+        video[..., :2, :2] *= 2.0  # cube 0 has 4x the variance of the others
+        freq = draw_mask(VarianceMasker(mask_ratio=0.25), 2000, grid, generator=gen(11), video=video).double().mean(0)
+        # one cube of four hidden, with odds 4 : 1 : 1 : 1 for cube 0: it is picked in about 4/7 of rows
+        assert abs(float(freq[0]) - 4 / 7) < 0.05 and float(freq[1:].max()) < 0.2
+
+    def test_without_video_uniform_over_subsets(self):
+        chosen = VarianceMasker(mask_ratio=0.5)(30000, (1, 2, 3), generator=gen(12))
+        chi2, df = subset_chi_square(chosen)
+        assert chi2 < df + 6 * math.sqrt(2 * df)
+
+    def test_video_not_on_the_grid(self):
+        with pytest.raises(ValueError, match="token grid"):
+            VarianceMasker(mask_ratio=0.5)(2, (2, 3, 3), video=torch.zeros(2, 3, 2, 8, 8))
+
+
 @SETTINGS
 @given(b=st.integers(0, 5), cells=st.integers(1, 30), data=st.data(), seed=seeds)
 def test_choose_k_exact(b, cells, data, seed):
@@ -402,17 +519,6 @@ def test_choose_k_uniform_over_subsets(n, k):
     assert chi2 < df + 6 * math.sqrt(2 * df)
 
 
-def test_choose_k_uniform_when_rows_are_redrawn(monkeypatch):
-    """With draws cut to the bare minimum most rows run short and are drawn again; the law stays uniform."""
-    import tubemask.masking as masking
-
-    monkeypatch.setattr(masking, "_draws_per_row", lambda cells, smaller, bits: smaller)
-    chosen = choose_k(20000, 6, 3, generator=gen(12))  # 3 values of 3 bits: most rows reject or repeat one
-    assert chosen.sum(dim=1).tolist() == [3] * 20000
-    chi2, df = subset_chi_square(chosen)
-    assert chi2 < df + 6 * math.sqrt(2 * df)
-
-
 def test_choose_k_tube_positions_and_pairs():
     """VideoMAE's 20 visible of 196 cells: per-cell and per-pair frequencies match the uniform law (chi-square)."""
     draws, n, k = 20000, 196, 20
@@ -436,50 +542,71 @@ def test_choose_k_same_generator_state_same_mask_on_any_device_argument():
     assert torch.equal(a, b) and not torch.equal(a, choose_k(7, 196, 176, generator=gen(15)))
 
 
-@SETTINGS
-@given(rows=st.integers(1, 6), cells=st.integers(1, 300), data=st.data(), seed=seeds)
-def test_gpu_table_type_and_copy_give_the_cpu_result(rows, cells, data, seed):
-    """The choices made for GPUs, run on CPU: int32 tables in `_first_distinct` and torch's copy in `_spread` give
-    what the CPU choices (int16 tables, NumPy's copy) give, on raw draws including rejected and repeated values."""
-    from tubemask.masking import _first_distinct, _spread
-
-    smaller = data.draw(st.integers(1, max(1, cells // 2)))
-    width = 1 << max(3, (cells - 1).bit_length())
-    draws = data.draw(st.integers(1, 3 * smaller + 8))
-    values = torch.randint(0, width, (rows, draws), generator=gen(seed))
-    for mark in (0, 1):
-        cpu = _first_distinct(values, cells, smaller, mark)
-        gpu = _first_distinct(values, cells, smaller, mark, table_dtype=torch.int32)
-        assert torch.equal(cpu[0], gpu[0]) and torch.equal(cpu[1], gpu[1])
-    marks = cpu[0]
-    for units, shape in ((marks.unsqueeze(1), (rows, 3, cells)), (marks.unsqueeze(2), (rows, cells, 2))):
-        numpy_copy = _spread(units, shape)
-        torch_copy = _spread(units, shape, via_numpy=False)
-        assert torch.equal(numpy_copy, torch_copy) and torch.equal(torch_copy.view(shape), units.expand(shape))
+# --- draw_mask: the call a training loop makes ---------------------------------------------------------------------
 
 
-def short_row_probability(cells: int, smaller: int, bits: int, draws: int) -> float:
-    """Exact chance that `draws` values of `bits` bits hold fewer than `smaller` distinct values below `cells`."""
-    dist = [1.0] + [0.0] * smaller  # dist[d]: chance of d distinct accepted values so far (capped at smaller)
-    for _ in range(draws):
-        nxt = [0.0] * (smaller + 1)
-        for d, pd in enumerate(dist):
-            if d == smaller:
-                nxt[d] += pd
-                continue
-            hit = (cells - d) / (1 << bits)
-            nxt[d + 1] += pd * hit
-            nxt[d] += pd * (1 - hit)
-        dist = nxt
-    return 1.0 - dist[smaller]
+class Recording:
+    """A masker that records the keywords it was called with and returns `mask` (True = masked)."""
+
+    mask_ratio = 0.5
+
+    def __init__(self, mask: torch.Tensor, count: int, *, needs_video: bool) -> None:
+        self.mask, self.count, self.needs_video, self.calls = mask, count, needs_video, []
+
+    def num_masked(self, grid: tuple[int, int, int]) -> int:
+        return self.count
+
+    def __call__(self, batch_size, grid, **kwargs):
+        self.calls.append(kwargs)
+        return self.mask
 
 
-def test_draws_per_row_leaves_few_short_rows():
-    """The margin of `_draws_per_row` keeps redraws rare (below 1e-5 of rows) for every small grid and VideoMAE's."""
-    from tubemask.masking import _draws_per_row
+def test_draw_mask_passes_video_only_to_a_masker_that_asks():
+    video, mask = torch.zeros(2, 3, 1, 2, 4), torch.tensor([[True, False], [False, True]])
+    g = gen(0)
+    for needs in (False, True):
+        masker = Recording(mask, 1, needs_video=needs)
+        assert isinstance(masker, Masker)
+        assert draw_mask(masker, 2, (1, 1, 2), generator=g, device="cpu", video=video) is mask
+        (kwargs,) = masker.calls
+        assert kwargs.keys() == ({"generator", "device", "video"} if needs else {"generator", "device"})
+        assert kwargs["generator"] is g and kwargs["device"] == "cpu"
+        assert kwargs.get("video", video) is video
 
-    cases = [(n, s) for n in range(2, 40) for s in range(1, n // 2 + 1)]
-    cases += [(196, 20), (196, 98), (257, 1), (257, 128), (1568, 157)]
-    for n, s in cases:
-        bits = max(1, (n - 1).bit_length())
-        assert short_row_probability(n, s, bits, _draws_per_row(n, s, bits)) < 1e-5, (n, s)
+
+@pytest.mark.parametrize(
+    ("mask", "count", "match"),
+    [
+        (torch.tensor([[True, False], [True, True]]), 1, r"num_masked\(\(1, 1, 2\)\) = 1 .* \[1, 2\]"),
+        (torch.tensor([[True, True], [True, True]]), 1, r"= 1 tokens in every row; got per-row counts \[2, 2\]"),
+        (torch.tensor([[1, 0], [0, 1]]), 1, "torch.bool mask of shape"),
+        (torch.tensor([[True, False]]), 1, r"shape \(2, 2\)"),
+        (torch.tensor([[True, False, False], [False, True, False]]), 1, r"shape \(2, 2\)"),
+    ],
+)
+def test_draw_mask_refuses_a_wrong_mask(mask, count, match):
+    with pytest.raises(ValueError, match="Recording must .*" + match):
+        draw_mask(Recording(mask, count, needs_video=False), 2, (1, 1, 2), generator=gen(0))
+
+
+def test_draw_mask_refuses_a_video_of_another_batch():
+    masker = Recording(torch.zeros(2, 2, dtype=torch.bool), 0, needs_video=True)
+    with pytest.raises(ValueError, match="video holds 3 clips but batch_size is 2"):
+        draw_mask(masker, 2, (1, 1, 2), video=torch.zeros(3, 3, 1, 2, 4))
+
+
+def test_draw_mask_reads_the_host_once(monkeypatch):
+    """The count check is one host read per call, whatever the batch size (one device sync for a GPU mask)."""
+    reads = []
+    for name in ("__bool__", "item", "tolist", "__int__", "__float__", "__index__"):
+        original = getattr(torch.Tensor, name)
+
+        def counted(self, *args, _original=original, _name=name):
+            reads.append(_name)
+            return _original(self, *args)
+
+        monkeypatch.setattr(torch.Tensor, name, counted)
+    for masker in (TubeMasker(0.9), FrameMasker(0.5), RandomMasker(0.75), RunningCellMasker(0.5), VarianceMasker(0.9)):
+        reads.clear()
+        draw_mask(masker, 64, (2, 4, 4), generator=gen(1), video=torch.randn(64, 3, 2, 8, 8))
+        assert reads == ["__bool__"], type(masker).__name__

@@ -1,10 +1,13 @@
-"""Mask samplers: tube, frame, random and running-cell masking.
+"""Mask samplers: tube, frame, random and running-cell masking, and the call a training loop makes to draw a mask.
 
 Every masker is built as `X(mask_ratio=r)` and called as
 `masker(batch_size, (t, h, w), *, generator=None, device=None) -> Bool[Tensor, "b n"]` with `n = t*h*w` in raster
-`(t, h, w)` order and **True = masked** (hidden from the encoder). Every row masks the same number of tokens, so the
-visible tokens of a batch stack into one `[b v d]` tensor. Sampling is vectorised on the target device (no Python
-loop over the batch) and reproducible from the `generator`.
+`(t, h, w)` order and **True = masked** (hidden from the encoder). Every row masks the same number of tokens,
+`masker.num_masked(grid)`, so the visible tokens of a batch stack into one `[b v d]` tensor. Randomness comes only from
+the `generator`: the same generator state gives the same mask.
+
+A content-aware masker sets `needs_video = True` and takes one more keyword, `video: Float[b c t h w]` (the normalised
+clip); [draw_mask][tubemask.masking.draw_mask] passes the clip only to such a masker and checks the mask it returns.
 
 Counts follow VideoMAE: `int(mask_ratio * cells)` with `cells` the number of units the masker chooses among.
 
@@ -16,14 +19,15 @@ Counts follow VideoMAE: `int(mask_ratio * cells)` with `cells` the number of uni
 | [RunningCellMasker][tubemask.masking.RunningCellMasker] | `k = int(4r)` of each 2x2 cell, moving | `k*h*w/4 * t` | VideoMAE V2 |
 """
 
-import functools
 import math
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import ClassVar, Protocol, runtime_checkable
 
-import numpy as np
 import torch
+from jaxtyping import Bool, Float
 from torch import Tensor
+
+from tubemask.shapes import typechecked
 
 __all__ = [
     "Masker",
@@ -31,6 +35,7 @@ __all__ = [
     "FrameMasker",
     "RandomMasker",
     "RunningCellMasker",
+    "draw_mask",
     "check_mask_ratio",
     "check_grid",
     "choose_k",
@@ -40,9 +45,16 @@ __all__ = [
 
 @runtime_checkable
 class Masker(Protocol):
-    """Anything that samples a `Bool[b n]` mask (True = masked) for a token grid."""
+    """Anything that samples a `Bool[b n]` mask (True = masked) for a token grid, the same count in every row.
+
+    A masker that reads the clip sets `needs_video = True` and its `__call__` takes one more keyword argument,
+    `video: Float[Tensor, "b c t h w"] | None = None` (the normalised clip whose tokens are masked); it must still
+    return a valid mask when `video` is None. [draw_mask][tubemask.masking.draw_mask] passes the clip only to a
+    masker that asks for it, so a masker with `needs_video = False` never sees the keyword.
+    """
 
     mask_ratio: float
+    needs_video: bool
 
     def num_masked(self, grid: tuple[int, int, int]) -> int:
         """Masked tokens per row for `grid`."""
@@ -96,92 +108,6 @@ def _masked_units(mask_ratio: float, cells: int, what: str) -> int:
     return count
 
 
-@functools.lru_cache(maxsize=256)
-def _draws_per_row(cells: int, smaller: int, bits: int) -> int:
-    """Raw `bits`-bit draws per row that hold `smaller` distinct values below `cells` in all but ~1e-5 of rows.
-
-    Collecting the `i`-th new value takes a geometric number of draws with success rate `(cells - i) / 2**bits`; the
-    total has mean `sum(1/p)` and variance `sum((1-p)/p**2)`. Mean + 6 sd + 6 leaves a row short with probability
-    below 1e-5 (7e-6 at worst, 2.4e-8 for 20 of 196 cells; `tests/test_masking.py` computes it exactly). A short row
-    is drawn again, so the margin only sets the cost, never the distribution.
-    """
-    scale = float(1 << bits)
-    p = [(cells - i) / scale for i in range(smaller)]
-    mean = sum(1.0 / q for q in p)
-    var = sum((1.0 - q) / (q * q) for q in p)
-    return math.ceil(mean + 6.0 * math.sqrt(var) + 6.0)
-
-
-def _random_values(
-    rows: int, draws: int, bits: int, generator: torch.Generator | None, device: torch.device | None
-) -> Tensor:
-    """`Long[rows, draws]` of independent uniform integers in `[0, 2**bits)`, cut from 64-bit random words.
-
-    Each value takes the low `bits` bits of one 8-, 16- or 32-bit lane of a word, so a row of `draws` values costs
-    `draws / 8` words for up to 256 cells, `draws / 4` up to 65536. The words come from `generator` on its own device.
-    """
-    lane = torch.uint8 if bits <= 8 else torch.int16 if bits <= 16 else torch.int32
-    per_word = 8 // lane.itemsize
-    words = -(-rows * draws // per_word)
-    source = generator.device if generator is not None else device
-    raw = torch.empty(words, dtype=torch.int64, device=source).random_(-(2**63), None, generator=generator)
-    values = raw.view(lane)[: rows * draws].view(rows, draws).to(device=device, dtype=torch.int64)
-    if bits % 8:
-        values &= (1 << bits) - 1
-    return values
-
-
-def _filled(rows: int, width: int, value: int, dtype: torch.dtype, device: torch.device) -> Tensor:
-    """`torch.full((rows, width), value, dtype)`, written as int64 words when `width` allows.
-
-    Filling a quarter or an eighth as many elements keeps a batch-256 table under the CPU grain size, so it is filled
-    on the calling thread instead of waking the OpenMP pool (which costs more than the fill when other work holds
-    the cores).
-    """
-    lanes = 8 // dtype.itemsize
-    if width % lanes:
-        return torch.full((rows, width), value, dtype=dtype, device=device)
-    return torch.full((rows, width // lanes), _word(value, dtype.itemsize), dtype=torch.int64, device=device).view(
-        dtype
-    )
-
-
-@functools.lru_cache(maxsize=64)
-def _word(value: int, itemsize: int) -> int:
-    """The int64 whose `8 // itemsize` little-endian lanes of `itemsize` bytes all hold `value`."""
-    bits = 8 * itemsize
-    word = sum((value & ((1 << bits) - 1)) << (bits * i) for i in range(8 // itemsize))
-    return word - (1 << 64) if word >= (1 << 63) else word
-
-
-def _first_distinct(
-    values: Tensor, cells: int, smaller: int, mark: int, *, table_dtype: torch.dtype | None = None
-) -> tuple[Tensor, Tensor]:
-    """Mark the first `smaller` distinct values below `cells` in each row of `values` (`Long[rows, draws]`).
-
-    Returns `Bool[rows, cells]`, `bool(mark)` on the marked cells and the opposite elsewhere, and `Bool[rows]`, False
-    for rows whose draws hold fewer than `smaller` distinct values (their marks are incomplete). `table_dtype` is the
-    integer type of the working tables, by default int16 on CPU (half the memory traffic) and int32 elsewhere (the
-    widest-supported atomics on GPUs); the result does not depend on it (tests run the GPU choice on CPU).
-    """
-    rows, draws = values.shape
-    device = values.device
-    width = 1 << max(3, (cells - 1).bit_length())  # every value is below width; values >= cells are rejected draws
-    small = table_dtype or (torch.int16 if draws < 2**15 and device.type == "cpu" else torch.int32)
-    order = torch.arange(draws, dtype=small, device=device).expand(rows, draws)
-    first = _filled(rows, width, draws, small, device)
-    first.scatter_reduce_(1, values, order, "amin")  # first[v]: the draw that brings v first (draws if never)
-    if cells < width:
-        first[:, cells:] = -1  # a rejected draw never brings a new value
-    new = first.gather(1, values) == order  # draw j brings an accepted value for the first time
-    seen = new.cumsum(1, dtype=small)  # distinct accepted values among draws 0..j
-    keep = (new & (seen <= smaller)).view(torch.int8)  # the first `smaller` new values, each cell at most once
-    # marks start at 1 - mark and each kept cell adds 2 * mark - 1 once: a sum, so the order of writes cannot matter
-    marks = _filled(rows, width, 1 - mark, torch.int8, device)
-    marks.scatter_add_(1, values, keep if mark else -keep)
-    return marks[:, :cells].view(torch.bool), seen[:, -1] >= smaller
-
-
 def choose_k(
     batch_size: int,
     cells: int,
@@ -189,62 +115,78 @@ def choose_k(
     *,
     generator: torch.Generator | None = None,
     device: torch.device | str | None = None,
-) -> Tensor:
-    """Boolean `[batch_size, cells]` with exactly `k` True per row, uniformly at random over the k-subsets.
+) -> Bool[Tensor, "b cells"]:
+    """`Bool[batch_size, cells]` with exactly `k` True per row, every k-subset equally likely (mae_st's noise sort).
 
-    Draws only as much randomness as the smaller side needs (`s = min(k, cells - k)` cells): each row reads a
-    sequence of random integers of `bits = ceil(log2(cells))` bits, skips values `>= cells` and repeats, and takes
-    the first `s` distinct values. That is sequential sampling without replacement (each new value is uniform over the
-    cells not yet taken), so the `s`-subset, and its complement, are exactly uniform; with VideoMAE's 196 cells and
-    `s = 20` a row costs 53 random bytes instead of 196 floats, and no sort. The rare row (below 1e-5) whose draws
-    run out before `s` distinct values is drawn again; whether that happens depends only on the waiting times, which
-    are independent of which values were drawn, so the redraw leaves the distribution exact. Vectorised over rows, no
-    Python loop over the batch; the same `generator` state gives the same mask on every device.
-
-    The returned tensor may be a non-contiguous view (a slice of a wider buffer); callers that need `view` call
-    `contiguous()` (`RandomMasker` does).
+    Each row gets uniform noise; the `k` cells with the smallest noise are chosen. The noise is float64 (53 random
+    bits), so two cells of a row tie with probability below 1e-9 even for 1568 cells; apart from ties, which cells
+    sort first is a uniformly random permutation. The noise is drawn on the generator's device (on `device` without a
+    generator) and the result moved to `device`, so the same generator state gives the same mask whatever `device` is.
     """
-    device = torch.device(device) if device is not None else (generator.device if generator is not None else None)
-    smaller = min(k, cells - k)
-    if smaller <= 0 or batch_size == 0:
-        return torch.full((batch_size, cells), k > 0, dtype=torch.bool, device=device)
-    bits = max(1, (cells - 1).bit_length())
-    if bits > 31:
-        raise ValueError(f"choose_k supports up to 2**31 cells, got cells={cells}")
-    draws = _draws_per_row(cells, smaller, bits)
-    mark = int(smaller == k)  # mark the chosen cells True, or the unchosen ones False
-    marks, complete = _first_distinct(_random_values(batch_size, draws, bits, generator, device), cells, smaller, mark)
-    if not bool(complete.all()):  # below 1e-5 of rows: draw those rows again
-        short = (~complete).nonzero().flatten()
-        while short.numel():
-            values = _random_values(short.numel(), draws, bits, generator, marks.device)
-            again, complete = _first_distinct(values, cells, smaller, mark)
-            marks[short] = again
-            short = short[~complete]
-    return marks
+    source = generator.device if generator is not None else device
+    noise = torch.rand((batch_size, cells), dtype=torch.float64, generator=generator, device=source)
+    first_k = noise.argsort(dim=1)[:, :k]  # [b, k]: the cells with the k smallest noise values
+    chosen = torch.zeros((batch_size, cells), dtype=torch.bool, device=noise.device).scatter_(1, first_k, True)
+    return chosen.to(device) if device is not None else chosen
 
 
-def _spread(units: Tensor, shape: tuple[int, int, int], *, via_numpy: bool | None = None) -> Tensor:
-    """Copy `units` broadcast to `shape = (b, t, h*w)` into a new `Bool[b, t*h*w]` (the tube or frame layout).
+@typechecked
+def draw_mask(
+    masker: Masker,
+    batch_size: int,
+    grid: tuple[int, int, int],
+    *,
+    generator: torch.Generator | None = None,
+    device: torch.device | str | None = None,
+    video: Float[Tensor, "b c t h w"] | None = None,
+) -> Bool[Tensor, "b n"]:
+    """Draw a `Bool[batch_size, t*h*w]` mask from `masker` (True = masked) and check it: the training loop's call.
 
-    `units` is `[b, 1, h*w]` (tube: one frame-grid) or `[b, t, 1]` (frame: one flag per slot). On CPU (`via_numpy`
-    defaults to whether `units` is on the CPU) the copy runs through NumPy into a torch-owned tensor: torch's copy of
-    a batch-256 mask (400 KB) wakes the OpenMP pool, which costs more than the copy itself when the other cores are
-    busy (40 us vs up to 4 ms measured on 2 loaded cores). Elsewhere torch copies on the device.
+    `video` goes to the masker only when `masker.needs_video` is True; any other masker is called without it, so a
+    loop may always pass its clip. The result is checked to be a bool tensor of shape `[batch_size, t*h*w]` that masks
+    `masker.num_masked(grid)` tokens in every row. The count check reads one flag back to the host per call, not one
+    per row: no device sync for a mask on the CPU (the built-in maskers with a CPU generator), one for a mask on a GPU.
+
+    Args:
+        masker: the masker to draw from.
+        batch_size: rows of the mask; the batch size of `video` when it is given.
+        grid: token grid `(t, h, w)` (`model.grid(video.shape)`).
+        generator: the only source of randomness.
+        device: where the mask is returned (default: where the masker draws it).
+        video: the normalised clips `[b c t h w]` whose tokens are masked; read only by a content-aware masker.
+
+    Raises:
+        ValueError: when `video` holds another number of clips than `batch_size`, or the masker returns a mask of the
+            wrong type, shape or per-row count.
     """
-    out = torch.empty((shape[0], shape[1] * shape[2]), dtype=torch.bool, device=units.device)
-    if via_numpy is None:
-        via_numpy = units.device.type == "cpu"
-    if via_numpy:
-        np.copyto(out.numpy().reshape(shape), units.numpy())
+    name = type(masker).__name__
+    if masker.needs_video:
+        if video is not None and video.shape[0] != batch_size:
+            raise ValueError(
+                f"video holds {video.shape[0]} clips but batch_size is {batch_size}; pass one clip per row"
+            )
+        mask = masker(batch_size, grid, generator=generator, device=device, video=video)
     else:
-        out.view(shape).copy_(units.expand(shape))
-    return out
+        mask = masker(batch_size, grid, generator=generator, device=device)
+    n, expected = math.prod(grid), masker.num_masked(grid)
+    if not isinstance(mask, Tensor) or mask.dtype != torch.bool or tuple(mask.shape) != (batch_size, n):
+        got = f"{mask.dtype} {tuple(mask.shape)}" if isinstance(mask, Tensor) else type(mask).__name__
+        raise ValueError(
+            f"{name} must return a torch.bool mask of shape ({batch_size}, {n}) for grid {grid}, got {got}"
+        )
+    counts = mask.sum(dim=1)
+    if bool((counts != expected).any()):  # the one host read of the call
+        raise ValueError(
+            f"{name} must mask {name}.num_masked({grid}) = {expected} tokens in every row; "
+            f"got per-row counts {counts.tolist()[:8]}"
+        )
+    return mask
 
 
 @dataclass(frozen=True)
 class _RatioMasker:
     mask_ratio: float = 0.9
+    needs_video: ClassVar[bool] = False  # the built-in maskers never read the clip
 
     def __post_init__(self) -> None:
         check_mask_ratio(self.mask_ratio)
@@ -277,8 +219,8 @@ class TubeMasker(_RatioMasker):
         """Sample a `Bool[batch_size, t*h*w]` mask, True = masked."""
         t, h, w = check_grid(grid, batch_size)
         k = _masked_units(self.mask_ratio, h * w, "spatial cells")
-        cells = choose_k(batch_size, h * w, k, generator=generator, device=device)
-        return _spread(cells[:, None, :], (batch_size, t, h * w))
+        cells = choose_k(batch_size, h * w, k, generator=generator, device=device)  # [b, h*w]
+        return cells[:, None, :].expand(batch_size, t, h * w).reshape(batch_size, t * h * w)
 
 
 @dataclass(frozen=True)
@@ -305,8 +247,8 @@ class FrameMasker(_RatioMasker):
         """Sample a `Bool[batch_size, t*h*w]` mask, True = masked."""
         t, h, w = check_grid(grid, batch_size)
         k = _masked_units(self.mask_ratio, t, "time slots")
-        slots = choose_k(batch_size, t, k, generator=generator, device=device)
-        return _spread(slots[:, :, None], (batch_size, t, h * w))
+        slots = choose_k(batch_size, t, k, generator=generator, device=device)  # [b, t]
+        return slots[:, :, None].expand(batch_size, t, h * w).reshape(batch_size, t * h * w)
 
 
 @dataclass(frozen=True)
@@ -333,7 +275,7 @@ class RandomMasker(_RatioMasker):
         """Sample a `Bool[batch_size, t*h*w]` mask, True = masked."""
         t, h, w = check_grid(grid, batch_size)
         k = _masked_units(self.mask_ratio, t * h * w, "tokens")
-        return choose_k(batch_size, t * h * w, k, generator=generator, device=device).contiguous()
+        return choose_k(batch_size, t * h * w, k, generator=generator, device=device)
 
 
 def running_cell_patterns(mask_ratio: float, grid: tuple[int, int, int]) -> Tensor:
