@@ -4,7 +4,7 @@ A loss is any callable `loss(pred, target) -> scalar` on `[b m k]` tensors of th
 gathers them first, so no mask is passed); [reconstruction_mse][tubemask.losses.reconstruction_mse] is VideoMAE's.
 """
 
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import torch.nn.functional as F
 from jaxtyping import Float
@@ -15,6 +15,7 @@ from tubemask.shapes import typechecked
 __all__ = ["Loss", "reconstruction_mse"]
 
 
+@runtime_checkable
 class Loss(Protocol):
     """A reconstruction loss over the queried cubes: `[b m k]` predictions and targets -> a float32 scalar."""
 
