@@ -35,6 +35,7 @@ from tubemask.data import (
     read_ucf101,
 )
 from tubemask.eval.diagnostics import plot_diagnostics, probe_encoder, probe_set_from_records, token_diagnostics
+from tubemask.masking import draw_mask
 from tubemask.shapes import shape_checks_disabled
 from tubemask.train.checkpoint import save_checkpoint
 from tubemask.train.config import DatasetPreset, TrainConfig, config_dict, fill_from_preset
@@ -219,16 +220,22 @@ def train(cfg: PretrainConfig, dataset: DatasetPreset) -> dict:
     if loop.step == 0 and probes is not None:
         run_probe(0)  # the random-initialisation baseline
 
-    def masks_for(rows: int, micro: int) -> tuple[torch.Tensor, torch.Tensor | None, dict[str, int]]:
+    def masks_for(video: torch.Tensor, micro: int) -> tuple[torch.Tensor, torch.Tensor | None, dict[str, int]]:
         # One generator per (seed, step, micro-step) for the GLOBAL batch, each rank taking its rows: masks do not
-        # depend on the number of processes, and a resumed run draws the same ones. The counts per row, read on the
-        # host before the masks move, spare the forward its reads back from the device.
-        g, world = step_generator(cfg.seed, loop.step, micro), ctx.world_size
-        mask = masker(rows * world, grid, generator=g)[ctx.rank :: world]
+        # depend on the number of processes, and a resumed run draws the same ones. A content-aware masker reads this
+        # rank's clips, so it draws this rank's rows from a generator of its own. The counts per row, read on the host
+        # before the masks move, spare the forward its reads back from the device.
+        rows, world, rank = video.shape[0], ctx.world_size, ctx.rank
+        if masker.needs_video:
+            g = step_generator(cfg.seed, loop.step, micro, rank=rank)
+            mask = draw_mask(masker, rows, grid, generator=g, video=video)
+        else:
+            g = step_generator(cfg.seed, loop.step, micro)
+            mask = draw_mask(masker, rows * world, grid, generator=g)[rank::world]
         counts = {"num_masked": masker.num_masked(grid)}
         if decoder_masker is None:
             return mask.to(device, non_blocking=True), None, counts
-        dmask = decoder_masker(rows * world, grid, generator=g)[ctx.rank :: world]
+        dmask = decoder_masker(rows * world, grid, generator=g)[rank::world].to(mask.device)
         counts["num_queried"] = int((mask[0] & ~dmask[0]).sum())
         return mask.to(device, non_blocking=True), dmask.to(device, non_blocking=True), counts
 
@@ -239,7 +246,7 @@ def train(cfg: PretrainConfig, dataset: DatasetPreset) -> dict:
         for video in loop.batches():
             # uint8 [b c t h w] (channels-last memory) -> contiguous float32, normalised on the device
             video = normalize_batch(video.to(device, non_blocking=True))
-            mask, dmask, counts = masks_for(video.shape[0], loop.micro)
+            mask, dmask, counts = masks_for(video, loop.micro)
             with stepper.accumulating(train_model, last=loop.at_step_end):
                 with run.autocast():
                     output = train_model(video, mask, dmask, **counts)

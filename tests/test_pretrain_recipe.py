@@ -183,6 +183,25 @@ def test_dual_masking_trains_on_the_queried_cubes(ucf: Path, tmp_path: Path) -> 
     assert list(out.glob("reconstruction-*.png"))
 
 
+def test_a_content_aware_masker_reads_this_ranks_clips(ucf: Path, tmp_path: Path) -> None:
+    """A masker that asks for the video (`needs_video`) gets the step's normalised clips of this process."""
+    from tubemask.masking import TubeMasker
+
+    seen = []
+
+    class Reading(TubeMasker):
+        needs_video = True
+
+        def __call__(self, batch_size, grid, *, generator=None, device=None, video=None):
+            seen.append((batch_size, tuple(video.shape), video.dtype))
+            return super().__call__(batch_size, grid, generator=generator, device=device)
+
+    module = load_recipe("pretrain_ucf101")
+    module.MASKERS["tube"] = Reading
+    module.main(module.PretrainConfig(**tiny_options(ucf, tmp_path / "run", max_steps=2)))
+    assert seen == [(2, (2, 3, 8, 32, 32), torch.float32)] * 2
+
+
 def test_max_steps_keeps_the_schedule_of_epochs(ucf: Path, tmp_path: Path) -> None:
     run(**tiny_options(ucf, tmp_path / "a", max_steps=3, epochs=4))
     state = torch.load(tmp_path / "a" / "checkpoint-00000003.pt", weights_only=True)
