@@ -122,3 +122,55 @@ def test_resized_sinusoid_refuses_another_clip_length() -> None:
         embed.full((4, 16, 28))
     with pytest.raises(ValueError, match="base_grid must be 3 positive ints"):
         ResizedSinusoidPositionEmbedding(16, (8, 0, 14))
+
+
+def mae_sincos_1d(positions: np.ndarray, dim: int) -> np.ndarray:
+    """MAE's `get_1d_sincos_pos_embed_from_grid` (He et al., arXiv 2111.06377; mae_st, arXiv 2205.09113) in float64:
+    `dim / 2` frequencies `omega_i = 1 / 10000**(i / (dim / 2))`, the sines of `pos * omega` then their cosines."""
+    omega = 1.0 / 10000 ** (np.arange(dim // 2, dtype=np.float64) / (dim / 2.0))
+    angles = np.einsum("m,d->md", positions.astype(np.float64), omega)
+    return np.concatenate([np.sin(angles), np.cos(angles)], axis=1)
+
+
+def separable_sincos_3d(grid: tuple[int, int, int], dim: int) -> np.ndarray:
+    """The docstring's 3-D table: `dim_t = dim // 4` rounded down to even columns for the time index, then two equal
+    halves of the rest for the row and the column index, each MAE's 1-D sin-cos; tokens in raster order (t, h, w)."""
+    dim_t = (dim // 4) - (dim // 4) % 2
+    dim_s = (dim - dim_t) // 2
+    t, h, w = (axis.reshape(-1) for axis in np.indices(grid))  # raster order: w fastest
+    return np.concatenate([mae_sincos_1d(t, dim_t), mae_sincos_1d(h, dim_s), mae_sincos_1d(w, dim_s)], axis=1)
+
+
+@pytest.mark.parametrize(
+    ("grid", "dim"), [((2, 3, 4), 16), ((8, 14, 14), 384), ((1, 1, 5), 16), ((4, 2, 2), 768), ((3, 5, 2), 20)]
+)
+def test_sincos_3d_matches_the_separable_formula(grid, dim):
+    table = sincos_3d_table(grid, dim)
+    expected = separable_sincos_3d(grid, dim)
+    assert table.shape == expected.shape
+    np.testing.assert_allclose(table.numpy(), expected.astype(np.float32), rtol=0, atol=1e-7)
+
+
+def test_sincos_3d_entries_by_hand():
+    """Grid (2, 3, 4), width 16: 4 temporal columns (frequencies 1 and 1/100), 6 for h and 6 for w (frequencies 1,
+    10000**(-1/3), 10000**(-2/3)). Token (t=1, h=2, w=3) is row 1*12 + 2*4 + 3 = 23."""
+    table = sincos_3d_table((2, 3, 4), 16)
+    row = table[23].double()
+    by_hand = {
+        0: 0.8414709848,  # sin(1 * 1)
+        1: 0.0099998333,  # sin(1 / 100)
+        2: 0.5403023059,  # cos(1 * 1)
+        3: 0.9999500004,  # cos(1 / 100)
+        4: 0.9092974268,  # sin(2 * 1)
+        5: 0.0926985008,  # sin(2 * 10000**(-1/3)) = sin(0.0928318)
+        7: -0.4161468365,  # cos(2 * 1)
+        9: 0.9999907168,  # cos(2 * 10000**(-2/3))
+        10: 0.1411200081,  # sin(3 * 1)
+        11: 0.1387981011,  # sin(3 * 10000**(-1/3))
+        13: -0.9899924966,  # cos(3 * 1)
+    }
+    for column, value in by_hand.items():
+        assert float(row[column]) == pytest.approx(value, abs=1e-7), column
+    # the first token sits at position 0 on every axis: sines 0, cosines 1
+    zero = [0.0, 0.0, 1.0, 1.0] + ([0.0] * 3 + [1.0] * 3) * 2
+    assert table[0].tolist() == zero

@@ -18,6 +18,7 @@ from tubemask import (
     videomae_vit_tiny,
 )
 from tubemask.models import SIZES
+from tubemask.pos_embed import sinusoid_table
 from tubemask.targets import reconstruction_targets
 from tubemask.tokens import selected_ids
 
@@ -125,8 +126,28 @@ def test_pred_and_target_follow_ascending_ids(model):
 
 
 def test_forward_features(model):
-    feats = model.eval().forward_features(clip(3))
-    assert feats.shape == (2, 16, DIM)
+    """Every cube encoded: equal to doing it by hand (each cube's pixels contracted with the tokenizer's Conv3d kernel,
+    plus its bias, plus VideoMAE's sinusoid at the flat raster index, through the encoder) and to forward_encoder
+    given every id."""
+    model.eval()
+    video = clip(3)
+    with torch.no_grad():
+        feats = model.forward_features(video)
+        assert feats.shape == (2, 16, DIM)
+        # the tokenizer by hand: cube (ti, hi, wi) is video[:, :, ti*TS:(ti+1)*TS, hi*PS:(hi+1)*PS, wi*PS:(wi+1)*PS]
+        weight, bias = model.tokenizer.proj.weight, model.tokenizer.proj.bias  # [d c p0 p1 p2], [d]
+        tokens = []
+        for ti in range(4):
+            for hi in range(2):
+                for wi in range(2):
+                    cube = video[:, :, ti * TS : (ti + 1) * TS, hi * PS : (hi + 1) * PS, wi * PS : (wi + 1) * PS]
+                    tokens.append(torch.einsum("bcxyz,dcxyz->bd", cube, weight) + bias)
+        by_hand = torch.stack(tokens, dim=1) + sinusoid_table(16, DIM)
+        torch.testing.assert_close(feats, model.encoder(by_hand), atol=1e-5, rtol=1e-5)
+        every = torch.arange(16).expand(2, -1)
+        torch.testing.assert_close(feats, model.forward_encoder(video, every), atol=1e-5, rtol=1e-5)
+        # not a constant: another clip gives other features
+        assert not torch.allclose(model.forward_features(clip(4)), feats)
 
 
 def test_wrapper_errors():
@@ -210,8 +231,14 @@ def videomae_params(dim: int, depth: int, dec_dim: int, dec_depth: int, k: int =
 
 
 def test_vit_b_encoder_size_is_the_known_one():
-    """86.2M encoder parameters: timm's ViT-B/16 block count less the key bias, with a 2x16x16 cube embedding."""
+    """86.2M encoder parameters: timm's ViT-B/16 block count less the key bias, with a 2x16x16 cube embedding; and
+    the built ViT-B's tokenizer and encoder hold exactly that many."""
     assert vit_params(768, 12) + 1536 * 768 + 768 + 2 * 768 == 86_227_200
+    with torch.device("meta"):  # shapes only
+        model = videomae_vit_b()
+    built = sum(p.numel() for part in (model.tokenizer, model.encoder) for p in part.parameters())
+    assert built == 86_227_200
+    assert sum(p.numel() for p in model.pos_embed.parameters()) == 0  # the fixed sinusoid is not a parameter
 
 
 @pytest.mark.parametrize(
