@@ -221,8 +221,14 @@ def _equalize(x: Tensor) -> Tensor:
 
 
 def _shear(x: Tensor, level: float, sign: float, axis: int, affine: Callable[..., Tensor] = _affine) -> Tensor:
+    """timm's ShearX (axis 0) / ShearY (1): PIL shears about the top-left corner, torchvision about the centre, so
+    the centre's displacement (`factor` x half the other side) is translated back."""
     degrees = _shear_degrees(level, sign)
-    return affine(x, shear=(degrees, 0.0) if axis == 0 else (0.0, degrees))
+    factor = math.tan(math.radians(degrees))
+    h, w = x.shape[-2:]
+    if axis == 0:
+        return affine(x, shear=(degrees, 0.0), translate=(-factor * h / 2, 0.0))
+    return affine(x, shear=(0.0, degrees), translate=(0.0, -factor * w / 2))
 
 
 RANDAUGMENT_OPS: dict[str, Callable[[Tensor, float, float], Tensor]] = {
