@@ -277,7 +277,7 @@ def test_load_refuses_pickled_objects(tmp_path):
 # ---------------------------------------------------------------- Hugging Face parity
 
 transformers = pytest.importorskip("transformers")
-from tubemask.interop.hf import _qv_bias_field, hf_qv_bias  # noqa: E402
+from tubemask.interop.hf import hf_qv_bias, hf_qv_bias_field  # noqa: E402
 from tubemask.interop.hf_classification import classifier_from_hf, classifier_to_hf  # noqa: E402
 
 HF_CONFIGS = [
@@ -290,7 +290,7 @@ HF_CONFIGS = [
 
 def _hf_classifier(cfg: dict):
     cfg = dict(cfg)  # qv_bias as the installed transformers reads it: qkv_bias before 5.24
-    cfg[_qv_bias_field(transformers.VideoMAEConfig)] = cfg.pop("qv_bias")
+    cfg[hf_qv_bias_field(transformers.VideoMAEConfig)] = cfg.pop("qv_bias")
     config = transformers.VideoMAEConfig(
         num_frames=4,
         hidden_size=32,

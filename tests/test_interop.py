@@ -22,8 +22,8 @@ from tubemask.interop import (
     tubemask_to_hf_state_dict,
     tubemask_to_official_state_dict,
 )
-from tubemask.interop._widths import mlp_ratio_for
-from tubemask.interop.hf import _fit_hf_layout, _qv_bias_field, hf_qv_bias
+from tubemask.interop.hf import fit_hf_layout, hf_qv_bias, hf_qv_bias_field
+from tubemask.interop.widths import mlp_ratio_for
 from tubemask.layers import Block
 from tubemask.masking import RandomMasker, TubeMasker
 from tubemask.models import SIZES, ViTSize, build_videomae
@@ -96,7 +96,7 @@ def hf_config(**kwargs):
     """`VideoMAEConfig(**kwargs)` with `qv_bias` spelled as the installed transformers reads it (`qkv_bias` before
     5.24; 5.17 would keep `qv_bias` as an inert extra attribute and build biases anyway)."""
     if "qv_bias" in kwargs:
-        kwargs[_qv_bias_field(transformers.VideoMAEConfig)] = kwargs.pop("qv_bias")
+        kwargs[hf_qv_bias_field(transformers.VideoMAEConfig)] = kwargs.pop("qv_bias")
     return transformers.VideoMAEConfig(**kwargs)
 
 
@@ -554,7 +554,7 @@ def test_state_dicts_read_and_write_each_transformers_layout() -> None:
     out = tubemask_to_hf_state_dict(expected)
     assert out.keys() == sd.keys()
     for layout in (v4, v517, sd):
-        fitted = _fit_hf_layout(out, argparse.Namespace(state_dict=lambda layout=layout: layout))
+        fitted = fit_hf_layout(out, argparse.Namespace(state_dict=lambda layout=layout: layout))
         assert fitted.keys() == layout.keys()
         for key, value in fitted.items():
             assert torch.equal(value, torch.zeros_like(value) if key.endswith("key.bias") else layout[key]), key

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tubemask.interop._widths import mlp_ratio_for
+from tubemask.interop.widths import mlp_ratio_for
 
 
 @settings(max_examples=300, deadline=None)

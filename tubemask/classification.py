@@ -18,7 +18,7 @@ from tubemask.pos_embed import SinusoidPositionEmbedding
 from tubemask.shapes import typechecked
 from tubemask.tokenizers import CubeEmbedding
 
-__all__ = ["WholeClipModel", "VideoClassifier", "videomae_classifier", "init_finetune_weights"]
+__all__ = ["WholeClipModel", "VideoClassifier", "videomae_classifier", "init_finetune_weights", "finetune_encoder"]
 
 
 class WholeClipModel(nn.Module):
@@ -137,7 +137,7 @@ def init_finetune_weights(module: nn.Module) -> nn.Module:
     return module
 
 
-def _finetune_encoder(
+def finetune_encoder(
     size: str | ViTSize,
     *,
     mlp_ratio: float,
@@ -147,7 +147,17 @@ def _finetune_encoder(
     final_norm: bool,
     owner: str,
 ) -> ViTEncoder:
-    """The ViT encoder of a size preset, initialised as VideoMAE V1 fine-tuning does (the builders' shared part).
+    """The ViT encoder of a size preset, initialised as VideoMAE V1 fine-tuning does (the classifier's and the
+    detector's builders share it).
+
+    Args:
+        size: a preset name of `tubemask.models.SIZES` or a [ViTSize][tubemask.models.ViTSize].
+        mlp_ratio: MLP inner width over the token width.
+        qkv_bias: learn `q_bias` / `v_bias`.
+        drop_path_rate: stochastic depth, rising linearly over the blocks.
+        norm_eps: LayerNorm epsilon.
+        final_norm: keep the encoder's final LayerNorm.
+        owner: the builder's name, for the error message.
 
     Raises:
         ValueError: for an unknown preset name, naming `owner`.
@@ -213,7 +223,7 @@ def videomae_classifier(
     Raises:
         ValueError: for an unknown preset name.
     """
-    encoder = _finetune_encoder(
+    encoder = finetune_encoder(
         size,
         mlp_ratio=mlp_ratio,
         qkv_bias=qkv_bias,

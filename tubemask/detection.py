@@ -11,7 +11,7 @@ boxes of a person detector (score >= 0.8) and scores `sigmoid(logit) * box score
 from jaxtyping import Float
 from torch import Tensor, nn
 
-from tubemask.classification import WholeClipModel, _finetune_encoder
+from tubemask.classification import WholeClipModel, finetune_encoder
 from tubemask.heads import RoIActionHead
 from tubemask.models import ViTSize
 from tubemask.shapes import typechecked
@@ -102,7 +102,7 @@ def videomae_action_detector(
     Raises:
         ValueError: for an unknown preset name.
     """
-    encoder = _finetune_encoder(
+    encoder = finetune_encoder(
         size,
         mlp_ratio=mlp_ratio,
         qkv_bias=qkv_bias,

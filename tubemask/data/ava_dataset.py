@@ -20,7 +20,7 @@ from tubemask.data.ava import AVAFrame, FrameKey
 from tubemask.data.datasets import DecodeOptions, SampleKey, load_with_substitutes, sample_generator, split_key
 from tubemask.data.decoding import DecodeError, VideoReader, read_clip
 from tubemask.data.failures import FailureLog
-from tubemask.data.transforms import IMAGENET_MEAN, IMAGENET_STD, _randint, _resize, _uniform, normalize
+from tubemask.data.transforms import IMAGENET_MEAN, IMAGENET_STD, draw_int, draw_uniform, normalize, resize
 from tubemask.shapes import typechecked
 
 __all__ = ["AVABatch", "AVADataset", "AVASample", "collate_ava", "jitter_boxes"]
@@ -55,7 +55,7 @@ class _Geometry:
     flip: bool
 
     def frames(self, frames: Tensor) -> Tensor:
-        frames = _resize(frames, self.resized)
+        frames = resize(frames, self.resized)
         frames = frames[..., self.top : self.top + self.out[0], self.left : self.left + self.out[1]]
         return frames.flip(-1) if self.flip else frames
 
@@ -260,17 +260,17 @@ class AVADataset(Dataset):
             size = _resized(h, w, self.short_side, self.size_multiple)
             return _Geometry(size, 0, 0, size, False)
         low, high = self.scale_jitter
-        short = low + _randint(generator, high - low + 1)
+        short = low + draw_int(generator, high - low + 1)
         if self.crop_size is None:
             size = _resized(h, w, short, self.size_multiple)
             top = left = 0
             out = size
         else:
             size = _resized(h, w, short, None)
-            top = _randint(generator, size[0] - self.crop_size + 1)
-            left = _randint(generator, size[1] - self.crop_size + 1)
+            top = draw_int(generator, size[0] - self.crop_size + 1)
+            left = draw_int(generator, size[1] - self.crop_size + 1)
             out = (self.crop_size, self.crop_size)
-        flip = _uniform(generator) < self.flip  # drawn even for flip=0, so the later draws do not depend on it
+        flip = draw_uniform(generator) < self.flip  # drawn even for flip=0, so the later draws do not depend on it
         return _Geometry(size, top, left, out, flip)
 
     def __getitem__(self, index: SampleKey) -> AVASample:

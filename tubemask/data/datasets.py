@@ -35,7 +35,7 @@ from torch.utils.data import Dataset, default_collate
 from tubemask.data.annotations import VideoRecord
 from tubemask.data.decoding import DecodeError, SeekMode, VideoReader, read_clip
 from tubemask.data.failures import FailureLog
-from tubemask.data.sampling import DenseSampler, FrameSampler, _check_int_fields
+from tubemask.data.sampling import DenseSampler, FrameSampler, check_int_fields
 from tubemask.data.transforms import stack_clips
 
 __all__ = [
@@ -105,8 +105,8 @@ class DecodeOptions:
         # checked here, when a dataset is configured: the readers would raise only at the first sample, in a worker
         if self.seek_mode not in ("exact", "approximate"):
             raise ValueError(f"DecodeOptions.seek_mode={self.seek_mode!r}; allowed: 'exact', 'approximate'")
-        _check_int_fields(self, "num_ffmpeg_threads", minimum=0)
-        _check_int_fields(self, "max_attempts")
+        check_int_fields(self, "num_ffmpeg_threads", minimum=0)
+        check_int_fields(self, "max_attempts")
 
 
 @dataclass

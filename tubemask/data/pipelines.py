@@ -26,12 +26,12 @@ from tubemask.data.randaugment import RandAugment, parse_randaugment
 from tubemask.data.transforms import (
     IMAGENET_MEAN,
     IMAGENET_STD,
-    _horizontal_flip,
-    _multi_scale_crop,
     center_crop,
     channels_first,
     horizontal_flip,
+    horizontal_flip_unchecked,
     multi_scale_crop,
+    multi_scale_crop_unchecked,
     random_erasing,
     random_resized_crop,
     resize_short_side,
@@ -109,8 +109,8 @@ class PretrainPipeline:
         for i in range(repeats):
             slot = slots[i]  # [t c size size]
             # the unchecked forms: the frames were checked once on entry (each check costs ~0.1 ms per call)
-            _multi_scale_crop(frames, size=size, scales=self.scales, generator=generator, out=slot)
-            flipped = _horizontal_flip(slot, p=self.flip_p, generator=generator)
+            multi_scale_crop_unchecked(frames, size=size, scales=self.scales, generator=generator, out=slot)
+            flipped = horizontal_flip_unchecked(slot, p=self.flip_p, generator=generator)
             if self.normalize:
                 normalize_clip(flipped, mean=self.mean, std=self.std, out=batch[i])
             elif flipped is not slot:

@@ -30,7 +30,7 @@ import torchvision.transforms.v2.functional as F
 from jaxtyping import UInt8
 from torch import Tensor
 
-from tubemask.data.transforms import _channels_innermost
+from tubemask.data.transforms import channels_innermost
 from tubemask.shapes import typechecked
 
 __all__ = ["RandAugment", "RANDAUGMENT_OPS", "TORCHVISION_OPS", "parse_randaugment"]
@@ -66,7 +66,7 @@ def _affine(x: Tensor, *, angle: float = 0.0, translate=(0, 0), shear=(0.0, 0.0)
     picked = _plain_affine(numbers, angle=angle, translate=translate, shear=shear, fill=0.0)
     index = picked.view(h * w).to(torch.int64) - 1
     index[index < 0] = h * w  # outside the frame: the fill pixel appended below
-    if _channels_innermost(x):  # channels-last [t h w c] memory: gather whole pixels
+    if channels_innermost(x):  # channels-last [t h w c] memory: gather whole pixels
         pixels = x.permute(0, 2, 3, 1).reshape(t, h * w, c)
         padded = torch.cat([pixels, pixels.new_full((t, 1, c), fill)], dim=1)
         return padded.index_select(1, index).view(t, h, w, c).permute(0, 3, 1, 2)
@@ -156,11 +156,11 @@ def _lookup_clip(x: Tensor, table: Tensor) -> Tensor:
 def _storage_order(x: Tensor) -> Tensor:
     """`x` (`[t c h w]`) as a contiguous tensor whose shape follows the memory order of `x`: `[t h w c]` for
     channels-last frames (a view when they are dense), `[t c h w]` otherwise."""
-    return (x.permute(0, 2, 3, 1) if _channels_innermost(x) else x).contiguous()
+    return (x.permute(0, 2, 3, 1) if channels_innermost(x) else x).contiguous()
 
 
 def _restore_order(out: Tensor, like: Tensor) -> Tensor:
-    return out.permute(0, 3, 1, 2) if _channels_innermost(like) else out
+    return out.permute(0, 3, 1, 2) if channels_innermost(like) else out
 
 
 def _per_plane(x: Tensor, tables_of: Callable[[Tensor], Tensor]) -> Tensor:
@@ -169,7 +169,7 @@ def _per_plane(x: Tensor, tables_of: Callable[[Tensor], Tensor]) -> Tensor:
     gathered into planes and the looked-up planes scattered back into `[t h w c]` memory with NumPy's strided copies
     (2.5 ms each way for 16 x 240 x 320 frames; torch's layout conversions take 4 and 6 ms)."""
     t, c, h, w = x.shape
-    if not _channels_innermost(x):
+    if not channels_innermost(x):
         planes = x.contiguous().view(t * c, h * w)
         return _lookup(planes, tables_of(planes)).view(t, c, h, w)
     pixels = x.permute(0, 2, 3, 1).numpy()  # [t h w c], strided when x is a crop

@@ -31,6 +31,7 @@ __all__ = [
     "FrameSampler",
     "SegmentSampler",
     "ShortVideoRule",
+    "check_int_fields",
     "clip_span",
     "dense_indices",
     "multiview_indices",
@@ -183,7 +184,7 @@ def multiview_segment_indices(num_frames: int, *, num_segments: int = 16, num_cl
     ]
 
 
-def _check_int_fields(settings: object, *names: str, minimum: int = 1) -> None:
+def check_int_fields(settings: object, *names: str, minimum: int = 1) -> None:
     """Raise a ValueError naming the first field of `names` that is not an int >= `minimum` (a config error caught
     when the settings object is built, not at the first sample in a DataLoader worker). Shared by the samplers and
     [`DecodeOptions`][tubemask.data.datasets.DecodeOptions]."""
@@ -208,7 +209,7 @@ class DenseSampler:
     short: ShortVideoRule = "clamp"
 
     def __post_init__(self) -> None:
-        _check_int_fields(self, "clip_len", "stride")
+        check_int_fields(self, "clip_len", "stride")
         if self.short not in ("clamp", "loop", "shrink"):
             raise ValueError(f"DenseSampler.short={self.short!r}; allowed: 'clamp', 'loop', 'shrink'")
 
@@ -241,7 +242,7 @@ class SegmentSampler:
     num_segments: int = 16
 
     def __post_init__(self) -> None:
-        _check_int_fields(self, "num_segments")
+        check_int_fields(self, "num_segments")
 
     @property
     def span(self) -> int:

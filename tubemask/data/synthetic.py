@@ -36,9 +36,12 @@ __all__ = [
     "Background",
     "cached_synthetic_ucf101",
     "make_synthetic_ucf101",
+    "random_colour_pair",
+    "random_texture",
     "render_motion_clip",
     "render_motion_dataset",
     "synthetic_ucf101_root",
+    "write_dataset_once",
 ]
 
 MOTION_CLASSES = (
@@ -65,7 +68,7 @@ _MARKER = "synthetic.json"
 _CLIPS_PER_GROUP = 4
 
 
-def _texture(rng: np.random.Generator, u: Tensor, v: Tensor) -> Tensor:
+def random_texture(rng: np.random.Generator, u: Tensor, v: Tensor) -> Tensor:
     """A random pattern in [0, 1] over coordinates `u, v` (two oriented gratings and a checker term)."""
     out = torch.zeros_like(u)
     for _ in range(2):
@@ -76,7 +79,9 @@ def _texture(rng: np.random.Generator, u: Tensor, v: Tensor) -> Tensor:
     return (out / 3.0 + 1.0) / 2.0
 
 
-def _colour_pair(rng: np.random.Generator) -> tuple[Tensor, Tensor]:
+def random_colour_pair(rng: np.random.Generator) -> tuple[Tensor, Tensor]:
+    """Two random RGB colours in [0, 1], each float32 `[3 1 1 1]` (broadcasts over `[c t h w]`), to blend a texture
+    between."""
     a = torch.tensor(rng.uniform(0, 1, 3), dtype=torch.float32)
     b = torch.tensor(rng.uniform(0, 1, 3), dtype=torch.float32)
     return a.view(3, 1, 1, 1), b.view(3, 1, 1, 1)
@@ -117,8 +122,8 @@ def render_motion_clip(
     short = min(h, w)
 
     # Background: static texture in pixel coordinates.
-    bg_a, bg_b = _colour_pair(rng)
-    bg = _texture(rng, xs.expand(1, h, w) / short, ys.expand(1, h, w) / short)  # [1 h w]
+    bg_a, bg_b = random_colour_pair(rng)
+    bg = random_texture(rng, xs.expand(1, h, w) / short, ys.expand(1, h, w) / short)  # [1 h w]
     background_frames = bg_a * bg + bg_b * (1 - bg)  # [3 1 h w]
     if background == "flat":
         background_frames = bg_a.expand(3, 1, h, w)
@@ -158,8 +163,8 @@ def render_motion_clip(
         inside = torch.maximum(u.abs(), v.abs()) <= 0.85
     else:
         inside = u.abs() + v.abs() <= 1.15
-    fg_a, fg_b = _colour_pair(rng)
-    pattern = _texture(rng, u, v)  # [t h w], moves and turns with the object
+    fg_a, fg_b = random_colour_pair(rng)
+    pattern = random_texture(rng, u, v)  # [t h w], moves and turns with the object
     foreground = fg_a * pattern + fg_b * (1 - pattern)  # [3 t h w]
     weight = inside.float() * alpha  # [t h w]
     frames = background_frames * (1 - weight) + foreground * weight
@@ -224,7 +229,7 @@ def _complete(root: Path, params: dict) -> bool:
     return True
 
 
-def _write_once(root: Path, params: dict, build: Callable[[Path], None]) -> None:
+def write_dataset_once(root: Path, params: dict, build: Callable[[Path], None]) -> None:
     """Make a synthetic dataset at `root` unless it is already there, complete, with these `params`.
 
     `build(tmp)` writes the files into a fresh temporary sibling of `root`, on one torch thread (tiny tensors:
@@ -372,7 +377,7 @@ def make_synthetic_ucf101(
         for file, lines in lists.items():
             (tmp / "ucfTrainTestlist" / file).write_text("".join(line + "\n" for line in lines))
 
-    _write_once(root, params, build)
+    write_dataset_once(root, params, build)
     return root
 
 

@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 
 from tubemask.data.decoding import require_torchcodec
-from tubemask.data.synthetic import _colour_pair, _texture, _write_once
+from tubemask.data.synthetic import random_colour_pair, random_texture, write_dataset_once
 
 __all__ = ["SYNTHETIC_AVA_CLASSES", "SyntheticAVA", "make_synthetic_ava"]
 
@@ -81,8 +81,8 @@ def _render_video(
     short = min(h, w)
     ys = torch.arange(h, dtype=torch.float32).view(h, 1)
     xs = torch.arange(w, dtype=torch.float32).view(1, w)
-    bg_a, bg_b = _colour_pair(rng)
-    pattern = _texture(rng, xs.expand(h, w) / short, ys.expand(h, w) / short)
+    bg_a, bg_b = random_colour_pair(rng)
+    pattern = random_texture(rng, xs.expand(h, w) / short, ys.expand(h, w) / short)
     frames = (bg_a[:, :, 0] * pattern + bg_b[:, :, 0] * (1 - pattern)).unsqueeze(0).repeat(num_frames, 1, 1, 1)
     lane = w / len(actors)
     s = torch.linspace(0.0, 1.0, num_frames)
@@ -95,11 +95,11 @@ def _render_video(
         start = {1: span * 0.9, 2: span * 0.1}.get(actor["motion"], span * rng.uniform(0.2, 0.8))
         travel = {1: -span * 0.8, 2: span * 0.8}.get(actor["motion"], 0.0)
         left = (j * lane + start + travel * s).round().long()  # [t]
-        fg_a, fg_b = _colour_pair(rng)
-        fl_a, fl_b = _colour_pair(rng)
+        fg_a, fg_b = random_colour_pair(rng)
+        fl_a, fl_b = random_colour_pair(rng)
         u = torch.arange(bw, dtype=torch.float32).view(1, bw) / short
         v = torch.arange(bh, dtype=torch.float32).view(bh, 1) / short
-        texture = _texture(rng, u.expand(bh, bw), v.expand(bh, bw))  # moves with the actor
+        texture = random_texture(rng, u.expand(bh, bw), v.expand(bh, bw))  # moves with the actor
         flicker = rng.uniform(0, 1, num_frames) < 0.5 if actor["flicker"] else np.zeros(num_frames, dtype=bool)
         for i in range(num_frames):
             a, b = (fl_a, fl_b) if flicker[i] else (fg_a, fg_b)
@@ -223,5 +223,5 @@ def make_synthetic_ava(
         out.label_map.write_text("".join(items))
         out.exclusions.write_text("".join(line + "\n" for line in excluded))
 
-    _write_once(root, params, build)
+    write_dataset_once(root, params, build)
     return paths

@@ -38,12 +38,18 @@ __all__ = [
     "IMAGENET_STD",
     "center_crop",
     "channels_first",
+    "channels_innermost",
+    "draw_int",
+    "draw_uniform",
     "horizontal_flip",
+    "horizontal_flip_unchecked",
     "multi_scale_crop",
+    "multi_scale_crop_unchecked",
     "normalize",
     "normalize_batch",
     "random_erasing",
     "random_resized_crop",
+    "resize",
     "resize_short_side",
     "stack_clips",
     "three_crop",
@@ -56,11 +62,13 @@ Frames = Shaped[Tensor, "t c h w"]
 Resized = Shaped[Tensor, "t c _ _"]  # same frames and channels, new height and width
 
 
-def _uniform(generator: torch.Generator | None, low: float = 0.0, high: float = 1.0) -> float:
+def draw_uniform(generator: torch.Generator | None, low: float = 0.0, high: float = 1.0) -> float:
+    """One float drawn uniformly from `[low, high)` with `generator` (float64, one `torch.rand` draw)."""
     return low + (high - low) * float(torch.rand((), generator=generator, dtype=torch.float64))
 
 
-def _randint(generator: torch.Generator | None, high: int) -> int:
+def draw_int(generator: torch.Generator | None, high: int) -> int:
+    """One int drawn uniformly from `[0, high)` with `generator` (one `torch.randint` draw)."""
     return int(torch.randint(high, (), generator=generator))
 
 
@@ -76,8 +84,9 @@ _ANTIALIAS = True
 """Resize with antialiasing when shrinking (PIL bilinear, as VideoMAE V1); no effect when enlarging."""
 
 
-def _resize(frames: Tensor, size: tuple[int, int], out: Tensor | None = None) -> Tensor:
-    """`F.resize(frames, size)`, written into `out` (`[t c *size]`, any strides) when given."""
+def resize(frames: Tensor, size: tuple[int, int], out: Tensor | None = None) -> Tensor:
+    """`[t c h w]` frames resized to `size` (height, width) as `F.resize` does (antialiased when shrinking), written
+    into `out` (`[t c *size]`, any strides) when given. Unchecked: the callers' entry points check shapes."""
     if out is None:
         return frames if tuple(frames.shape[-2:]) == size else F.resize(frames, list(size), antialias=_ANTIALIAS)
     if tuple(frames.shape[-2:]) == size:
@@ -86,8 +95,8 @@ def _resize(frames: Tensor, size: tuple[int, int], out: Tensor | None = None) ->
         frames.device.type == "cpu"
         and frames.dtype in (torch.uint8, torch.float32)
         and _ANTIALIAS
-        and _channels_innermost(frames)
-        and _channels_innermost(out)
+        and channels_innermost(frames)
+        and channels_innermost(out)
     ):
         # The kernel F.resize runs on these inputs (torchvision calls interpolate(antialias=True), i.e. this op),
         # writing straight into `out`: a repeat of a clip goes into its slot of the [r ...] batch without a separate
@@ -97,7 +106,7 @@ def _resize(frames: Tensor, size: tuple[int, int], out: Tensor | None = None) ->
     return out.copy_(F.resize(frames, list(size), antialias=_ANTIALIAS))
 
 
-def _channels_innermost(frames: Tensor) -> bool:
+def channels_innermost(frames: Tensor) -> bool:
     """True for `[t c h w]` frames whose channels are adjacent in memory (decoded frames, their crops and resizes)."""
     return frames.shape[1] > 1 and frames.stride(1) == 1 and frames.stride(3) == frames.shape[1]
 
@@ -132,7 +141,7 @@ def multi_scale_crop(
     Returns:
         `[t c size size]` frames, same dtype (`out` when given).
     """
-    return _multi_scale_crop(
+    return multi_scale_crop_unchecked(
         frames,
         size=size,
         generator=generator,
@@ -143,7 +152,7 @@ def multi_scale_crop(
     )
 
 
-def _multi_scale_crop(
+def multi_scale_crop_unchecked(
     frames: Tensor,
     *,
     size: int | Sequence[int],
@@ -165,15 +174,15 @@ def _multi_scale_crop(
     crop_h = [out_h if abs(s - out_h) < 3 else s for s in sides]
     crop_w = [out_w if abs(s - out_w) < 3 else s for s in sides]
     pairs = [(w, h) for i, h in enumerate(crop_h) for j, w in enumerate(crop_w) if abs(i - j) <= max_distort]
-    w, h = pairs[_randint(generator, len(pairs))]
+    w, h = pairs[draw_int(generator, len(pairs))]
     w, h = min(w, image_w), min(h, image_h)
     ws, hs = (image_w - w) // 4, (image_h - h) // 4
     offsets = [(0, 0), (4 * ws, 0), (0, 4 * hs), (4 * ws, 4 * hs), (2 * ws, 2 * hs)]
     if more_fix_crop:
         offsets += [(0, 2 * hs), (4 * ws, 2 * hs), (2 * ws, 4 * hs), (2 * ws, 0)]
         offsets += [(ws, hs), (3 * ws, hs), (ws, 3 * hs), (3 * ws, 3 * hs)]
-    left, top = offsets[_randint(generator, len(offsets))]
-    return _resize(frames[..., top : top + h, left : left + w], (out_h, out_w), out)
+    left, top = offsets[draw_int(generator, len(offsets))]
+    return resize(frames[..., top : top + h, left : left + w], (out_h, out_w), out)
 
 
 @typechecked
@@ -201,11 +210,11 @@ def random_resized_crop(
     area = image_h * image_w
     log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
     for _ in range(10):
-        target = area * _uniform(generator, *scale)
-        aspect = math.exp(_uniform(generator, *log_ratio))
+        target = area * draw_uniform(generator, *scale)
+        aspect = math.exp(draw_uniform(generator, *log_ratio))
         w, h = int(round(math.sqrt(target * aspect))), int(round(math.sqrt(target / aspect)))
         if 0 < w <= image_w and 0 < h <= image_h:
-            top, left = _randint(generator, image_h - h + 1), _randint(generator, image_w - w + 1)
+            top, left = draw_int(generator, image_h - h + 1), draw_int(generator, image_w - w + 1)
             return F.resized_crop(frames, top, left, h, w, list(_pair(size)), antialias=_ANTIALIAS)
     # Fallback: the largest centred crop within the ratio range.
     aspect = image_w / image_h
@@ -225,11 +234,12 @@ def horizontal_flip(frames: Frames, *, p: float = 0.5, generator: torch.Generato
 
     Keep `p=0` for datasets whose labels depend on motion direction (SSv2: "pushing left to right").
     """
-    return _horizontal_flip(frames, p=p, generator=generator)
+    return horizontal_flip_unchecked(frames, p=p, generator=generator)
 
 
-def _horizontal_flip(frames: Tensor, *, p: float, generator: torch.Generator | None) -> Tensor:
-    if p > 0 and _uniform(generator) < p:
+def horizontal_flip_unchecked(frames: Tensor, *, p: float, generator: torch.Generator | None) -> Tensor:
+    """`horizontal_flip` without the runtime shape checks, for callers that checked their input once (repeats)."""
+    if p > 0 and draw_uniform(generator) < p:
         return frames.flip(-1)
     return frames
 
@@ -242,7 +252,7 @@ def resize_short_side(frames: Frames, size: int) -> Resized:
         new = (size, max(1, int(round(w * size / h))))
     else:
         new = (max(1, int(round(h * size / w))), size)
-    return _resize(frames, new)
+    return resize(frames, new)
 
 
 @typechecked
@@ -439,16 +449,16 @@ def random_erasing(
     Returns:
         The clip, erased or not (a new tensor when erased, unless `inplace`).
     """
-    if p <= 0 or _uniform(generator) >= p:
+    if p <= 0 or draw_uniform(generator) >= p:
         return clip
     c, t, h, w = clip.shape
     log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
     for _ in range(10):
-        area = h * w * _uniform(generator, *scale)
-        aspect = math.exp(_uniform(generator, *log_ratio))
+        area = h * w * draw_uniform(generator, *scale)
+        aspect = math.exp(draw_uniform(generator, *log_ratio))
         eh, ew = int(round(math.sqrt(area * aspect))), int(round(math.sqrt(area / aspect)))
         if 0 < eh < h and 0 < ew < w:
-            top, left = _randint(generator, h - eh + 1), _randint(generator, w - ew + 1)
+            top, left = draw_int(generator, h - eh + 1), draw_int(generator, w - ew + 1)
             out = clip if inplace else clip.clone()
             noise = torch.randn((c, 1, eh, ew), generator=generator, dtype=clip.dtype)
             out[:, :, top : top + eh, left : left + ew] = noise.to(clip.device)

@@ -48,7 +48,7 @@ from torch import Tensor, nn
 from tubemask.decoders import MAEDecoder
 from tubemask.encoders import ViTEncoder
 from tubemask.grid import token_grid
-from tubemask.interop._widths import mlp_ratio_for
+from tubemask.interop.widths import mlp_ratio_for
 from tubemask.mae import MAEWrapper
 from tubemask.pos_embed import SinusoidPositionEmbedding
 from tubemask.targets import IMAGENET_MEAN, IMAGENET_STD
@@ -56,6 +56,10 @@ from tubemask.tokenizers import CubeEmbedding
 
 __all__ = [
     "HFEncoderParts",
+    "encoder_parts_from_config",
+    "fit_hf_layout",
+    "hf_qv_bias_field",
+    "import_transformers",
     "from_hf",
     "hf_qv_bias",
     "to_hf",
@@ -102,7 +106,7 @@ class HFEncoderParts(NamedTuple):
     encoder: ViTEncoder
 
 
-def _import_transformers(module: str = __name__) -> Any:
+def import_transformers(module: str = __name__) -> Any:
     """`transformers`, imported on first use; without it, an ImportError naming `module` and how to install it."""
     try:
         import transformers
@@ -209,7 +213,7 @@ def tubemask_to_hf_state_dict(state_dict: Mapping[str, Tensor]) -> dict[str, Ten
     return out
 
 
-def _qv_bias_field(config_or_class: Any) -> str:
+def hf_qv_bias_field(config_or_class: Any) -> str:
     """The `VideoMAEConfig` field that switches HF's attention biases: `qv_bias` from transformers 5.24 (a dataclass
     field, so a class attribute), `qkv_bias` in 5.17 and 4.x. Read on the class: a 5.17 config given `qv_bias=...`
     keeps it as an inert extra attribute."""
@@ -223,10 +227,10 @@ def hf_qv_bias(config: Any) -> bool:
     transformers 5.24 reads `config.qv_bias`; 5.17 and 4.x read `config.qkv_bias` (5.17 then also biases the key,
     which softmax cancels). This reads the field the installed version's model is built from.
     """
-    return bool(getattr(config, _qv_bias_field(config), True))
+    return bool(getattr(config, hf_qv_bias_field(config), True))
 
 
-def _fit_hf_layout(state_dict: dict[str, Tensor], hf_model: nn.Module) -> dict[str, Tensor]:
+def fit_hf_layout(state_dict: dict[str, Tensor], hf_model: nn.Module) -> dict[str, Tensor]:
     """Adapt [tubemask_to_hf_state_dict][tubemask.interop.hf.tubemask_to_hf_state_dict]'s 5.24 names to the layout
     of `hf_model`'s `transformers`: `q_bias` / `v_bias` for 4.x, and zero key biases where 5.17 has them."""
     expected = hf_model.state_dict()
@@ -270,7 +274,16 @@ def _check_config(config: Any) -> None:
         )
 
 
-def _encoder_parts(config: Any, *, final_norm: bool) -> tuple[CubeEmbedding, ViTEncoder]:
+def encoder_parts_from_config(config: Any, *, final_norm: bool) -> tuple[CubeEmbedding, ViTEncoder]:
+    """A tubemask cube embedding and ViT encoder shaped as a `transformers.VideoMAEConfig` says (weights not copied).
+
+    Args:
+        config: the HF config (`hidden_size`, `num_hidden_layers`, `intermediate_size`, `layer_norm_eps`, ...).
+        final_norm: give the encoder a final LayerNorm (HF has one only with `use_mean_pooling=False`).
+
+    Raises:
+        ValueError: for non-square cubes or an MLP width no `mlp_ratio` reproduces.
+    """
     d = config.hidden_size
     tokenizer = CubeEmbedding(
         d,
@@ -329,11 +342,11 @@ def from_hf(hf_model: nn.Module) -> MAEWrapper | HFEncoderParts:
         ValueError: for configs tubemask cannot reproduce exactly: `hidden_act` other than `"gelu"`, non-square
             patches, or an MLP width no `mlp_ratio` gives.
     """
-    transformers = _import_transformers()
+    transformers = import_transformers()
     config = getattr(hf_model, "config", None)
     if isinstance(hf_model, transformers.VideoMAEModel):
         _check_config(config)
-        tokenizer, encoder = _encoder_parts(config, final_norm=hf_model.layernorm is not None)
+        tokenizer, encoder = encoder_parts_from_config(config, final_norm=hf_model.layernorm is not None)
         sd = hf_to_tubemask_state_dict(hf_model.state_dict())
         _load_into(tokenizer, _sub(sd, "tokenizer."), where="from_hf(VideoMAEModel) tokenizer")
         _load_into(encoder, _sub(sd, "encoder."), where="from_hf(VideoMAEModel) encoder")
@@ -345,7 +358,7 @@ def from_hf(hf_model: nn.Module) -> MAEWrapper | HFEncoderParts:
             f"from_hf converts transformers.VideoMAEForPreTraining or VideoMAEModel, got {type(hf_model).__name__}"
         )
     _check_config(config)
-    tokenizer, encoder = _encoder_parts(config, final_norm=hf_model.videomae.layernorm is not None)
+    tokenizer, encoder = encoder_parts_from_config(config, final_norm=hf_model.videomae.layernorm is not None)
     k = tokenizer.tubelet_size * tokenizer.patch_size**2 * tokenizer.in_channels
     dd = config.decoder_hidden_size
     decoder = MAEDecoder(
@@ -406,7 +419,7 @@ def to_hf(model: MAEWrapper, *, num_frames: int = 16, image_size: int = 224) -> 
             eps other than HF's fixed 1e-5 (official checkpoints: 1e-6) only warns: the numbers then differ by
             rounding-level amounts.
     """
-    transformers = _import_transformers()
+    transformers = import_transformers()
     encoder, decoder, tokenizer = model.encoder, model.decoder, model.tokenizer
     if not isinstance(encoder, ViTEncoder):
         raise ValueError(f"to_hf: the encoder must be a tubemask ViTEncoder, got {type(encoder).__name__}")
@@ -461,7 +474,7 @@ def to_hf(model: MAEWrapper, *, num_frames: int = 16, image_size: int = 224) -> 
         hidden_dropout_prob=0.0,
         attention_probs_dropout_prob=0.0,
         layer_norm_eps=block_eps,
-        **{_qv_bias_field(transformers.VideoMAEConfig): has_bias.pop() if has_bias else True},
+        **{hf_qv_bias_field(transformers.VideoMAEConfig): has_bias.pop() if has_bias else True},
         use_mean_pooling=isinstance(encoder.norm, nn.Identity),
         decoder_hidden_size=dd,
         decoder_num_hidden_layers=len(decoder.blocks),
@@ -470,5 +483,5 @@ def to_hf(model: MAEWrapper, *, num_frames: int = 16, image_size: int = 224) -> 
         norm_pix_loss=model.target == "norm_pix",
     )
     hf_model = transformers.VideoMAEForPreTraining(config)
-    _load_into(hf_model, _fit_hf_layout(tubemask_to_hf_state_dict(model.state_dict()), hf_model), where="to_hf")
+    _load_into(hf_model, fit_hf_layout(tubemask_to_hf_state_dict(model.state_dict()), hf_model), where="to_hf")
     return _like(hf_model, model)

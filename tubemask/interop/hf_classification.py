@@ -26,11 +26,11 @@ from tubemask.encoders import ViTEncoder
 from tubemask.grid import token_grid
 from tubemask.heads import ClassificationHead
 from tubemask.interop.hf import (
-    _encoder_parts,
-    _fit_hf_layout,
-    _import_transformers,
-    _qv_bias_field,
+    encoder_parts_from_config,
+    fit_hf_layout,
+    hf_qv_bias_field,
     hf_to_tubemask_state_dict,
+    import_transformers,
     tubemask_to_hf_state_dict,
 )
 from tubemask.pos_embed import SinusoidPositionEmbedding
@@ -75,7 +75,7 @@ def classifier_from_hf(hf_model: nn.Module) -> VideoClassifier:
         ValueError: for `use_mean_pooling=False` (HF then reads the first token), `num_labels=0`, another activation
             than exact GELU, non-square patches, or an MLP width no `mlp_ratio` gives.
     """
-    transformers = _import_transformers(__name__)
+    transformers = import_transformers(__name__)
     if not isinstance(hf_model, transformers.VideoMAEForVideoClassification):
         raise TypeError(
             f"classifier_from_hf converts transformers.VideoMAEForVideoClassification, got {type(hf_model).__name__} "
@@ -100,7 +100,9 @@ def classifier_from_hf(hf_model: nn.Module) -> VideoClassifier:
             stacklevel=2,
         )
     d = config.hidden_size
-    tokenizer, encoder = _encoder_parts(config, final_norm=False)  # fine-tuned VideoMAE: fc_norm, no final norm
+    tokenizer, encoder = encoder_parts_from_config(
+        config, final_norm=False
+    )  # fine-tuned VideoMAE: fc_norm, no final norm
     head = ClassificationHead(d, config.num_labels, dropout=0.0, fc_norm=True, norm_eps=float(hf_model.fc_norm.eps))
     model = VideoClassifier(encoder, tokenizer=tokenizer, head=head, pos_embed=SinusoidPositionEmbedding(d))
 
@@ -142,7 +144,7 @@ def classifier_to_hf(classifier: VideoClassifier, *, num_frames: int = 16, image
             norm (HF's mean-pooling layout has none), a head without `fc_norm`, blocks of different widths, head
             counts or LayerNorm eps, or a clip size the cubes do not divide.
     """
-    transformers = _import_transformers(__name__)
+    transformers = import_transformers(__name__)
     encoder, tokenizer, head = classifier.encoder, classifier.tokenizer, classifier.head
     if not isinstance(encoder, ViTEncoder):
         raise ValueError(f"classifier_to_hf: the encoder must be a tubemask ViTEncoder, got {type(encoder).__name__}")
@@ -189,7 +191,7 @@ def classifier_to_hf(classifier: VideoClassifier, *, num_frames: int = 16, image
         hidden_dropout_prob=0.0,
         attention_probs_dropout_prob=0.0,
         layer_norm_eps=eps.pop(),
-        **{_qv_bias_field(transformers.VideoMAEConfig): bias.pop()},  # qv_bias, or qkv_bias before transformers 5.24
+        **{hf_qv_bias_field(transformers.VideoMAEConfig): bias.pop()},  # qv_bias, or qkv_bias before transformers 5.24
         use_mean_pooling=True,
         num_labels=head.num_classes,
     )
@@ -205,5 +207,5 @@ def classifier_to_hf(classifier: VideoClassifier, *, num_frames: int = 16, image
     body = {k: v for k, v in sd.items() if k.startswith(("tokenizer.", "encoder."))}
     out = tubemask_to_hf_state_dict(body)
     out.update({hf + k[len(tm) :]: v for k, v in sd.items() for hf, tm in _HEAD_RENAMES if k.startswith(tm)})
-    _load_exact(hf_model, _fit_hf_layout(out, hf_model), where="classifier_to_hf")
+    _load_exact(hf_model, fit_hf_layout(out, hf_model), where="classifier_to_hf")
     return _like(hf_model, classifier)

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from tubemask.interop._widths import mlp_ratio_for
+from tubemask.interop.widths import mlp_ratio_for
 from tubemask.mae import MAEWrapper
 from tubemask.models import ViTSize, build_videomae
 from tubemask.pos_embed import sinusoid_table
