@@ -35,13 +35,13 @@ import torch.nn.functional as F
 import tyro
 
 from tubemask import videomae_classifier
+from tubemask.atomic import atomic_path
 from tubemask.data import normalize_batch
 from tubemask.data.synthetic import Background, render_motion_dataset
 from tubemask.eval.diagnostics import ProbeSet, plot_diagnostics, probe_encoder
 from tubemask.interop.finetune_weights import load_pretrained_encoder
 from tubemask.masking import RandomMasker, TubeMasker
 from tubemask.models import ViTSize, build_videomae
-from tubemask.train.atomic import atomic_path
 from tubemask.train.optim import build_adamw
 from tubemask.train.schedule import WarmupCosine
 

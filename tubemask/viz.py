@@ -24,10 +24,10 @@ import torch
 from jaxtyping import Bool, Float, Int, UInt8
 from torch import Tensor
 
+from tubemask.atomic import atomic_path
 from tubemask.grid import token_grid
 from tubemask.shapes import typechecked
 from tubemask.tokenizers import patchify, unpatchify
-from tubemask.train.atomic import atomic_path
 
 __all__ = [
     "unnormalize",

@@ -26,8 +26,8 @@ import torch
 from jaxtyping import Bool, Float
 from torch import Tensor
 
+from tubemask.atomic import atomic_path
 from tubemask.shapes import typechecked
-from tubemask.train.atomic import atomic_path
 
 __all__ = ["FrameKey", "FrameMAPResult", "voc_average_precision", "frame_average_precision", "write_frame_map_report"]
 

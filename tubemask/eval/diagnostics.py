@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from tubemask.atomic import atomic_path
 from tubemask.shapes import typechecked
 
 __all__ = [
@@ -246,7 +247,6 @@ def plot_diagnostics(
         from matplotlib.figure import Figure
     except ImportError as error:
         raise ImportError("plot_diagnostics needs matplotlib: pip install matplotlib") from error
-    from tubemask.train.atomic import atomic_path
 
     def series(key: str) -> tuple[list[float], list[float]]:
         points = [

@@ -19,8 +19,8 @@ import torch.distributed as dist
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from tubemask.atomic import atomic_path
 from tubemask.shapes import typechecked
-from tubemask.train.atomic import atomic_path
 
 __all__ = [
     "topk_accuracy",

@@ -3,7 +3,6 @@
 Each submodule is one concept; the names below are re-exported for convenience.
 """
 
-from tubemask.train.atomic import atomic_path
 from tubemask.train.checkpoint import (
     CheckpointError,
     CheckpointManager,
@@ -35,7 +34,6 @@ from tubemask.train.optim import build_adamw, default_layer_id, param_groups
 from tubemask.train.schedule import WarmupCosine, apply_lr, apply_weight_decay, cosine_schedule, scaled_lr
 
 __all__ = [
-    "atomic_path",
     "CheckpointError",
     "CheckpointManager",
     "load_checkpoint",

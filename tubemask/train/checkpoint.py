@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from tubemask.train.atomic import atomic_path, fsync_directory
+from tubemask.atomic import atomic_path, fsync_directory
 
 __all__ = [
     "CheckpointError",

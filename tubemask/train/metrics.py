@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from tubemask.train.atomic import atomic_path
+from tubemask.atomic import atomic_path
 
 __all__ = ["JsonlLogger", "read_jsonl", "plot_loss_curve", "SmoothedValue", "ThroughputMeter", "TensorBoardWriter"]
 

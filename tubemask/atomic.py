@@ -1,7 +1,8 @@
 """Atomic file writes: write a temporary file in the destination's directory, fsync it, then `os.replace` it.
 
 A reader (or a resumed run after a crash) sees either the previous file or the complete new one, never a torn write.
-Used for checkpoints, loss plots and reconstruction pictures.
+Used for checkpoints, logs, loss plots, metric reports and reconstruction pictures; it depends on nothing else in
+tubemask, so any layer may use it.
 """
 
 import contextlib
