@@ -11,7 +11,6 @@ import torch
 from torch.utils.data import DataLoader
 
 from tubemask.data import (
-    ClipLoader,
     DecodeError,
     DecodeOptions,
     DenseSampler,
@@ -22,6 +21,7 @@ from tubemask.data import (
     MultiViewDataset,
     PretrainDataset,
     PretrainPipeline,
+    RecordClips,
     SegmentSampler,
     VideoReader,
     VideoRecord,
@@ -175,7 +175,7 @@ def test_give_up_error_names_the_last_file_that_failed(bad_files, train_records)
     # one bad file among good ones and no substitute allowed: the error must name the bad file, not the good one
     # drawn to replace it (which was never tried)
     records = [VideoRecord(bad_files["zero"])] + list(train_records)
-    loader = ClipLoader(records, sampler=SAMPLER, max_substitutions=0)
+    loader = RecordClips(records, sampler=SAMPLER, max_substitutions=0)
     with pytest.raises(RuntimeError, match=r"1 videos in a row failed .*\(last: \S*zero\.mp4\)"):
         loader.load(0)
 
@@ -370,7 +370,7 @@ def test_any_callable_pipeline_repeats_and_collates(train_records):
     pretrain = PretrainDataset(train_records, pipeline=crop_pipeline, sampler=SAMPLER, repeats=3)
     clips = pretrain[4]
     assert clips.shape == (3, 3, 8, 16, 16) and len(calls) == 3
-    frames, used, generator = pretrain.loader.load(4)  # the same sample again, its generator fresh
+    frames, used, generator = pretrain.clips.load(4)  # the same sample again, its generator fresh
     expected = torch.stack([crop_pipeline(frames, generator=generator) for _ in range(3)])
     assert torch.equal(clips, expected) and not torch.equal(clips[0], clips[1])  # independent draws
 

@@ -28,11 +28,11 @@ from tubemask.data.ava import (
 )
 from tubemask.data.ava_dataset import AVABatch, AVADataset, AVASample, collate_ava, jitter_boxes
 from tubemask.data.datasets import (
-    ClipLoader,
     DecodeOptions,
     FinetuneDataset,
     MultiViewDataset,
     PretrainDataset,
+    RecordClips,
     SampleKey,
     collate_repeated,
     sample_generator,
@@ -83,7 +83,7 @@ __all__ = [
     "AVASample",
     "AVA_NUM_CLASSES",
     "AnnotationError",
-    "ClipLoader",
+    "RecordClips",
     "DecodeError",
     "DecodeOptions",
     "DenseSampler",

@@ -1,6 +1,6 @@
 """Map-style datasets of video clips: pretraining, fine-tuning and multi-view testing.
 
-All three share one loading path ([`ClipLoader`][tubemask.data.datasets.ClipLoader]):
+All three share one loading path ([`RecordClips`][tubemask.data.datasets.RecordClips]):
 
 - **Decoding**: each sample opens its file once ([`VideoReader`][tubemask.data.decoding.VideoReader]); indices come
   from a frame sampler over the frames that really decode (the reader shrinks its count and the sampler draws again
@@ -39,7 +39,7 @@ from tubemask.data.sampling import DenseSampler, FrameSampler, check_int_fields
 from tubemask.data.transforms import stack_clips
 
 __all__ = [
-    "ClipLoader",
+    "RecordClips",
     "DecodeOptions",
     "FinetuneDataset",
     "MultiViewDataset",
@@ -110,8 +110,9 @@ class DecodeOptions:
 
 
 @dataclass
-class ClipLoader:
-    """Opens, samples and decodes records, substituting and reporting bad files.
+class RecordClips:
+    """The clips of a list of records, one record per call: `load(i)` opens record `i`, samples and decodes its clip
+    (or test views), substituting another record for a bad file and reporting it.
 
     Attributes:
         records: The videos.
@@ -256,7 +257,7 @@ def _augmented(pipeline: ClipPipeline, frames: Tensor, repeats: int, generator: 
 
 
 class _ClipDataset(Dataset):
-    """Shared plumbing (composition: holds a ClipLoader)."""
+    """Shared plumbing (composition: holds a [`RecordClips`][tubemask.data.datasets.RecordClips] as `clips`)."""
 
     def __init__(
         self,
@@ -268,24 +269,24 @@ class _ClipDataset(Dataset):
         decode: DecodeOptions | None,
         strict: bool,
     ) -> None:
-        self.loader = ClipLoader(records, sampler, seed=seed, decode=decode or DecodeOptions(), strict=strict)
+        self.clips = RecordClips(records, sampler, seed=seed, decode=decode or DecodeOptions(), strict=strict)
         self.pipeline = pipeline
 
     def __len__(self) -> int:
-        return len(self.loader.records)
+        return len(self.clips.records)
 
     def set_epoch(self, epoch: int) -> None:
         """Select the epoch whose random draws `__getitem__` makes (call before iterating each epoch)."""
-        self.loader.epoch = epoch
+        self.clips.epoch = epoch
 
     @property
     def failures(self) -> FailureLog:
         """Bad videos seen in this process (in worker processes when `num_workers > 0`; their log lines name them)."""
-        return self.loader.failures
+        return self.clips.failures
 
     def summary(self) -> str:
         """Human-readable failure report of this process."""
-        return self.loader.failures.summary()
+        return self.clips.failures.summary()
 
 
 def _check_repeats(repeats: int) -> int:
@@ -333,7 +334,7 @@ class PretrainDataset(_ClipDataset):
         self.repeats = _check_repeats(repeats)
 
     def __getitem__(self, index: SampleKey) -> Float[Tensor, "..."]:
-        frames, _, generator = self.loader.load(index)
+        frames, _, generator = self.clips.load(index)
         return _augmented(self.pipeline, frames, self.repeats, generator)
 
 
@@ -372,8 +373,8 @@ class FinetuneDataset(_ClipDataset):
         self.repeats = _check_repeats(repeats)
 
     def __getitem__(self, index: SampleKey) -> tuple[Tensor, Any]:
-        frames, used, generator = self.loader.load(index)
-        label = self.loader.records[used].label
+        frames, used, generator = self.clips.load(index)
+        label = self.clips.records[used].label
         clips = _augmented(self.pipeline, frames, self.repeats, generator)
         if self.repeats == 1:
             return clips, label
@@ -413,12 +414,12 @@ class MultiViewDataset(_ClipDataset):
         self.num_clips = num_clips
 
     def __getitem__(self, index: SampleKey) -> tuple[Tensor, int, int]:
-        frames, used, generator = self.loader.load(index, num_views=self.num_clips)
+        frames, used, generator = self.clips.load(index, num_views=self.num_clips)
         per_clip = frames.shape[0] // self.num_clips
         views = []
         for k in range(self.num_clips):
             views += self.pipeline(frames[k * per_clip : (k + 1) * per_clip], generator=generator)
-        label = self.loader.records[used].label
+        label = self.clips.records[used].label
         return torch.stack(views), -1 if label is None else label, used
 
 
