@@ -58,8 +58,8 @@ from tubemask.pos_embed import ResizedSinusoidPositionEmbedding
 from tubemask.shapes import shape_checks_disabled
 from tubemask.train.config import TrainConfig, fill_from_preset
 from tubemask.train.distributed import all_reduce_mean
+from tubemask.train.logs import plot_loss_curve
 from tubemask.train.loop import TrainLoop
-from tubemask.train.metrics import plot_loss_curve
 from tubemask.train.optim import build_adamw
 from tubemask.train.run import Run, script_main
 

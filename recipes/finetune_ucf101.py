@@ -50,8 +50,8 @@ from tubemask.eval.metrics import MultiViewResult, evaluate_multiview, write_cla
 from tubemask.interop.finetune_weights import load_pretrained_encoder
 from tubemask.shapes import shape_checks_disabled
 from tubemask.train.config import DatasetPreset, TrainConfig, fill_from_preset
+from tubemask.train.logs import plot_loss_curve
 from tubemask.train.loop import TrainLoop
-from tubemask.train.metrics import plot_loss_curve
 from tubemask.train.optim import build_adamw
 from tubemask.train.run import Run, script_main
 from tubemask.train.seeding import step_generator

@@ -39,8 +39,8 @@ from tubemask.masking import draw_mask
 from tubemask.shapes import shape_checks_disabled
 from tubemask.train.checkpoint import save_checkpoint
 from tubemask.train.config import DatasetPreset, TrainConfig, config_dict, fill_from_preset
+from tubemask.train.logs import plot_loss_curve, read_jsonl
 from tubemask.train.loop import TrainLoop
-from tubemask.train.metrics import plot_loss_curve, read_jsonl
 from tubemask.train.optim import build_adamw
 from tubemask.train.run import Run, script_main
 from tubemask.train.seeding import step_generator

@@ -8,8 +8,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tubemask.train.logs import ThroughputMeter
 from tubemask.train.loop import TrainLoop
-from tubemask.train.metrics import ThroughputMeter
 from tubemask.train.seeding import STEP_STRIDE, rank_seed, step_generator, step_seed
 
 

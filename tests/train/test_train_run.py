@@ -18,8 +18,8 @@ from tubemask.train.checkpoint import load_checkpoint
 from tubemask.train.checkpointer import Checkpointer
 from tubemask.train.config import TrainConfig
 from tubemask.train.distributed import DistributedContext, cleanup, setup_distributed, wrap_fsdp2
+from tubemask.train.logs import read_jsonl
 from tubemask.train.loop import TrainLoop
-from tubemask.train.metrics import read_jsonl
 from tubemask.train.optim import build_adamw
 from tubemask.train.prepare import choose_sharding, prepare_model
 from tubemask.train.run import Run

@@ -1,4 +1,4 @@
-"""Training infrastructure the recipes compose: optimizer groups, schedules, checkpoints, distributed setup, metrics.
+"""Training infrastructure the recipes compose: optimizer groups, schedules, checkpoints, distributed setup, logs.
 
 Each submodule is one concept; the names below are re-exported for convenience.
 """
@@ -21,7 +21,7 @@ from tubemask.train.distributed import (
     wrap_ddp,
     wrap_fsdp2,
 )
-from tubemask.train.metrics import (
+from tubemask.train.logs import (
     JsonlLogger,
     SmoothedValue,
     TensorBoardWriter,

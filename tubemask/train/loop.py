@@ -23,7 +23,7 @@ Example:
 from collections.abc import Iterable, Iterator
 from typing import Any, Protocol
 
-from tubemask.train.metrics import ThroughputMeter
+from tubemask.train.logs import ThroughputMeter
 
 __all__ = ["TrainLoop"]
 

@@ -48,8 +48,8 @@ from tubemask.train.checkpointer import Checkpointer
 from tubemask.train.config import TrainConfig, config_dict
 from tubemask.train.distributed import DistributedContext, cleanup, setup_distributed
 from tubemask.train.even_calls import max_over_ranks
+from tubemask.train.logs import JsonlLogger, TensorBoardWriter
 from tubemask.train.loop import TrainLoop
-from tubemask.train.metrics import JsonlLogger, TensorBoardWriter
 from tubemask.train.nonfinite import NonFiniteGuard
 from tubemask.train.prepare import PreparedModel, prepare_model
 from tubemask.train.sampler import ResumableDistributedSampler, resumable_loader

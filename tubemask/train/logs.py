@@ -1,4 +1,4 @@
-"""Training metrics: a resumable JSON-lines log, its loss plot, smoothed meters, throughput, and TensorBoard.
+"""Training logs: a resumable JSON-lines log, its loss plot, smoothed meters, throughput, and TensorBoard.
 
 The JSON-lines file is the run's record: one object per line with a `step` key, flushed as it is written, readable
 with any tool (`pandas.read_json(path, lines=True)`). On resume from step `s`, lines with `step > s` (written after
@@ -126,7 +126,7 @@ def plot_loss_curve(
     Non-finite values are left out of the curve. The PNG is written atomically.
 
     Args:
-        jsonl_path: the log written by [JsonlLogger][tubemask.train.metrics.JsonlLogger].
+        jsonl_path: the log written by [JsonlLogger][tubemask.train.logs.JsonlLogger].
         png_path: the picture to write.
         key: the record key to plot.
         log_y: logarithmic y axis.
@@ -213,9 +213,9 @@ class SmoothedValue:
 class ThroughputMeter:
     """Clips per second and the share of wall time spent waiting for data, over a window of steps.
 
-    Call [data_ready][tubemask.train.metrics.ThroughputMeter.data_ready] when a batch arrives and
-    [step][tubemask.train.metrics.ThroughputMeter.step] when its optimizer step is done. With several batches per
-    step (gradient accumulation), also call [fetching][tubemask.train.metrics.ThroughputMeter.fetching] before each
+    Call [data_ready][tubemask.train.logs.ThroughputMeter.data_ready] when a batch arrives and
+    [step][tubemask.train.logs.ThroughputMeter.step] when its optimizer step is done. With several batches per
+    step (gradient accumulation), also call [fetching][tubemask.train.logs.ThroughputMeter.fetching] before each
     fetch, so that only the fetches count as waiting, not the compute of the micro-steps between them. On CUDA, the
     step timing is only meaningful if the caller synchronises (e.g. `loss.item()`) before `step`.
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 from recipe_helpers import tensorboard_scalars
 
-from tubemask.train.metrics import (
+from tubemask.train.logs import (
     JsonlLogger,
     SmoothedValue,
     TensorBoardWriter,
