@@ -17,26 +17,15 @@ Masks are `Bool[Tensor, "b n"]` with **True = masked** (hidden from the encoder)
 """
 
 import contextlib
+import threading
 from collections.abc import Iterator
 from typing import TypeVar
 
 import jaxtyping
 from beartype import beartype
-from jaxtyping import Bool, Float, Int, jaxtyped
-from torch import Tensor
+from jaxtyping import jaxtyped
 
-__all__ = [
-    "Bool",
-    "Float",
-    "Int",
-    "Tensor",
-    "typechecked",
-    "shape_checks_disabled",
-    "Mask",
-    "Video",
-    "Tokens",
-    "TokenIds",
-]
+__all__ = ["typechecked", "shape_checks_disabled"]
 
 _F = TypeVar("_F")
 
@@ -49,23 +38,35 @@ def typechecked(fn: _F) -> _F:
     return jaxtyped(typechecker=beartype)(fn)
 
 
-Mask = Bool[Tensor, "b n"]
-"""Token mask, True = masked (hidden from the encoder)."""
-Video = Float[Tensor, "b c t h w"]
-"""A batch of clips, channels first then time."""
-Tokens = Float[Tensor, "b n d"]
-"""Token features in raster (t, h, w) order."""
-TokenIds = Int[Tensor, "b m"]
-"""Flat token indices into the raster order."""
+_lock = threading.Lock()
+_open_blocks = 0  # shape_checks_disabled blocks open in this process, all threads together
+_before = False  # jaxtyping's switch as it was when the first of them opened
 
 
 @contextlib.contextmanager
 def shape_checks_disabled() -> Iterator[None]:
-    """Switch jaxtyping's runtime shape checks off inside the block (restored after): for torch.compile, which cannot
-    trace them, and for timing code without their per-call Python cost."""
-    before = jaxtyping.config.jaxtyping_disable
-    jaxtyping.config.update("jaxtyping_disable", True)
+    """Switch jaxtyping's runtime shape checks off inside the block: for torch.compile, which cannot trace them, and
+    for timing code without their per-call Python cost.
+
+    jaxtyping has one switch for the whole process (`jaxtyping.config.jaxtyping_disable`), so while a block is open
+    the checks are off in every thread, not only the one that opened it; no thread-local switch exists. What this
+    guarantees is that nothing stays changed: blocks nest, may be open in several threads at once and close in any
+    order, and the switch goes back to what it was before the first of them opened when the last one closes, also
+    when the block raises. Changing `jaxtyping.config` yourself while a block is open is overwritten at that point.
+    """
+    global _open_blocks, _before
+    counted = False  # set together with the count, so an exception on the way in undoes exactly what was done
     try:
+        with _lock:
+            if _open_blocks == 0:
+                _before = jaxtyping.config.jaxtyping_disable
+            _open_blocks += 1
+            counted = True
+            jaxtyping.config.update("jaxtyping_disable", True)
         yield
     finally:
-        jaxtyping.config.update("jaxtyping_disable", before)
+        if counted:
+            with _lock:
+                _open_blocks -= 1
+                if _open_blocks == 0:
+                    jaxtyping.config.update("jaxtyping_disable", _before)
