@@ -108,7 +108,7 @@ def loader_rates(device: str, *, quick: bool) -> dict[Row, float] | None:
     when NVDEC works), or None when torchcodec or FFmpeg is missing.
     """
     try:
-        from tubemask.data import require_torchcodec
+        from tubemask.data.decoding import require_torchcodec
 
         require_torchcodec()
         require_torchcodec("encoders")  # the files are encoded here

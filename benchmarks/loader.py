@@ -49,10 +49,10 @@ from tubemask.data import (
     VideoReader,
     VideoRecord,
     collate_repeated,
-    dense_indices,
     read_clip,
-    render_motion_clip,
 )
+from tubemask.data.sampling import dense_indices
+from tubemask.data.synthetic import render_motion_clip
 
 MODES = ("decode", "+aug uint8", "+aug float")
 

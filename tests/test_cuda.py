@@ -73,7 +73,8 @@ def test_repeated_sampling_on_gpu_frames_equals_stacked_calls(normalize: bool) -
     """NVDEC hands frames over on the GPU: `PretrainPipeline.repeat` takes the copy path there (no CPU resize kernel)
     and must give the clips, random draws and layout of stacking separate calls. RandAugment's CPU shortcuts fall back
     to torchvision's ops on GPU tensors."""
-    from tubemask.data import PretrainPipeline, parse_randaugment, stack_clips
+    from tubemask.data import PretrainPipeline, parse_randaugment
+    from tubemask.data.transforms import stack_clips
 
     frames = torch.randint(0, 256, (4, 3, 40, 56), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
     frames = frames.cuda().contiguous(memory_format=torch.channels_last)
@@ -90,7 +91,7 @@ def test_repeated_sampling_on_gpu_frames_equals_stacked_calls(normalize: bool) -
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 def test_detector_on_a_pinned_ava_batch_under_autocast_matches_fp32(dtype: torch.dtype) -> None:
-    from tubemask.data import AVABatch
+    from tubemask.data.ava_dataset import AVABatch
 
     torch.manual_seed(0)
     model = tubemask.videomae_action_detector("tiny", patch_size=8, drop_path_rate=0.0, head_dropout=0.0).cuda().eval()

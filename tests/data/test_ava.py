@@ -11,8 +11,6 @@ from hypothesis import strategies as st
 from torch.utils.data import DataLoader
 
 from tubemask.data import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
     AnnotationError,
     AVADataset,
     AVAFrame,
@@ -20,12 +18,13 @@ from tubemask.data import (
     FailureLog,
     VideoReader,
     collate_ava,
-    jitter_boxes,
     make_synthetic_ava,
     read_ava_boxes,
     read_ava_exclusions,
     read_ava_label_map,
 )
+from tubemask.data.ava_dataset import jitter_boxes
+from tubemask.pixel_stats import IMAGENET_MEAN, IMAGENET_STD
 
 
 def need_torchcodec() -> None:

@@ -21,13 +21,13 @@ from tubemask.data import (
     MultiViewDataset,
     PretrainDataset,
     PretrainPipeline,
-    RecordClips,
     SegmentSampler,
     VideoReader,
     VideoRecord,
     collate_repeated,
     read_ucf101,
 )
+from tubemask.data.datasets import RecordClips
 
 SAMPLER = DenseSampler(clip_len=8, stride=2)
 

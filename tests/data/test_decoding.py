@@ -6,17 +6,9 @@ import sys
 import pytest
 import torch
 
-from tubemask.data import (
-    DecodeError,
-    DecodeOptions,
-    MissingDecoderError,
-    VideoReader,
-    dense_indices,
-    make_synthetic_ucf101,
-    read_clip,
-    require_torchcodec,
-)
-from tubemask.data.decoding import HEADER_SLACK
+from tubemask.data import DecodeError, DecodeOptions, MissingDecoderError, VideoReader, make_synthetic_ucf101, read_clip
+from tubemask.data.decoding import HEADER_SLACK, require_torchcodec
+from tubemask.data.sampling import dense_indices
 
 
 def frame_ids(frames: torch.Tensor) -> list[int]:

@@ -5,9 +5,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tubemask.data import (
-    DenseSampler,
-    SegmentSampler,
+from tubemask.data import DenseSampler, SegmentSampler
+from tubemask.data.sampling import (
     clip_span,
     dense_indices,
     multiview_indices,

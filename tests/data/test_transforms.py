@@ -6,16 +6,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torchvision.transforms.v2 import functional as F
 
-from tubemask.data import (
-    EvalPipeline,
-    FinetunePipeline,
-    PretrainPipeline,
+from tubemask.data import EvalPipeline, FinetunePipeline, PretrainPipeline, normalize_batch
+from tubemask.data.transforms import (
     center_crop,
     channels_first,
     horizontal_flip,
     multi_scale_crop,
     normalize,
-    normalize_batch,
     random_erasing,
     random_resized_crop,
     resize_short_side,

@@ -20,7 +20,8 @@ from tubemask.data.ava import AVAFrame, FrameKey
 from tubemask.data.datasets import DecodeOptions, SampleKey, load_with_substitutes, sample_generator, split_key
 from tubemask.data.decoding import DecodeError, VideoReader, read_clip
 from tubemask.data.failures import FailureLog
-from tubemask.data.transforms import IMAGENET_MEAN, IMAGENET_STD, draw_int, draw_uniform, normalize, resize
+from tubemask.data.transforms import draw_int, draw_uniform, normalize, resize
+from tubemask.pixel_stats import IMAGENET_MEAN, IMAGENET_STD
 from tubemask.shapes import typechecked
 
 __all__ = ["AVABatch", "AVADataset", "AVASample", "collate_ava", "jitter_boxes"]

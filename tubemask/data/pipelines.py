@@ -24,8 +24,6 @@ from torch import Tensor
 
 from tubemask.data.randaugment import RandAugment, parse_randaugment
 from tubemask.data.transforms import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
     center_crop,
     channels_first,
     horizontal_flip,
@@ -41,6 +39,7 @@ from tubemask.data.transforms import (
 from tubemask.data.transforms import (
     normalize as normalize_clip,
 )
+from tubemask.pixel_stats import IMAGENET_MEAN, IMAGENET_STD
 from tubemask.shapes import typechecked
 
 __all__ = ["EvalPipeline", "FinetunePipeline", "PretrainPipeline"]

@@ -31,11 +31,10 @@ import torchvision.transforms.v2.functional as F
 from jaxtyping import Float, Shaped
 from torch import Tensor
 
+from tubemask.pixel_stats import IMAGENET_MEAN, IMAGENET_STD
 from tubemask.shapes import typechecked
 
 __all__ = [
-    "IMAGENET_MEAN",
-    "IMAGENET_STD",
     "center_crop",
     "channels_first",
     "channels_innermost",
@@ -55,8 +54,6 @@ __all__ = [
     "three_crop",
 ]
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 Frames = Shaped[Tensor, "t c h w"]
 Resized = Shaped[Tensor, "t c _ _"]  # same frames and channels, new height and width

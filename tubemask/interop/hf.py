@@ -50,8 +50,8 @@ from tubemask.encoders import ViTEncoder
 from tubemask.grid import token_grid
 from tubemask.interop.widths import mlp_ratio_for
 from tubemask.mae import MAEWrapper
+from tubemask.pixel_stats import IMAGENET_MEAN, IMAGENET_STD
 from tubemask.pos_embed import SinusoidPositionEmbedding
-from tubemask.targets import IMAGENET_MEAN, IMAGENET_STD
 from tubemask.tokenizers import CubeEmbedding
 
 __all__ = [
