@@ -1,10 +1,8 @@
 """Transformer layers of the VideoMAE ViT: attention, MLP, drop path and the pre-norm block.
 
 Attention holds one fused `qkv` weight without bias plus learnable `q_bias` and `v_bias` (the key bias is zero), as
-VideoMAE does, and runs `torch.nn.functional.scaled_dot_product_attention` (flash / memory-efficient kernels on GPU).
-On CPU, [qkv_attention][tubemask.layers.qkv_attention] calls the same flash kernel with a backward that writes the
-q, k and v gradients straight into one `[b n 3d]` tensor (bit-identical results, fewer copies). Short bf16 sequences
-(under CPU bf16 autocast, the encoder's visible tokens) run that kernel in float32, whose backward is faster there.
+VideoMAE does, and runs `torch.nn.functional.scaled_dot_product_attention` (flash kernels on CPU and GPU,
+memory-efficient ones on GPU) in [qkv_attention][tubemask.layers.qkv_attention].
 Parameter names follow the official VideoMAE checkpoints (`attn.qkv`, `attn.q_bias`, `attn.proj`, `mlp.fc1`, ...).
 """
 
@@ -52,72 +50,14 @@ def _split_heads(qkv: Tensor, num_heads: int) -> tuple[Tensor, Tensor, Tensor]:
     return qkv.view(b, n, 3, num_heads, three_d // (3 * num_heads)).permute(2, 0, 3, 1, 4).unbind(0)
 
 
-# bf16 sequences up to this length that will be differentiated run the CPU flash kernel in float32: its bf16 backward
-# is slower there (one ViT-B encoder block's attention at 160 tokens, batch 2, 2 threads, forward + backward: bf16
-# 10.2 ms, float32 with the casts 7.1 ms; at 224 tokens 14.2 vs 12.9 ms, at 320 even; at the decoder's 1568 the bf16
-# kernel is faster). Without a backward the bf16 forward is the faster one (0.9 vs 1.8 ms at 160 tokens).
-_BF16_AS_FP32_MAX_TOKENS = 256
-
-
-class _CPUFlashAttention(torch.autograd.Function):
-    """SDPA's CPU flash kernel on a fused `[b n 3d]` qkv, with the q/k/v gradients stacked straight into `[b n 3d]`.
-
-    Through `F.scaled_dot_product_attention` the backward of the q/k/v split stacks the three gradients head-major
-    (`[3 b heads n hd]`) and then copies them back to the token-major layout of the `qkv` linear; here one `stack`
-    writes them token-major. The kernel calls, and hence every value, are the same as SDPA's on CPU, except that
-    short bf16 sequences (`_BF16_AS_FP32_MAX_TOKENS`) that need a gradient are computed in float32 and rounded back
-    to bf16 (closer to the exact result than the bf16 kernel, and faster forward + backward).
-    """
-
-    @staticmethod
-    def forward(ctx, qkv: Tensor, num_heads: int, as_float32: bool) -> Tensor:
-        b, n, three_d = qkv.shape
-        dtype = qkv.dtype
-        if as_float32:
-            qkv = qkv.float()
-        q, k, v = _split_heads(qkv, num_heads)
-        out, logsumexp = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(q, k, v, 0.0, False)
-        ctx.save_for_backward(qkv, out, logsumexp)
-        ctx.num_heads = num_heads
-        ctx.dtype = dtype
-        return out.transpose(1, 2).reshape(b, n, three_d // 3).to(dtype)  # token-major: a view unless cast
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, grad: Tensor) -> tuple[Tensor, None, None]:
-        qkv, out, logsumexp = ctx.saved_tensors
-        b, n, three_d = qkv.shape
-        q, k, v = _split_heads(qkv, ctx.num_heads)
-        grad_heads = grad.to(qkv.dtype).reshape(b, n, ctx.num_heads, -1).transpose(1, 2)
-        grads = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward(
-            grad_heads, q, k, v, out, logsumexp, 0.0, False
-        )
-        return torch.stack([g.transpose(1, 2) for g in grads], dim=2).view(b, n, three_d).to(ctx.dtype), None, None
-
-
 def qkv_attention(qkv: Float[Tensor, "b n e"], num_heads: int, *, dropout_p: float = 0.0) -> Float[Tensor, "b n d"]:
     """Softmax attention of a fused `qkv` projection `[b n 3d]` (q, k, v blocks, heads inside each), `[b n d]` out.
 
-    Scaled dot-product attention per head with scale `head_dim ** -0.5`. On CPU without dropout (and outside
-    torch.compile, which fuses on its own) it runs the flash kernel through `_CPUFlashAttention`; elsewhere through
-    `F.scaled_dot_product_attention`. Both give the same values, except for bf16 sequences of up to
-    `_BF16_AS_FP32_MAX_TOKENS` tokens that need a gradient: those are computed in float32 and rounded to bf16.
+    Scaled dot-product attention per head with scale `head_dim ** -0.5`, through
+    `F.scaled_dot_product_attention` on q, k and v views of `qkv`: its kernel choice (flash on CPU and GPU,
+    memory-efficient, math) is SDPA's, and the numbers do not depend on grad mode.
     """
     b, n, three_d = qkv.shape
-    if (
-        not torch.compiler.is_compiling()  # first, so Dynamo never traces the rest
-        and qkv.device.type == "cpu"
-        and dropout_p == 0.0
-        and qkv.dtype in (torch.float32, torch.bfloat16)
-        and torch.backends.cuda.flash_sdp_enabled()  # the backend switch SDPA honours on CPU too
-    ):
-        as_float32 = (
-            qkv.dtype == torch.bfloat16
-            and n <= _BF16_AS_FP32_MAX_TOKENS
-            and torch.is_grad_enabled()
-            and qkv.requires_grad  # a backward will follow
-        )
-        return _CPUFlashAttention.apply(qkv, num_heads, as_float32)
     q, k, v = _split_heads(qkv, num_heads)
     out = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p)
     return out.transpose(1, 2).reshape(b, n, three_d // 3)
