@@ -42,7 +42,6 @@ from tubemask.data import (
     MultiViewDataset,
     SegmentSampler,
     VideoRecord,
-    cached_synthetic_ucf101,
     collate_repeated,
     read_ucf101,
 )
@@ -50,6 +49,7 @@ from tubemask.eval.metrics import MultiViewResult, evaluate_multiview, write_cla
 from tubemask.interop.finetune_weights import load_pretrained_encoder
 from tubemask.shapes import shape_checks_disabled
 from tubemask.train.config import DatasetPreset, TrainConfig, fill_from_preset
+from tubemask.train.layouts import synthetic_ucf101_records
 from tubemask.train.logs import plot_loss_curve
 from tubemask.train.loop import TrainLoop
 from tubemask.train.optim import build_adamw
@@ -96,8 +96,8 @@ class FinetuneConfig(TrainConfig):
     """Random erasing probability per clip (paper: 0.25)."""
     flip: float | None = None
     """Horizontal flip probability (0.5; 0 where direction is the label, e.g. SSv2)."""
-    num_frames: int = 16
-    """Frames per clip."""
+    num_frames: int | None = None
+    """Frames per clip (paper: 16; synthetic: 8)."""
     sampling_rate: int | None = None
     """Frame stride (paper: 4; synthetic: 2)."""
     input_size: int | None = None
@@ -114,7 +114,7 @@ class FinetuneConfig(TrainConfig):
     """Keep an exponential moving average of the weights; it is what gets evaluated and tested."""
     ema_decay: float | None = None
     """EMA decay per optimizer step (paper scripts: 0.9999; synthetic: 0.99)."""
-    synthetic_videos_per_class: int = 24
+    synthetic_videos_per_class: int = 200
     """Synthetic dataset size (per class, 10 classes); keep it equal to the pretraining recipe's to share the files."""
 
 
@@ -123,11 +123,11 @@ PAPER = dict(
     model="base", patch_size=16, epochs=100, batch_size=8, base_lr=5e-4, warmup_epochs=5.0, weight_decay=0.05,
     layer_decay=0.7, drop_path=0.2, head_dropout=0.5, mixup=0.8, cutmix=1.0, label_smoothing=0.1,
     randaugment="rand-m7-n4-mstd0.5-inc1", random_erasing=0.25, flip=0.5, sampling_rate=4, input_size=224,
-    repeated_sampling=2, test_clips=5, test_crops=3, ema_decay=0.9999,
+    repeated_sampling=2, test_clips=5, test_crops=3, ema_decay=0.9999, num_frames=16,
 )
-SYNTHETIC = dict(
-    PAPER, model="tiny", patch_size=8, epochs=5, batch_size=4, warmup_epochs=1.0, sampling_rate=2, input_size=64,
-    base_lr=3.2e-2,  # 1e-3 at 8 clips per step: a tiny model learns from scratch in a few epochs
+SYNTHETIC = dict(  # the pretraining recipe's synthetic clips: 8 frames of 32 pixels, black background
+    PAPER, model="tiny", patch_size=8, epochs=3, batch_size=16, warmup_epochs=1.0, num_frames=8, sampling_rate=2,
+    input_size=32, base_lr=8e-3,  # 1e-3 at 32 clips per step
     test_crops=1,  # the synthetic frames are square at the input size: three crops would be the same picture
     ema_decay=0.99,
 )
@@ -153,10 +153,7 @@ def read_records(cfg: FinetuneConfig, dataset: DatasetPreset, run: Run, *, train
     recipe's files, generated on rank 0 into `.cache/` while the other ranks wait)."""
     if cfg.data_root is not None:
         return dataset.read(cfg, train=train)
-    root = run.rank0_first(
-        lambda: cached_synthetic_ucf101(REPO / ".cache", videos_per_class=cfg.synthetic_videos_per_class, seed=0)
-    )
-    return read_ucf101(root, split=cfg.split, train=train)
+    return synthetic_ucf101_records(cfg, run, REPO / ".cache", train=train)
 
 
 def class_names(cfg: FinetuneConfig, dataset: DatasetPreset, records: list[VideoRecord], n: int) -> list[str]:

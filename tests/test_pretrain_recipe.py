@@ -394,3 +394,21 @@ def test_non_finite_losses_in_a_row_abort_naming_the_last_checkpoint(ucf: Path, 
     with pytest.raises(RuntimeError, match="3 steps in a row") as error:
         module.main(module.PretrainConfig(**tiny_options(ucf, out, resume=True, max_bad_steps=3)))
     assert "checkpoint-00000003.pt" in str(error.value)
+
+
+def test_the_main_job_learns(tmp_path: Path) -> None:
+    """The README's first command, `python recipes/pretrain_ucf101.py`, learns: its default synthetic preset,
+    stopped at step 1000 of its 1476 (same settings, same data in `.cache/`), lifts the linear probe of the frozen
+    encoder by at least 0.15 over the random initialisation on 200 held-out clips, and ends well under the loss of
+    predicting the targets' mean. (The full run: README.)"""
+    module = load_recipe("pretrain_ucf101")
+    cfg = module.PretrainConfig(output_dir=tmp_path / "run", max_steps=1000, workers=1, device="cpu")
+    assert module.main(cfg)["step"] == 1000
+    rows = read_metrics(tmp_path / "run")
+    probes = [r for r in rows if "probe_mean_pool" in r]
+    assert [r["step"] for r in probes] == [0, 250, 500, 750, 1000]
+    assert probes[-1]["probe_mean_pool"] >= probes[0]["probe_mean_pool"] + 0.15
+    assert probes[-1]["probe_mean_pool"] >= 0.5  # chance is 0.1 (10 classes)
+    last = [r for r in rows if "loss" in r][-50:]
+    ratio = sum(r["loss"] for r in last) / sum(r["mean_floor"] for r in last)
+    assert ratio < 0.8, ratio

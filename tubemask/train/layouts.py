@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tubemask.data import VideoRecord, read_hmdb51, read_kinetics_csv, read_ssv2
+from tubemask.data import VideoRecord, cached_synthetic_ucf101, read_hmdb51, read_kinetics_csv, read_ssv2, read_ucf101
 
-__all__ = ["HMDB51Files", "KineticsFiles", "SSv2Files"]
+__all__ = ["HMDB51Files", "KineticsFiles", "SSv2Files", "synthetic_ucf101_records"]
 
 
 @dataclass
@@ -74,3 +74,20 @@ class SSv2Files:
         labels = json.loads((self.data_root / "labels.json").read_text(encoding="utf-8"))
         names = {int(index): template for template, index in labels.items()}
         return [names.get(label, str(label)) for label in range(num_classes)]
+
+
+def synthetic_ucf101_records(cfg: Any, run: Any, cache_dir: Path, *, train: bool) -> list[VideoRecord]:
+    """The train (or test) list of --split of the built-in synthetic motion dataset, which the pretraining and
+    fine-tuning recipes share: `cfg.synthetic_videos_per_class` videos per class, a moving shape on a black
+    background (every non-zero pixel belongs to the moving object, so the masked content is predictable from what
+    stays visible), each exactly one clip long (`num_frames x sampling_rate` frames of `input_size` pixels).
+    Generated once on rank 0 into `cache_dir`, one folder per settings, while the other ranks wait."""
+    settings = dict(
+        videos_per_class=cfg.synthetic_videos_per_class,
+        num_frames=cfg.num_frames * cfg.sampling_rate,
+        size=cfg.input_size,
+        background="black",
+        seed=0,
+    )
+    root = run.rank0_first(lambda: cached_synthetic_ucf101(cache_dir, **settings))
+    return read_ucf101(root, split=cfg.split, train=train)
