@@ -7,9 +7,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tubemask.losses import reconstruction_mse
+from tubemask.pixel_stats import IMAGENET_MEAN, IMAGENET_STD
 from tubemask.targets import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
     norm_pix_joint,
     norm_pix_per_channel,
     reconstruction_targets,

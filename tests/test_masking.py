@@ -23,9 +23,9 @@ from tubemask.masking import (
     RandomMasker,
     RunningCellMasker,
     TubeMasker,
-    _masked_units,
     choose_k,
     draw_mask,
+    masked_units,
     running_cell_patterns,
 )
 from tubemask.tokens import split_ids
@@ -490,8 +490,8 @@ def test_ratio_just_below_one_leaves_a_visible_token(cells):
 def test_no_visible_token_guard_names_mask_ratio():
     """The guard behind every count: a count that covers all units is refused, naming `mask_ratio`."""
     with pytest.raises(ValueError, match="mask_ratio.*no visible token"):
-        _masked_units(1.0, 4, "tokens")
-    assert _masked_units(0.75, 4, "tokens") == 3
+        masked_units(1.0, 4, "tokens")
+    assert masked_units(0.75, 4, "tokens") == 3
 
 
 # --- choose_k: exact uniformity over k-subsets ------------------------------------------------------------------------

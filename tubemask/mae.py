@@ -15,9 +15,10 @@ from torch import Tensor, nn
 
 from tubemask.decoders import MAEDecoder
 from tubemask.losses import Loss, reconstruction_mse
+from tubemask.pixel_stats import IMAGENET_MEAN, IMAGENET_STD
 from tubemask.pos_embed import SinusoidPositionEmbedding
 from tubemask.shapes import typechecked
-from tubemask.targets import IMAGENET_MEAN, IMAGENET_STD, Target, TargetKind, as_target
+from tubemask.targets import Target, TargetKind, as_target
 from tubemask.tokenizers import CubeEmbedding
 from tubemask.tokens import selected_ids, split_ids
 

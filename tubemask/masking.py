@@ -39,6 +39,7 @@ __all__ = [
     "check_mask_ratio",
     "check_grid",
     "choose_k",
+    "masked_units",
     "running_cell_patterns",
 ]
 
@@ -99,7 +100,9 @@ def check_grid(grid: tuple[int, int, int], batch_size: int) -> tuple[int, int, i
     return grid
 
 
-def _masked_units(mask_ratio: float, cells: int, what: str) -> int:
+def masked_units(mask_ratio: float, cells: int, what: str) -> int:
+    """`int(mask_ratio * cells)`: the masked units (tokens, spatial cells or time slots, named by `what` in the error)
+    of a ratio masker; a ValueError when no unit would stay visible."""
     count = int(mask_ratio * cells)
     if count >= cells:
         raise ValueError(
@@ -206,7 +209,7 @@ class TubeMasker(_RatioMasker):
     def num_masked(self, grid: tuple[int, int, int]) -> int:
         """Masked tokens per row for `grid`."""
         t, h, w = check_grid(grid, 0)
-        return _masked_units(self.mask_ratio, h * w, "spatial cells") * t
+        return masked_units(self.mask_ratio, h * w, "spatial cells") * t
 
     def __call__(
         self,
@@ -218,7 +221,7 @@ class TubeMasker(_RatioMasker):
     ) -> Tensor:
         """Sample a `Bool[batch_size, t*h*w]` mask, True = masked."""
         t, h, w = check_grid(grid, batch_size)
-        k = _masked_units(self.mask_ratio, h * w, "spatial cells")
+        k = masked_units(self.mask_ratio, h * w, "spatial cells")
         cells = choose_k(batch_size, h * w, k, generator=generator, device=device)  # [b, h*w]
         return cells[:, None, :].expand(batch_size, t, h * w).reshape(batch_size, t * h * w)
 
@@ -234,7 +237,7 @@ class FrameMasker(_RatioMasker):
     def num_masked(self, grid: tuple[int, int, int]) -> int:
         """Masked tokens per row for `grid`."""
         t, h, w = check_grid(grid, 0)
-        return _masked_units(self.mask_ratio, t, "time slots") * h * w
+        return masked_units(self.mask_ratio, t, "time slots") * h * w
 
     def __call__(
         self,
@@ -246,7 +249,7 @@ class FrameMasker(_RatioMasker):
     ) -> Tensor:
         """Sample a `Bool[batch_size, t*h*w]` mask, True = masked."""
         t, h, w = check_grid(grid, batch_size)
-        k = _masked_units(self.mask_ratio, t, "time slots")
+        k = masked_units(self.mask_ratio, t, "time slots")
         slots = choose_k(batch_size, t, k, generator=generator, device=device)  # [b, t]
         return slots[:, :, None].expand(batch_size, t, h * w).reshape(batch_size, t * h * w)
 
@@ -262,7 +265,7 @@ class RandomMasker(_RatioMasker):
     def num_masked(self, grid: tuple[int, int, int]) -> int:
         """Masked tokens per row for `grid`."""
         t, h, w = check_grid(grid, 0)
-        return _masked_units(self.mask_ratio, t * h * w, "tokens")
+        return masked_units(self.mask_ratio, t * h * w, "tokens")
 
     def __call__(
         self,
@@ -274,7 +277,7 @@ class RandomMasker(_RatioMasker):
     ) -> Tensor:
         """Sample a `Bool[batch_size, t*h*w]` mask, True = masked."""
         t, h, w = check_grid(grid, batch_size)
-        k = _masked_units(self.mask_ratio, t * h * w, "tokens")
+        k = masked_units(self.mask_ratio, t * h * w, "tokens")
         return choose_k(batch_size, t * h * w, k, generator=generator, device=device)
 
 

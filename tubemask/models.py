@@ -19,7 +19,8 @@ from torch import nn
 from tubemask.decoders import MAEDecoder
 from tubemask.encoders import ViTEncoder
 from tubemask.mae import MAEWrapper
-from tubemask.targets import IMAGENET_MEAN, IMAGENET_STD, Target, TargetKind, as_target
+from tubemask.pixel_stats import IMAGENET_MEAN, IMAGENET_STD
+from tubemask.targets import Target, TargetKind, as_target
 from tubemask.tokenizers import CubeEmbedding
 
 __all__ = [

@@ -23,12 +23,11 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from tubemask.pixel_stats import IMAGENET_MEAN, IMAGENET_STD
 from tubemask.shapes import typechecked
 from tubemask.tokenizers import gather_cube_planes, gather_cubes
 
 __all__ = [
-    "IMAGENET_MEAN",
-    "IMAGENET_STD",
     "TargetKind",
     "Target",
     "PixelTarget",
@@ -38,11 +37,6 @@ __all__ = [
     "norm_pix_joint",
     "reconstruction_targets",
 ]
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-"""Per-channel mean of ImageNet in [0, 1] pixels: what VideoMAE normalises its clips with."""
-IMAGENET_STD = (0.229, 0.224, 0.225)
-"""Per-channel standard deviation of ImageNet in [0, 1] pixels."""
 
 TargetKind = Literal["norm_pix", "norm_pix_joint", "pixels"]
 """The names of the built-in targets."""

@@ -8,7 +8,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tubemask.data import Mixup, RandAugment, parse_randaugment, smooth_one_hot
+from tubemask.data import Mixup, RandAugment, parse_randaugment
+from tubemask.data.mixup import smooth_one_hot
 from tubemask.data.randaugment import RANDAUGMENT_OPS, TORCHVISION_OPS
 
 # timm's definitions written plainly with torchvision, one call on the whole clip each

@@ -33,7 +33,7 @@ from tubemask.data.datasets import (
 )
 from tubemask.data.decoding import DecodeError, MissingDecoderError, VideoReader, read_clip
 from tubemask.data.failures import FailureLog
-from tubemask.data.mixup import Mixup, smooth_one_hot
+from tubemask.data.mixup import Mixup
 from tubemask.data.pipelines import EvalPipeline, FinetunePipeline, PretrainPipeline
 from tubemask.data.randaugment import RandAugment, parse_randaugment
 from tubemask.data.sampling import DenseSampler, SegmentSampler
@@ -70,7 +70,6 @@ __all__ = [
     "normalize_batch",
     # fine-tuning augmentation
     "Mixup",
-    "smooth_one_hot",
     "RandAugment",
     "parse_randaugment",
     # synthetic datasets
