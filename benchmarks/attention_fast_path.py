@@ -39,7 +39,7 @@ import common  # noqa: E402
 
 import tubemask.layers  # noqa: E402
 from tubemask.classification import videomae_classifier  # noqa: E402
-from tubemask.models import SIZES, build_videomae  # noqa: E402
+from tubemask.models import SIZES, videomae_pretrain  # noqa: E402
 
 SDPA = tubemask.layers.qkv_attention  # the library's path: plain F.scaled_dot_product_attention, the reference
 _BF16_AS_FP32_MAX_TOKENS = 256
@@ -196,7 +196,7 @@ def main() -> None:
     for name in args.models.split(","):
         if not args.no_pretrain:
             torch.manual_seed(0)
-            model = build_videomae(SIZES[name])
+            model = videomae_pretrain(SIZES[name])
             mask = common.tube_mask(args.batch, model.grid(video.shape))
             bench(
                 f"pretrain {name}, batch {args.batch}",

@@ -1,7 +1,7 @@
 """ViT-B pretraining step on one CUDA GPU: bf16 autocast, largest batch that fits, eager and torch.compile, MFU.
 
 A step is zero_grad, forward under `torch.autocast("cuda", torch.bfloat16)`, backward and a fused AdamW update of
-`videomae_vit_b()` on 16x224x224 clips with a 0.9 tube mask (sampled on the GPU). The batch is found by doubling from
+`videomae_pretrain("base")` on 16x224x224 clips with a 0.9 tube mask (sampled on the GPU). The batch is found by doubling from
 `--start-batch` up to `--max-batch` until CUDA runs out of memory. Model FLOP utilisation counts the analytic model FLOPs
 (`benchmarks/common.py: forward_flops`, x3 for the train step) against `--peak-tflops` (default 989: dense bf16 of an
 H100/H200 SXM) and against a bf16 8192^3 matrix product timed in the same run with CUDA events. At least 20 timed
@@ -36,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
 
 from tubemask.masking import TubeMasker  # noqa: E402
-from tubemask.models import SIZES, build_videomae  # noqa: E402
+from tubemask.models import SIZES, videomae_pretrain  # noqa: E402
 from tubemask.shapes import shape_checks_disabled  # noqa: E402
 
 
@@ -276,7 +276,7 @@ def measure_steps(args: argparse.Namespace) -> tuple[dict[str, float] | None, di
     measured_peak = matmul_peak(device)
 
     size = SIZES[args.model]
-    model = build_videomae(size).to(device).train()
+    model = videomae_pretrain(size).to(device).train()
     opt = torch.optim.AdamW(model.parameters(), lr=1.5e-4, weight_decay=0.05, fused=True)
     grid = model.grid((1, 3, *common.CLIP))
     batch = None

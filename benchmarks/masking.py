@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
 
 from tubemask.masking import FrameMasker, RandomMasker, RunningCellMasker, TubeMasker, draw_mask  # noqa: E402
-from tubemask.models import videomae_vit_s  # noqa: E402
+from tubemask.models import videomae_pretrain  # noqa: E402
 
 
 def seconds_per_call(fn, calls: int, rounds: int) -> float:
@@ -45,7 +45,7 @@ def main() -> None:
     rounds, calls = (3, 10) if args.quick else (9, 20)
     generator = torch.Generator().manual_seed(0)
 
-    model = videomae_vit_s().train()
+    model = videomae_pretrain("small").train()
     step_batch = 2
     video = common.make_video(step_batch)
     grid = model.grid(video.shape)  # (8, 14, 14)

@@ -41,7 +41,7 @@ from tubemask.data.synthetic import Background, render_motion_dataset
 from tubemask.eval.diagnostics import ProbeSet, plot_diagnostics, probe_encoder
 from tubemask.interop.finetune_weights import load_pretrained_encoder
 from tubemask.masking import RandomMasker, TubeMasker
-from tubemask.models import ViTSize, build_videomae
+from tubemask.models import ViTSize, videomae_pretrain
 from tubemask.train.optim import build_adamw
 from tubemask.train.schedule import WarmupCosine
 
@@ -208,7 +208,7 @@ def pretrain(cfg: ExperimentConfig, data: dict[str, Split], seed: int, log) -> t
     """Masked-autoencoder pretraining; returns the model state dict and the diagnostic history."""
     p, m = cfg.pretrain, cfg.model
     torch.manual_seed(seed)
-    model = build_videomae(
+    model = videomae_pretrain(
         vit_size(m),
         tubelet_size=m.tubelet_size,
         patch_size=m.patch_size,

@@ -21,8 +21,7 @@ from typing import Literal
 
 import torch
 
-import tubemask
-from tubemask import FrameMasker, RandomMasker, RunningCellMasker, TubeMasker
+from tubemask import FrameMasker, RandomMasker, RunningCellMasker, TubeMasker, videomae_pretrain
 from tubemask.data import (
     DenseSampler,
     PretrainDataset,
@@ -110,13 +109,6 @@ UCF101 = DatasetPreset(
     "UCF101", read=lambda cfg, train: read_ucf101(cfg.data_root, split=cfg.split, train=train), paper=PAPER
 )
 MASKERS = {"tube": TubeMasker, "frame": FrameMasker, "random": RandomMasker}
-BUILDERS = {
-    "tiny": tubemask.videomae_vit_tiny,
-    "small": tubemask.videomae_vit_s,
-    "base": tubemask.videomae_vit_b,
-    "large": tubemask.videomae_vit_l,
-    "huge": tubemask.videomae_vit_h,
-}
 
 
 def read_records(cfg: PretrainConfig, dataset: DatasetPreset, run: Run) -> list[VideoRecord]:
@@ -162,7 +154,7 @@ def train(cfg: PretrainConfig, dataset: DatasetPreset) -> dict:
     lr, lr_note = cfg.peak_lr(clips_per_step)
 
     # ---- model, masks, optimizer ----------------------------------------------------------------------------------
-    model = BUILDERS[cfg.model](patch_size=cfg.patch_size, target=cfg.target)
+    model = videomae_pretrain(cfg.model, patch_size=cfg.patch_size, target=cfg.target)
     if cfg.grad_checkpointing:
         model.set_grad_checkpointing(True)  # encoder and decoder (the decoder runs every token of the clip)
     grid = model.grid((1, 3, cfg.num_frames, cfg.input_size, cfg.input_size))

@@ -11,7 +11,7 @@ from tubemask.classification import VideoClassifier, videomae_classifier
 from tubemask.heads import ClassificationHead
 from tubemask.interop.finetune_weights import interpolate_pos_embed, load_pretrained_encoder
 from tubemask.layers import Block
-from tubemask.models import ViTSize, build_videomae
+from tubemask.models import ViTSize, videomae_pretrain
 from tubemask.pos_embed import LearnedPositionEmbedding, sinusoid_table
 
 TINY = ViTSize(32, 2, 2, 16, 1, 2)  # embed 32, depth 2, heads 2; decoder 16 x 1, 2 heads
@@ -119,7 +119,7 @@ def test_head_shapes_are_checked():
 
 def _pretrained(final_norm: bool = True):
     torch.manual_seed(4)
-    return _perturb(build_videomae(TINY, patch_size=8, final_norm=final_norm), seed=5).eval()
+    return _perturb(videomae_pretrain(TINY, patch_size=8, final_norm=final_norm), seed=5).eval()
 
 
 def _blocks_out(model, x):

@@ -10,14 +10,14 @@ import torch
 import torch._dynamo
 
 from tubemask.masking import TubeMasker
-from tubemask.models import videomae_vit_tiny
+from tubemask.models import videomae_pretrain
 from tubemask.shapes import shape_checks_disabled
 from tubemask.tokens import split_ids
 
 
 def _setup():
     torch.manual_seed(0)
-    model = videomae_vit_tiny(patch_size=8).train()
+    model = videomae_pretrain("tiny", patch_size=8).train()
     video = torch.randn(2, 3, 4, 32, 32)
     grid = model.grid(video.shape)
     mask = TubeMasker(mask_ratio=0.75)(2, grid, generator=torch.Generator().manual_seed(0))

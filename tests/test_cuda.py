@@ -24,7 +24,7 @@ pytestmark = [
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 def test_autocast_step_keeps_float32_targets_and_matches_fp32(dtype: torch.dtype) -> None:
     torch.manual_seed(0)
-    model = tubemask.videomae_vit_tiny(patch_size=8).cuda()
+    model = tubemask.videomae_pretrain("tiny", patch_size=8).cuda()
     video = torch.randn(2, 3, 8, 32, 32, device="cuda")
     mask = tubemask.TubeMasker(mask_ratio=0.75)(2, model.grid(video.shape), device="cuda")
     with torch.no_grad():
@@ -41,7 +41,7 @@ def test_autocast_step_keeps_float32_targets_and_matches_fp32(dtype: torch.dtype
 
 def test_cuda_matches_cpu() -> None:
     torch.manual_seed(0)
-    model = tubemask.videomae_vit_tiny(patch_size=8).eval()
+    model = tubemask.videomae_pretrain("tiny", patch_size=8).eval()
     video = torch.randn(2, 3, 8, 32, 32)
     mask = tubemask.RandomMasker(mask_ratio=0.9)(2, model.grid(video.shape), generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
@@ -167,7 +167,7 @@ def test_clipped_fused_adamw_step_does_not_sync() -> None:
     from tubemask.train.optim import build_adamw
 
     torch.manual_seed(0)
-    model = tubemask.videomae_vit_tiny(patch_size=8).cuda()
+    model = tubemask.videomae_pretrain("tiny", patch_size=8).cuda()
     opt = build_adamw(model, lr=1e-3, weight_decay=0.05)
     params = [p for p in model.parameters() if p.requires_grad]
 
@@ -198,7 +198,7 @@ def test_a_training_step_given_the_mask_count_does_not_sync() -> None:
     from tubemask.train.optim import build_adamw
 
     torch.manual_seed(0)
-    model = tubemask.videomae_vit_tiny(patch_size=8).cuda().train()
+    model = tubemask.videomae_pretrain("tiny", patch_size=8).cuda().train()
     opt = build_adamw(model, lr=1e-3, weight_decay=0.05)
     batch = torch.randint(0, 256, (2, 3, 8, 32, 32), dtype=torch.uint8).pin_memory()
     masker = tubemask.TubeMasker(mask_ratio=0.75)

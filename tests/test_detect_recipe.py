@@ -10,7 +10,7 @@ import pytest
 import torch
 from recipe_helpers import load_recipe, read_metrics, torchrun
 
-import tubemask
+from tubemask import videomae_pretrain
 from tubemask.data import make_synthetic_ava, read_ava_boxes, read_ava_exclusions, read_ava_label_map
 
 
@@ -120,7 +120,7 @@ def test_smoke_writes_every_output(ava, tmp_path: Path) -> None:
 
 def test_finetune_loads_a_pretraining_checkpoint_with_its_final_norm(ava, tmp_path: Path, capsys) -> None:
     torch.manual_seed(5)
-    state = tubemask.videomae_vit_tiny(patch_size=8).state_dict()
+    state = videomae_pretrain("tiny", patch_size=8).state_dict()
     key = "encoder.blocks.1.mlp.fc1.weight"
     state[key] = state[key] + 0.5  # far from any fresh initialisation: only loading can put it there
     torch.save({"model": state}, tmp_path / "pretrain.pt")

@@ -12,7 +12,7 @@ from torchvision.ops import roi_align
 from tubemask.detection import ActionDetector, videomae_action_detector
 from tubemask.heads import RoIActionHead
 from tubemask.interop.finetune_weights import load_pretrained_encoder
-from tubemask.models import ViTSize, build_videomae
+from tubemask.models import ViTSize, videomae_pretrain
 from tubemask.train.optim import build_adamw
 
 TINY = ViTSize(32, 2, 2, 16, 1, 2)  # embed 32, depth 2, heads 2; decoder 16 x 1, 2 heads
@@ -189,7 +189,7 @@ def test_grad_checkpointing_gives_the_same_gradients():
 
 def test_loads_a_pretraining_encoder_with_its_final_norm():
     torch.manual_seed(3)
-    pretrain = _perturb(build_videomae(TINY, patch_size=8), seed=4).eval()
+    pretrain = _perturb(videomae_pretrain(TINY, patch_size=8), seed=4).eval()
     model = _detector().eval()
     report = load_pretrained_encoder(model, pretrain.state_dict(), strict=True)
     assert "encoder.norm.weight" in report.loaded and "encoder.norm.bias" in report.loaded

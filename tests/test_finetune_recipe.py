@@ -74,7 +74,7 @@ def tiny_options(data_root: Path, output_dir: Path, **overrides) -> dict:
 def pretrained_checkpoint(path: Path) -> dict[str, torch.Tensor]:
     """A tubemask pretraining model saved as `{"model": state_dict}` (what the pretraining recipe writes)."""
     torch.manual_seed(123)
-    state = tubemask.videomae_vit_tiny(patch_size=8).state_dict()
+    state = tubemask.videomae_pretrain("tiny", patch_size=8).state_dict()
     torch.save({"model": state}, path)
     return state
 

@@ -26,7 +26,7 @@ from tubemask.interop.hf import fit_hf_layout, hf_qv_bias, hf_qv_bias_field
 from tubemask.interop.widths import mlp_ratio_for
 from tubemask.layers import Block
 from tubemask.masking import RandomMasker, TubeMasker
-from tubemask.models import SIZES, ViTSize, build_videomae
+from tubemask.models import SIZES, ViTSize, videomae_pretrain
 from tubemask.pos_embed import LearnedPositionEmbedding, sinusoid_table
 from tubemask.tokens import split_ids
 
@@ -280,7 +280,7 @@ TO_HF_REFUSALS = {  # name: (change to a model HF could express, message)
 
 @pytest.mark.parametrize("case", list(TO_HF_REFUSALS))
 def test_to_hf_names_each_layout_hf_cannot_express(case) -> None:
-    model = build_videomae(ViTSize(32, 2, 2, 32, 2, 2), patch_size=16)
+    model = videomae_pretrain(ViTSize(32, 2, 2, 32, 2, 2), patch_size=16)
     change, message = TO_HF_REFUSALS[case]
     change(model)
     with pytest.raises(ValueError, match=message):
@@ -288,7 +288,7 @@ def test_to_hf_names_each_layout_hf_cannot_express(case) -> None:
 
 
 def test_to_hf_refuses_pixel_targets_of_clips_that_are_not_rgb() -> None:
-    model = build_videomae(
+    model = videomae_pretrain(
         ViTSize(32, 1, 2, 32, 1, 2), patch_size=16, in_channels=1, pixel_mean=None, pixel_std=None, target="pixels"
     )
     with pytest.raises(ValueError, match=r"cannot compute 'pixels' targets for clips that are not 3-channel"):
@@ -306,7 +306,7 @@ def test_to_hf_rejects_or_warns_on_what_hf_cannot_express() -> None:
     model.pixel_mean = None
     with pytest.raises(ValueError, match="un-normalises"):
         to_hf(model, num_frames=4, image_size=32)
-    official_style = build_videomae(ViTSize(32, 1, 4, 32, 1, 4), patch_size=16)  # decoder norm eps 1e-6
+    official_style = videomae_pretrain(ViTSize(32, 1, 4, 32, 1, 4), patch_size=16)  # decoder norm eps 1e-6
     with pytest.warns(UserWarning, match="decoder norm"):
         hf_model = to_hf(official_style, num_frames=4, image_size=32)
     assert hf_model.config.layer_norm_eps == 1e-6 and not hf_model.config.use_mean_pooling
@@ -495,7 +495,7 @@ def test_load_official_errors_name_the_keys_and_the_file(official, tmp_path) -> 
     learned = dict(sd, pos_embed=torch.randn(1, 8, 192))
     with pytest.raises(ValueError, match="pos_embed.*not VideoMAE's fixed sinusoid"):
         load_official(learned)
-    smaller = build_videomae(ViTSize(32, 1, 4, 32, 1, 4), patch_size=16)
+    smaller = videomae_pretrain(ViTSize(32, 1, 4, 32, 1, 4), patch_size=16)
     with pytest.raises(
         ValueError,
         match=r"differ in shape.*encoder.patch_embed.proj.weight: checkpoint \(192, 3, 2, 16, 16\) vs model \(32,",

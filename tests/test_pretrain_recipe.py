@@ -362,19 +362,19 @@ def test_an_epoch_over_bad_files_finishes_and_names_them(
 
 def _poison(module, calls: set[int] | None) -> None:
     """Make the decoder head output NaN on the given forward calls (all calls when None)."""
-    build = module.BUILDERS["tiny"]
+    build = module.videomae_pretrain
     count = [0]
 
     def hook(_module, _inputs, output):
         count[0] += 1
         return output * float("nan") if calls is None or count[0] in calls else output
 
-    def poisoned(**kwargs):
-        model = build(**kwargs)
+    def poisoned(size, **kwargs):
+        model = build(size, **kwargs)
         model.decoder.head.register_forward_hook(hook)
         return model
 
-    module.BUILDERS["tiny"] = poisoned
+    module.videomae_pretrain = poisoned
 
 
 def test_non_finite_losses_are_skipped_and_counted(ucf: Path, tmp_path: Path) -> None:

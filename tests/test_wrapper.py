@@ -11,11 +11,7 @@ from tubemask import (
     RunningCellMasker,
     TubeMasker,
     ViTEncoder,
-    videomae_vit_b,
-    videomae_vit_h,
-    videomae_vit_l,
-    videomae_vit_s,
-    videomae_vit_tiny,
+    videomae_pretrain,
 )
 from tubemask.models import SIZES
 from tubemask.pos_embed import sinusoid_table
@@ -235,28 +231,28 @@ def test_vit_b_encoder_size_is_the_known_one():
     the built ViT-B's tokenizer and encoder hold exactly that many."""
     assert vit_params(768, 12) + 1536 * 768 + 768 + 2 * 768 == 86_227_200
     with torch.device("meta"):  # shapes only
-        model = videomae_vit_b()
+        model = videomae_pretrain("base")
     built = sum(p.numel() for part in (model.tokenizer, model.encoder) for p in part.parameters())
     assert built == 86_227_200
     assert sum(p.numel() for p in model.pos_embed.parameters()) == 0  # the fixed sinusoid is not a parameter
 
 
 @pytest.mark.parametrize(
-    ("builder", "size", "preset"),
+    ("size", "preset"),
     [
-        (videomae_vit_tiny, "tiny", (192, 4, 3, 96, 2, 3)),
-        (videomae_vit_s, "small", (384, 12, 6, 192, 4, 3)),
-        (videomae_vit_b, "base", (768, 12, 12, 384, 4, 6)),
-        (videomae_vit_l, "large", (1024, 24, 16, 512, 4, 8)),
-        (videomae_vit_h, "huge", (1280, 32, 16, 640, 4, 8)),
+        ("tiny", (192, 4, 3, 96, 2, 3)),
+        ("small", (384, 12, 6, 192, 4, 3)),
+        ("base", (768, 12, 12, 384, 4, 6)),
+        ("large", (1024, 24, 16, 512, 4, 8)),
+        ("huge", (1280, 32, 16, 640, 4, 8)),
     ],
 )
-def test_presets(builder, size, preset):
+def test_presets(size, preset):
     dim, depth, heads, dec_dim, dec_depth, dec_heads = preset
     s = SIZES[size]
     assert (s.embed_dim, s.depth, s.num_heads, s.decoder_dim, s.decoder_depth, s.decoder_heads) == preset
     with torch.device("meta"):  # shapes only: no memory, no forward
-        model = builder()
+        model = videomae_pretrain(size)
     assert model.tokenizer.embed_dim == dim and model.tokenizer.proj.kernel_size == (2, 16, 16)
     assert len(model.encoder.blocks) == depth and model.encoder.blocks[0].attn.num_heads == heads
     assert model.encoder.norm.eps == 1e-6
@@ -268,13 +264,13 @@ def test_presets(builder, size, preset):
 
 def test_preset_decoder_depth_override():
     with torch.device("meta"):
-        model = videomae_vit_l(decoder_depth=12)
+        model = videomae_pretrain("large", decoder_depth=12)
     assert len(model.decoder.blocks) == 12
 
 
 def test_tiny_preset_runs():
     torch.manual_seed(0)
-    model = videomae_vit_tiny()
+    model = videomae_pretrain("tiny")
     video = torch.randn(1, 3, 4, 32, 32)
     grid = model.grid(video.shape)
     out = model(video, TubeMasker(mask_ratio=0.75)(1, grid, generator=torch.Generator().manual_seed(0)))
@@ -286,7 +282,7 @@ def test_a_forward_given_the_counts_reads_nothing_back_from_the_device(monkeypat
     """With the masker's counts passed, the training forward (and its backward) makes no device-to-host read: every
     Tensor method that would wait for a CUDA device raises here, on the CPU. Without them, the counts are read."""
     torch.manual_seed(0)
-    model = videomae_vit_tiny(patch_size=8)
+    model = videomae_pretrain("tiny", patch_size=8)
     video = torch.randn(2, 3, 8, 32, 32)
     grid = model.grid(video.shape)
     g = torch.Generator().manual_seed(0)

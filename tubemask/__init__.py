@@ -14,12 +14,7 @@ from tubemask.losses import Loss, reconstruction_mse
 from tubemask.mae import MAEOutput, MAEWrapper
 from tubemask.masking import FrameMasker, Masker, RandomMasker, RunningCellMasker, TubeMasker
 from tubemask.models import (
-    build_videomae,
-    videomae_vit_b,
-    videomae_vit_h,
-    videomae_vit_l,
-    videomae_vit_s,
-    videomae_vit_tiny,
+    videomae_pretrain,
 )
 from tubemask.pos_embed import (
     LearnedPositionEmbedding,
@@ -60,7 +55,6 @@ __all__ = [
     "TubeMasker",
     "VideoClassifier",
     "ViTEncoder",
-    "build_videomae",
     "gather_tokens",
     "patchify",
     "reconstruction_mse",
@@ -70,9 +64,5 @@ __all__ = [
     "unpatchify",
     "videomae_action_detector",
     "videomae_classifier",
-    "videomae_vit_b",
-    "videomae_vit_h",
-    "videomae_vit_l",
-    "videomae_vit_s",
-    "videomae_vit_tiny",
+    "videomae_pretrain",
 ]

@@ -13,7 +13,7 @@ from torch import Tensor, nn
 from tubemask.encoders import ViTEncoder
 from tubemask.heads import ClassificationHead
 from tubemask.mae import set_encoder_grad_checkpointing
-from tubemask.models import SIZES, ViTSize
+from tubemask.models import ViTSize, size_preset
 from tubemask.pos_embed import SinusoidPositionEmbedding
 from tubemask.shapes import typechecked
 from tubemask.tokenizers import CubeEmbedding
@@ -162,10 +162,7 @@ def finetune_encoder(
     Raises:
         ValueError: for an unknown preset name, naming `owner`.
     """
-    if isinstance(size, str):
-        if size not in SIZES:
-            raise ValueError(f"{owner}: unknown size {size!r}; choose one of {sorted(SIZES)} or a ViTSize")
-        size = SIZES[size]
+    size = size_preset(size, owner=owner)
     encoder = ViTEncoder(
         size.embed_dim,
         depth=size.depth,

@@ -1,12 +1,15 @@
-"""Size presets: plain builder functions that turn the paper's numbers into modules.
+"""Size presets and the pretraining builder. Every builder takes the size's name first, then explicit keyword
+arguments: [videomae_pretrain][tubemask.models.videomae_pretrain] here,
+[videomae_classifier][tubemask.classification.videomae_classifier] and
+[videomae_action_detector][tubemask.detection.videomae_action_detector] for fine-tuning.
 
-| builder | encoder dim / depth / heads | decoder dim / depth / heads |
+| size | encoder dim / depth / heads | decoder dim / depth / heads |
 |---|---|---|
-| `videomae_vit_tiny` (CPU smoke runs) | 192 / 4 / 3 | 96 / 2 / 3 |
-| `videomae_vit_s` | 384 / 12 / 6 | 192 / 4 / 3 |
-| `videomae_vit_b` | 768 / 12 / 12 | 384 / 4 / 6 |
-| `videomae_vit_l` | 1024 / 24 / 16 | 512 / 4 / 8 |
-| `videomae_vit_h` | 1280 / 32 / 16 | 640 / 4 / 8 |
+| `"tiny"` (CPU smoke runs) | 192 / 4 / 3 | 96 / 2 / 3 |
+| `"small"` (ViT-S) | 384 / 12 / 6 | 192 / 4 / 3 |
+| `"base"` (ViT-B) | 768 / 12 / 12 | 384 / 4 / 6 |
+| `"large"` (ViT-L) | 1024 / 24 / 16 | 512 / 4 / 8 |
+| `"huge"` (ViT-H) | 1280 / 32 / 16 | 640 / 4 / 8 |
 
 Decoder depth 4 is V1's default; the K400 L/H scripts use 12 (pass `decoder_depth=12`).
 """
@@ -23,17 +26,7 @@ from tubemask.pixel_stats import IMAGENET_MEAN, IMAGENET_STD
 from tubemask.targets import Target, TargetKind, as_target
 from tubemask.tokenizers import CubeEmbedding
 
-__all__ = [
-    "ViTSize",
-    "SIZES",
-    "init_videomae_weights",
-    "build_videomae",
-    "videomae_vit_tiny",
-    "videomae_vit_s",
-    "videomae_vit_b",
-    "videomae_vit_l",
-    "videomae_vit_h",
-]
+__all__ = ["ViTSize", "SIZES", "size_preset", "init_videomae_weights", "videomae_pretrain"]
 
 
 @dataclass(frozen=True)
@@ -57,6 +50,16 @@ SIZES: dict[str, ViTSize] = {
 }
 
 
+def size_preset(size: "str | ViTSize", *, owner: str) -> ViTSize:
+    """The [ViTSize][tubemask.models.ViTSize] of a preset's name (a ViTSize passes through); a ValueError naming
+    `owner` (the builder) and the known names otherwise."""
+    if isinstance(size, ViTSize):
+        return size
+    if size not in SIZES:
+        raise ValueError(f"{owner}: unknown size {size!r}; choose one of {sorted(SIZES)} or a ViTSize")
+    return SIZES[size]
+
+
 def init_videomae_weights(model: nn.Module) -> nn.Module:
     """VideoMAE's pretraining initialisation: xavier-uniform linear weights, zero biases, unit LayerNorms,
     truncated-normal (std 0.02) mask token. Returns the model."""
@@ -74,8 +77,8 @@ def init_videomae_weights(model: nn.Module) -> nn.Module:
     return model
 
 
-def build_videomae(
-    size: ViTSize,
+def videomae_pretrain(
+    size: "str | ViTSize" = "base",
     *,
     tubelet_size: int = 2,
     patch_size: int = 16,
@@ -92,7 +95,7 @@ def build_videomae(
     """A VideoMAE pretraining model (ViT encoder + MAE decoder) for `size`, initialised as VideoMAE does.
 
     Args:
-        size: widths and depths, e.g. `SIZES["base"]`.
+        size: a preset's name (`"tiny"`, `"small"`, `"base"`, `"large"`, `"huge"`) or a [ViTSize][tubemask.models.ViTSize].
         tubelet_size: frames per cube.
         patch_size: pixels per cube side.
         in_channels: colour channels.
@@ -106,6 +109,7 @@ def build_videomae(
         pixel_mean: mean the clips are normalised with.
         pixel_std: std the clips are normalised with.
     """
+    size = size_preset(size, owner="videomae_pretrain")
     k = as_target(target).width(tubelet_size=tubelet_size, patch_size=patch_size, channels=in_channels)
     model = MAEWrapper(
         ViTEncoder(
@@ -135,28 +139,3 @@ def build_videomae(
     )
     with torch.no_grad():
         return init_videomae_weights(model)
-
-
-def videomae_vit_tiny(**kwargs) -> MAEWrapper:
-    """A tiny VideoMAE (192 wide, 4 blocks) for CPU smoke runs; keyword arguments as [build_videomae][tubemask.models.build_videomae]."""
-    return build_videomae(SIZES["tiny"], **kwargs)
-
-
-def videomae_vit_s(**kwargs) -> MAEWrapper:
-    """VideoMAE ViT-S/16 (384 x 12, decoder 192 x 4); keyword arguments as [build_videomae][tubemask.models.build_videomae]."""
-    return build_videomae(SIZES["small"], **kwargs)
-
-
-def videomae_vit_b(**kwargs) -> MAEWrapper:
-    """VideoMAE ViT-B/16 (768 x 12, decoder 384 x 4); keyword arguments as [build_videomae][tubemask.models.build_videomae]."""
-    return build_videomae(SIZES["base"], **kwargs)
-
-
-def videomae_vit_l(**kwargs) -> MAEWrapper:
-    """VideoMAE ViT-L/16 (1024 x 24, decoder 512 x 4); keyword arguments as [build_videomae][tubemask.models.build_videomae]."""
-    return build_videomae(SIZES["large"], **kwargs)
-
-
-def videomae_vit_h(**kwargs) -> MAEWrapper:
-    """VideoMAE ViT-H/16 (1280 x 32, decoder 640 x 4); keyword arguments as [build_videomae][tubemask.models.build_videomae]."""
-    return build_videomae(SIZES["huge"], **kwargs)

@@ -28,7 +28,7 @@ from torch import Tensor
 
 from tubemask.interop.widths import mlp_ratio_for
 from tubemask.mae import MAEWrapper
-from tubemask.models import ViTSize, build_videomae
+from tubemask.models import ViTSize, videomae_pretrain
 from tubemask.pos_embed import sinusoid_table
 from tubemask.targets import TargetKind
 
@@ -268,7 +268,7 @@ def load_official(
     Args:
         source: a `.pth` path (read with `weights_only=True`), or a loaded dict with a `model` or `module` entry, or a
             raw state dict. Official key names, optionally behind `module.` / `_orig_mod.` prefixes.
-        model: the model to fill. None builds one with [build_videomae][tubemask.models.build_videomae] from the
+        model: the model to fill. None builds one with [videomae_pretrain][tubemask.models.videomae_pretrain] from the
             shapes (see [infer_official_layout][tubemask.interop.official.infer_official_layout]), LayerNorm eps 1e-6
             as the official code, and returns it in eval mode.
         strict: raise on missing or unexpected keys; False loads what matches and warns about the rest.
@@ -287,7 +287,7 @@ def load_official(
     built = model is None
     if model is None:
         layout = infer_official_layout(state, where=where)
-        model = build_videomae(
+        model = videomae_pretrain(
             layout.size,
             tubelet_size=layout.tubelet_size,
             patch_size=layout.patch_size,
