@@ -13,6 +13,7 @@ import pytest
 import torch
 
 import tubemask
+from tubemask.layers import Block
 from tubemask.tokens import split_ids
 
 pytestmark = [
@@ -54,7 +55,7 @@ def test_cuda_matches_cpu() -> None:
 def test_flash_attention_runs_in_bf16() -> None:
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
-    block = tubemask.Block(64, num_heads=2).cuda()
+    block = Block(64, num_heads=2).cuda()
     x = torch.randn(2, 40, 64, device="cuda")
     with torch.autocast("cuda", dtype=torch.bfloat16), sdpa_kernel([SDPBackend.FLASH_ATTENTION]):
         y = block(x)

@@ -1,5 +1,9 @@
 """tubemask: masked video autoencoder (VideoMAE) pretraining as small, typed, tested pieces.
 
+The names here are the ones a model is composed of: maskers, the cube tokenizer, the wrapper, encoder and decoder,
+targets and the loss, and the builders of the paper's models. Layers, position tables and token helpers stay in their
+modules (`tubemask.layers`, `tubemask.pos_embed`, `tubemask.tokens`, ...).
+
 Masks are `Bool[b n]` tensors with **True = masked** everywhere; token order is raster `(t, h, w)`, `t` slowest.
 """
 
@@ -7,62 +11,34 @@ from tubemask.classification import VideoClassifier, videomae_classifier
 from tubemask.decoders import MAEDecoder
 from tubemask.detection import ActionDetector, videomae_action_detector
 from tubemask.encoders import ViTEncoder
-from tubemask.grid import CubeGeometry, token_grid
-from tubemask.heads import ClassificationHead, RoIActionHead
-from tubemask.layers import Attention, Block, DropPath, Mlp
 from tubemask.losses import Loss, reconstruction_mse
 from tubemask.mae import MAEOutput, MAEWrapper
-from tubemask.masking import FrameMasker, Masker, RandomMasker, RunningCellMasker, TubeMasker
-from tubemask.models import (
-    videomae_pretrain,
-)
-from tubemask.pos_embed import (
-    LearnedPositionEmbedding,
-    ResizedSinusoidPositionEmbedding,
-    SinCos3DPositionEmbedding,
-    SinusoidPositionEmbedding,
-)
+from tubemask.masking import FrameMasker, Masker, RandomMasker, RunningCellMasker, TubeMasker, draw_mask
+from tubemask.models import videomae_pretrain
 from tubemask.targets import PixelTarget, Target
-from tubemask.tokenizers import CubeEmbedding, patchify, unpatchify
-from tubemask.tokens import gather_tokens, scatter_tokens, split_ids
+from tubemask.tokenizers import CubeEmbedding
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "ActionDetector",
-    "Attention",
-    "Block",
-    "ClassificationHead",
-    "ResizedSinusoidPositionEmbedding",
-    "RoIActionHead",
-    "CubeEmbedding",
-    "CubeGeometry",
-    "DropPath",
+    "TubeMasker",
     "FrameMasker",
-    "LearnedPositionEmbedding",
-    "Loss",
-    "MAEDecoder",
-    "MAEOutput",
-    "MAEWrapper",
-    "Masker",
-    "Mlp",
-    "PixelTarget",
     "RandomMasker",
     "RunningCellMasker",
-    "SinCos3DPositionEmbedding",
-    "SinusoidPositionEmbedding",
-    "Target",
-    "TubeMasker",
-    "VideoClassifier",
+    "Masker",
+    "draw_mask",
+    "CubeEmbedding",
+    "MAEWrapper",
+    "MAEOutput",
     "ViTEncoder",
-    "gather_tokens",
-    "patchify",
+    "MAEDecoder",
+    "Target",
+    "PixelTarget",
+    "Loss",
     "reconstruction_mse",
-    "scatter_tokens",
-    "split_ids",
-    "token_grid",
-    "unpatchify",
-    "videomae_action_detector",
-    "videomae_classifier",
     "videomae_pretrain",
+    "videomae_classifier",
+    "VideoClassifier",
+    "videomae_action_detector",
+    "ActionDetector",
 ]
