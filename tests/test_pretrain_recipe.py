@@ -398,7 +398,7 @@ def test_non_finite_losses_in_a_row_abort_naming_the_last_checkpoint(ucf: Path, 
 
 def test_the_main_job_learns(tmp_path: Path) -> None:
     """The README's first command, `python recipes/pretrain_ucf101.py`, learns: its default synthetic preset,
-    stopped at step 1000 of its 1476 (same settings, same data in `.cache/`), lifts the linear probe of the frozen
+    stopped at step 1000 of its 1968 (same settings, same data in `.cache/`), lifts the linear probe of the frozen
     encoder by at least 0.15 over the random initialisation on 200 held-out clips, and ends well under the loss of
     predicting the targets' mean. (The full run: README.)"""
     module = load_recipe("pretrain_ucf101")

@@ -234,7 +234,7 @@ def plot_diagnostics(
     rows: Sequence[Mapping[str, object]], png_path: str | os.PathLike, *, title: str | None = None
 ) -> Path:
     """Plot a pretraining run's diagnostics against `step` into one PNG with three panels: the loss next to its
-    trivial floor (`loss`, `zero_floor`), the probe accuracies (`probe_*`), and the participation ratio with the
+    trivial floors (`loss`, `zero_floor`, `mean_floor`), the probe accuracies (`probe_*`), and the participation ratio with the
     token norm (`participation_ratio`, `token_norm`). Keys a row lacks, or non-finite values, are left out; the PNG is
     written atomically (matplotlib Agg, no display).
 
@@ -257,7 +257,7 @@ def plot_diagnostics(
         return [p[0] for p in points], [p[1] for p in points]
 
     probe_keys = sorted({k for r in rows for k in r if k.startswith("probe_")})
-    panels = [("loss", "zero_floor"), tuple(probe_keys), ("participation_ratio", "token_norm")]
+    panels = [("loss", "zero_floor", "mean_floor"), tuple(probe_keys), ("participation_ratio", "token_norm")]
     if not any(series(k)[0] for keys in panels for k in keys):
         raise ValueError("plot_diagnostics: no row has a step and a loss, probe or token statistic")
     figure = Figure(figsize=(13, 3.6), dpi=100)
