@@ -165,7 +165,9 @@ def test_compile_runs_without_shape_checks_and_restores_them(ucf: Path, tmp_path
     counters.clear()
     run(**tiny_options(ucf, tmp_path / "compiled", max_steps=2, compile=True))
     breaks = list(counters["graph_break"])
-    assert breaks and not [r for r in breaks if "instancecheck" in r], breaks  # none from the shape checks
+    assert counters["stats"]["unique_graphs"] > 0  # Dynamo did compile (and counted): the break list below is real
+    # none from the shape checks (since the forward takes the masks' counts, none at all from the model)
+    assert not [r for r in breaks if "instancecheck" in r], breaks
     assert not jaxtyping.config.jaxtyping_disable  # restored after the run
     losses = {name: [r["loss"] for r in read_metrics(tmp_path / name)] for name in ("eager", "compiled")}
     assert len(losses["compiled"]) == 2
