@@ -128,6 +128,7 @@ PAPER = dict(
 SYNTHETIC = dict(  # the pretraining recipe's synthetic clips: 8 frames of 32 pixels, black background
     PAPER, model="tiny", patch_size=8, epochs=3, batch_size=16, warmup_epochs=1.0, num_frames=8, sampling_rate=2,
     input_size=32, base_lr=8e-3,  # 1e-3 at 32 clips per step
+    flip=0.0,  # the synthetic classes are directions: a flipped "move left" is "move right"
     test_crops=1,  # the synthetic frames are square at the input size: three crops would be the same picture
     ema_decay=0.99,
 )
