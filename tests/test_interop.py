@@ -553,8 +553,19 @@ def test_state_dicts_read_and_write_each_transformers_layout() -> None:
         assert all(torch.equal(got[k], expected[k]) for k in expected)
     out = tubemask_to_hf_state_dict(expected)
     assert out.keys() == sd.keys()
+
+    class Layout(torch.nn.Module):
+        """An HF model as fit_hf_layout reads it: only its state dict's names and shapes."""
+
+        def __init__(self, state: dict) -> None:
+            super().__init__()
+            self.state = state
+
+        def state_dict(self, *args, **kwargs) -> dict:
+            return self.state
+
     for layout in (v4, v517, sd):
-        fitted = fit_hf_layout(out, argparse.Namespace(state_dict=lambda layout=layout: layout))
+        fitted = fit_hf_layout(out, Layout(layout))
         assert fitted.keys() == layout.keys()
         for key, value in fitted.items():
             assert torch.equal(value, torch.zeros_like(value) if key.endswith("key.bias") else layout[key]), key
