@@ -21,7 +21,7 @@ Example:
 
 import os
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 
@@ -32,6 +32,7 @@ from tubemask.train.prepare import PreparedModel
 __all__ = ["Stateful", "Checkpointer"]
 
 
+@runtime_checkable
 class Stateful(Protocol):
     """A part of the run that a checkpoint holds: its `state_dict` keys go to the top level of the checkpoint."""
 

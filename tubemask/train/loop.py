@@ -21,13 +21,14 @@ Example:
 """
 
 from collections.abc import Iterable, Iterator
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from tubemask.train.logs import ThroughputMeter
 
 __all__ = ["TrainLoop"]
 
 
+@runtime_checkable
 class _EpochSampler(Protocol):
     batches_per_epoch: int
 
