@@ -13,10 +13,12 @@ box counts once for each of its labels. Frames of the exclusion list are dropped
 without any ground truth are false positives.
 """
 
+import argparse
 import json
 import math
 import numbers
 import os
+import sys
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +31,14 @@ from torch import Tensor
 from tubemask.atomic import atomic_path
 from tubemask.shapes import typechecked
 
-__all__ = ["FrameKey", "FrameMAPResult", "voc_average_precision", "frame_average_precision", "write_frame_map_report"]
+__all__ = [
+    "FrameKey",
+    "FrameMAPResult",
+    "voc_average_precision",
+    "frame_average_precision",
+    "write_frame_map_report",
+    "main",
+]
 
 FrameKey = tuple[str, int]
 """A frame of AVA: `(video_id, timestamp in seconds)`."""
@@ -356,3 +365,62 @@ def write_frame_map_report(
     with atomic_path(Path(path)) as tmp:
         Path(tmp).write_text(json.dumps(report, indent=2) + "\n")
     return report
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m tubemask.eval.ava",
+        description="AVA frame-mAP of an official results CSV (one row per box and action), as the ActivityNet "
+        "evaluator computes it. Prints AP per class, then, as the last line, "
+        '{"mAP": m, "per_class": {"<id>": ap}} over the label map classes that have ground truth.',
+    )
+    parser.add_argument("--groundtruth", required=True, help="video_id,timestamp,x1,y1,x2,y2,action_id,person_id")
+    parser.add_argument("--detections", required=True, help="video_id,timestamp,x1,y1,x2,y2,action_id,score")
+    parser.add_argument("--labelmap", required=True, help="pbtxt of the evaluated classes")
+    parser.add_argument("--exclusions", default=None, help="video_id,timestamp rows left out of both sides")
+    parser.add_argument(
+        "--max-detections-per-frame",
+        type=int,
+        default=None,
+        help="keep the top N (box, action) pairs per frame (the ActivityNet script uses 50; default: all)",
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """The evaluator CLI (see `python -m tubemask.eval.ava --help`); returns the exit code (2 for bad input)."""
+    from tubemask.data.ava import read_ava_exclusions, read_ava_label_map
+    from tubemask.eval.ava_files import evaluate_box_lists, read_official_ground_truth, read_official_results
+
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.max_detections_per_frame is not None and args.max_detections_per_frame < 1:
+        parser.error(f"--max-detections-per-frame must be >= 1, got {args.max_detections_per_frame}")
+    try:
+        names = read_ava_label_map(args.labelmap)
+        excluded = read_ava_exclusions(args.exclusions) if args.exclusions is not None else set()
+        ground_truth = read_official_ground_truth(args.groundtruth)
+        detections = read_official_results(args.detections)
+    except (OSError, ValueError) as e:
+        print(f"{parser.prog}: error: {e}", file=sys.stderr)
+        return 2
+    result = evaluate_box_lists(
+        detections,
+        ground_truth,
+        class_ids=list(names),
+        excluded=excluded,
+        max_detections_per_frame=args.max_detections_per_frame,
+    )
+    per_class = {c: ap for c, ap in sorted(result.per_class.items()) if not math.isnan(ap)}
+    if not per_class:
+        print(f"{parser.prog}: error: no ground truth of any label map class in {args.groundtruth}", file=sys.stderr)
+        return 2
+    for c, ap in per_class.items():
+        print(f"AP {c:>3} {names[c]}: {ap:.4f} ({result.num_ground_truth[c]} ground truth)")
+    print(f"frame-mAP@0.5IOU: {result.mean_ap:.4f} over {len(per_class)} classes, {result.num_frames} frames")
+    print(json.dumps({"mAP": result.mean_ap, "per_class": {str(c): ap for c, ap in per_class.items()}}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
