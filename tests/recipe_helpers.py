@@ -65,7 +65,7 @@ def free_port() -> int:
 
 def torchrun(recipe: str, options: dict, *, processes: int = 2, timeout: float = 300) -> None:
     """Run `recipes/<recipe>.py` under `torch.distributed.run` with one thread per process; fails the test with the
-    tail of stderr when it exits non-zero."""
+    tails of stdout and stderr when it exits non-zero."""
     result = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(processes)]
         + ["--master-port", str(free_port()), str(RECIPES / f"{recipe}.py"), *cli_args(options)],
@@ -74,4 +74,4 @@ def torchrun(recipe: str, options: dict, *, processes: int = 2, timeout: float =
         text=True,
         timeout=timeout,
     )
-    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.returncode == 0, f"exit {result.returncode}\n{result.stdout[-1500:]}\n{result.stderr[-3000:]}"
