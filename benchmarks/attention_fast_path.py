@@ -126,24 +126,6 @@ def make_step(
     return step
 
 
-def alternate(fns: dict[str, Callable[[], None]], *, pairs: int, warmup: int, clock: str) -> dict[str, list[float]]:
-    """`common.alternate` with a choice of clock: `wall` (perf_counter) or `cpu` (this process's CPU time, which a
-    busy shared machine disturbs far less than wall time when the step runs on one thread)."""
-    if clock == "wall":
-        return common.alternate(fns, pairs=pairs, warmup=warmup)
-    names = list(fns)
-    for _ in range(warmup):
-        for name in names:
-            fns[name]()
-    times: dict[str, list[float]] = {name: [] for name in names}
-    for r in range(pairs):
-        for name in names if r % 2 == 0 else reversed(names):
-            t0 = time.process_time()
-            fns[name]()
-            times[name].append(time.process_time() - t0)
-    return times
-
-
 def bench(
     label: str, model: torch.nn.Module, loss_fn: Callable[[], Tensor], *, precision: str, pairs: int, clock: str
 ) -> dict[str, float]:
@@ -153,7 +135,10 @@ def bench(
         sides["fast, no fp32 upcast"] = fast_no_upcast
     # one optimizer per side over the same parameters: the AdamW state stays warm and the step's work is the same
     steps = {name: make_step(model, loss_fn, fn, precision) for name, fn in sides.items()}
-    times = alternate(steps, pairs=pairs, warmup=2, clock=clock)
+    # CPU time: a busy shared machine disturbs it far less than wall time when the step runs on one thread
+    times = common.alternate(
+        steps, pairs=pairs, warmup=2, clock=time.process_time if clock == "cpu" else time.perf_counter
+    )
     print(
         f"[{label}] {precision}, {pairs} alternated rounds, {clock} clock; median s/step: "
         + ", ".join(f"{name} {statistics.median(ts):.3f}" for name, ts in times.items())

@@ -170,15 +170,22 @@ def autocast(precision: str, device: str = "cpu") -> torch.autocast:
     return torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=precision == "bf16")
 
 
-def time_call(fn: Callable[[], object]) -> float:
-    """Wall seconds of one call."""
-    t0 = time.perf_counter()
+def time_call(fn: Callable[[], object], clock: Callable[[], float] = time.perf_counter) -> float:
+    """Seconds of one call by `clock` (default wall time; `time.process_time` for this process's CPU time)."""
+    t0 = clock()
     fn()
-    return time.perf_counter() - t0
+    return clock() - t0
 
 
-def alternate(fns: dict[str, Callable[[], object]], *, pairs: int, warmup: int = 1) -> dict[str, list[float]]:
-    """Time every function in turn, `pairs` rounds (the order flips every round), after `warmup` untimed rounds."""
+def alternate(
+    fns: dict[str, Callable[[], object]],
+    *,
+    pairs: int,
+    warmup: int = 1,
+    clock: Callable[[], float] = time.perf_counter,
+) -> dict[str, list[float]]:
+    """Time every function in turn by `clock`, `pairs` rounds (the order flips every round), after `warmup` untimed
+    rounds."""
     names = list(fns)
     for _ in range(warmup):
         for name in names:
@@ -186,7 +193,7 @@ def alternate(fns: dict[str, Callable[[], object]], *, pairs: int, warmup: int =
     times: dict[str, list[float]] = {name: [] for name in names}
     for r in range(pairs):
         for name in names if r % 2 == 0 else reversed(names):
-            times[name].append(time_call(fns[name]))
+            times[name].append(time_call(fns[name], clock))
     return times
 
 

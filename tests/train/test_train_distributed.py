@@ -1,9 +1,9 @@
 import os
-import socket
 
 import pytest
 import torch
 import torch.multiprocessing as mp
+from recipe_helpers import free_port
 from torch import nn
 
 from tubemask.train.distributed import (
@@ -23,12 +23,6 @@ TORCHRUN_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT
 def single_process_env(monkeypatch):
     for name in TORCHRUN_VARS:
         monkeypatch.delenv(name, raising=False)
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def batch() -> tuple[torch.Tensor, torch.Tensor]:

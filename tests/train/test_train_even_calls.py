@@ -2,12 +2,12 @@
 a rank with fewer batches never leaves another waiting in an FSDP2 all-gather."""
 
 import os
-import socket
 import time
 
 import pytest
 import torch
 import torch.multiprocessing as mp
+from recipe_helpers import free_port
 from torch import nn
 
 from tubemask.train.distributed import DistributedContext, cleanup, setup_distributed, wrap_fsdp2
@@ -29,12 +29,6 @@ def test_pad_calls_errors() -> None:
         list(pad_calls(["a", "b"], 1))
     with pytest.raises(ValueError, match="no batch but another has 2"):
         list(pad_calls([], 2))
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class TwoBlocks(nn.Module):

@@ -2,13 +2,13 @@
 journal included; and under FSDP2 the optimizer is built after wrapping and final.pt holds plain full tensors."""
 
 import os
-import socket
 import time
 from dataclasses import dataclass, replace
 
 import pytest
 import torch
 import torch.multiprocessing as mp
+from recipe_helpers import free_port
 from torch import nn
 from torch.nn import functional as F
 from torch.utils.data import Dataset
@@ -202,12 +202,6 @@ def test_resume_without_a_checkpoint_logs_and_starts_fresh(tmp_path, single_proc
 
 
 # ---- FSDP2: the optimizer after wrapping, final.pt gathered --------------------------------------------------------
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class TwoBlocks(nn.Module):
     def __init__(self) -> None:
         super().__init__()
