@@ -5,7 +5,9 @@ A step is zero_grad, forward under `torch.autocast("cuda", torch.bfloat16)`, bac
 `--start-batch` up to `--max-batch` until CUDA runs out of memory. Model FLOP utilisation counts the analytic model FLOPs
 (`benchmarks/common.py: forward_flops`, x3 for the train step) against `--peak-tflops` (default 989: dense bf16 of an
 H100/H200 SXM) and against a bf16 8192^3 matrix product timed in the same run with CUDA events. At least 20 timed
-steps per row (`--quick`: 20, else 50); the eager row is printed before torch.compile starts.
+steps per row (`--quick`: 20, else 50); the eager row is printed before torch.compile starts. The peer row: HF
+transformers' `VideoMAEForPreTraining` (SDPA, norm-pix loss) at the same size, batch, mask ratio and precision, eager,
+timed in the same run after tubemask's eager row (`ratio step_speed tubemask/hf eager`).
 
 Loader rows (when torchcodec and FFmpeg load): clips/s of the recipes' data paths over the files of
 `benchmarks/loader.py` - pretraining (`PretrainDataset`, uint8 224x224 output, repeated sampling 1 and 4) and
@@ -49,15 +51,35 @@ def sync(device: str) -> None:
 def make_step(
     model: torch.nn.Module, opt: torch.optim.Optimizer, batch: int, grid: tuple[int, int, int], device: str = "cuda"
 ):
+    """One training step as the recipes take it: the mask sampled on the device and its count passed to the forward,
+    which then reads nothing back (no device sync, no graph break under torch.compile)."""
     video = torch.randn(batch, 3, *common.CLIP, device=device)
     masker = TubeMasker(mask_ratio=0.9)
+    num_masked = masker.num_masked(grid)
     kind = torch.device(device).type
 
     def step() -> None:
         mask = masker(batch, grid, device=device)
         opt.zero_grad(set_to_none=True)
         with torch.autocast(kind, dtype=torch.bfloat16):
-            loss = model(video, mask).loss
+            loss = model(video, mask, num_masked=num_masked).loss
+        loss.backward()
+        opt.step()
+
+    return step
+
+
+def make_hf_step(hf: torch.nn.Module, opt: torch.optim.Optimizer, batch: int, grid: tuple[int, int, int], device: str):
+    """The same step for HF transformers' `VideoMAEForPreTraining` (SDPA, norm-pix loss): clips in HF's `b t c h w`
+    layout and the tube mask made once outside the step (HF samples no masks), bf16 autocast, fused AdamW."""
+    video = torch.randn(batch, common.CLIP[0], 3, common.CLIP[1], common.CLIP[2], device=device)
+    mask = TubeMasker(mask_ratio=0.9)(batch, grid, device=device)
+    kind = torch.device(device).type
+
+    def step() -> None:
+        opt.zero_grad(set_to_none=True)
+        with torch.autocast(kind, dtype=torch.bfloat16):
+            loss = hf(pixel_values=video, bool_masked_pos=mask).loss
         loss.backward()
         opt.step()
 
@@ -315,6 +337,10 @@ def measure_steps(args: argparse.Namespace) -> tuple[dict[str, float] | None, di
     )
     print(f"  {'mode':<9} {'s/step':>8} {'clips/s':>8} {'TFLOP/s':>8} {'MFU spec':>9} {'MFU mm':>9}")
     row("eager", rows["eager"])
+    hf_sec = hf_row(args, batch, grid, steps)
+    if hf_sec is not None:
+        row("hf eager", hf_sec)
+        print(f"  tubemask eager / HF eager step speed: {hf_sec / rows['eager']:.2f}x", flush=True)
     if not args.no_compile:
         print("  torch.compile: compiling (the eager row above is already measured)", flush=True)
         try:
@@ -328,8 +354,33 @@ def measure_steps(args: argparse.Namespace) -> tuple[dict[str, float] | None, di
             row("compiled", rows["compiled"])
         except Exception as error:  # report and keep the eager figures
             print(f"  torch.compile failed: {type(error).__name__}: {str(error)[:300]}", flush=True)
-    print(f"ratio mfu_matmul: {max(mfu_matmul.values()):.2f}")
-    return {mode: batch / sec for mode, sec in rows.items()}, mfu
+    if hf_sec is not None:
+        print(f"ratio step_speed tubemask/hf eager: {hf_sec / rows['eager']:.2f}")
+    ours = [mode for mode in mfu if mode != "hf eager"]
+    print(f"ratio mfu_matmul: {max(mfu_matmul[mode] for mode in ours):.2f}")
+    return {mode: batch / sec for mode, sec in rows.items()}, {mode: mfu[mode] for mode in ours}
+
+
+def hf_row(args: argparse.Namespace, batch: int, grid: tuple[int, int, int], steps: int) -> float | None:
+    """Seconds per step of HF's VideoMAEForPreTraining at the same size, batch, clip, mask ratio and precision (the peer
+    measured in this run), or None when transformers is missing or HF runs out of memory at this batch."""
+    try:
+        from transformers import VideoMAEForPreTraining
+    except ImportError as error:
+        print(f"  hf eager: skipped ({error})", flush=True)
+        return None
+    device = args.device
+    hf = VideoMAEForPreTraining(common.hf_config(SIZES[args.model])).to(device).train()
+    opt = torch.optim.AdamW(hf.parameters(), lr=1.5e-4, weight_decay=0.05, fused=True)
+    try:
+        return timed(make_hf_step(hf, opt, batch, grid, device), steps, warmup=3, device=device)
+    except torch.OutOfMemoryError:
+        print(f"  hf eager: out of memory at batch {batch}", flush=True)
+        return None
+    finally:
+        del hf, opt
+        if device != "cpu":
+            torch.cuda.empty_cache()
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ import re
 import statistics
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -50,9 +51,14 @@ def _trim() -> None:
 def worker(
     side: str, model: str, batch: int, device: str, precision: str = "fp32", grad_checkpointing: bool = False
 ) -> dict[str, float]:
-    """Measure one side in this process; returns MiB figures."""
-    torch.set_num_threads(2)
+    """Measure one side in this process; returns MiB figures. Progress goes to stderr (the parent passes it through),
+    so a run cut off by a timeout shows how far each worker got."""
+    if device == "cpu":
+        torch.set_num_threads(2)  # the 2-core machine's budget; on CUDA the host threads only build the models
+    started = time.perf_counter()
+    print(f"[memory worker {side}] building the models", file=sys.stderr, flush=True)
     pair = common.make_pair(model)
+    print(f"[memory worker {side}] built in {time.perf_counter() - started:.0f} s", file=sys.stderr, flush=True)
     grid = pair.ours.grid((batch, 3, *common.CLIP))
     net = pair.hf if side == "hf" else pair.ours
     del pair
@@ -109,20 +115,25 @@ def run_side(side: str, args: argparse.Namespace) -> dict[str, float]:
         args.precision,
         *(["--grad-checkpointing"] if args.grad_checkpointing else []),
     ]
-    done = subprocess.run(cmd, capture_output=True, text=True, env=env)
-    lines = done.stdout.strip().splitlines()
+    # The worker's stderr joins its stdout; its progress lines are echoed as they come (a run cut off by a timeout
+    # shows how far it got), the rest is kept for the result (last line) or the failure report.
+    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env) as worker_run:
+        lines = []
+        for line in worker_run.stdout:
+            lines.append(line.rstrip("\n"))
+            if line.startswith("[memory worker"):
+                print(f"  {lines[-1]}", flush=True)
+    returncode = worker_run.returncode
     try:
-        if done.returncode != 0 or not lines:
+        if returncode != 0 or not lines:
             raise ValueError("no result")
         return json.loads(lines[-1])
     except ValueError:  # a crash (out of memory, import error, ...), or output that is not the worker's JSON line
-        tail = "\n".join(f"    {line}" for line in (done.stdout + done.stderr).strip().splitlines()[-40:])
-        print(
-            f"memory.py: the {side} worker failed (exit {done.returncode}); the end of its output:\n{tail}", flush=True
-        )
+        tail = "\n".join(f"    {line}" for line in lines[-40:])
+        print(f"memory.py: the {side} worker failed (exit {returncode}); the end of its output:\n{tail}", flush=True)
         raise SystemExit(
             f"memory.py: the {side} worker ({args.device}, {args.precision}, ViT-{args.model}, batch {args.batch}) "
-            f"failed with exit status {done.returncode}; its output is printed above"
+            f"failed with exit status {returncode}; its output is printed above"
         ) from None
 
 

@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
-# The checks that need a CUDA GPU, most valuable figures first, each step under its own timeout (6 min 10 s in all):
+# The checks that need a CUDA GPU, most valuable figures first, each step under its own timeout (8 min 50 s in all;
+# about 4 min 30 s seen on an H200):
 #   setup      install the carried wheels of .whl/ (scripts/carried-wheels.sh; 20 s), version line (30 s),
 #              `import tubemask` (30 s; stops here, naming the missing module, when it fails), nvidia-smi line (10 s)
 #   tests      (50 s) the CUDA tests: tests/test_cuda.py only (autocast steps, SDPA kernels, sync-free normalise/loss/step)
 #   benchmark  (140 s) benchmarks/gpu.py --quick: bf16 ViT-B pretraining step, eager row (20 timed steps, printed before
-#              torch.compile starts), then compiled; MFU against the spec peak and a bf16 matmul timed in this run
-#   memory_bf16, memory_fp32   (50 s, 40 s) benchmarks/memory.py --device cuda --quick: ViT-B step peak memory vs HF
+#              torch.compile starts), HF transformers' eager step as the peer, then compiled; MFU against the spec
+#              peak and a bf16 matmul timed in this run
+#   memory_bf16, memory_fp32, memory_ckpt   (90 s, 80 s, 80 s) benchmarks/memory.py --device cuda --quick: ViT-B step
+#              peak memory vs HF in bf16, fp32, and bf16 with gradient checkpointing on both sides
 # Without CUDA every step says so and the script still runs to its end (a dry run of the script itself).
 # A summary block (pass/fail and figures per step) is printed last and rewritten to OUTDIR/summary.txt after every
 # step, so a run cut off by a timeout still returns what it measured; the full log is OUTDIR/gpu_check.log, one log
@@ -29,7 +32,7 @@ started=$(date +%s)
 # shellcheck source=scripts/carried-wheels.sh
 source "$root/scripts/carried-wheels.sh"
 
-steps=(setup tests benchmark memory_bf16 memory_fp32)
+steps=(setup tests benchmark memory_bf16 memory_fp32 memory_ckpt)
 declare -A status figures
 status[setup]="not run"
 
@@ -126,12 +129,13 @@ write_summary
 
 run_step tests 50 '^(=+ )?[0-9]+ (passed|failed|skipped|error)|^(FAILED|ERROR) ' \
     "$py" -m pytest -q -p no:cacheprovider tests/test_cuda.py
-run_step benchmark 140 '^ViT-|^  (mode|eager|compiled) |matmul|^ratio |torch.compile|out of memory|does not fit|no CUDA' \
+run_step benchmark 140 '^ViT-|^  (mode|eager|compiled|hf eager|tubemask eager) |matmul|^ratio |torch.compile|out of memory|does not fit|no CUDA' \
     "$py" benchmarks/gpu.py --quick
-run_step memory_bf16 50 '^torch .*train step|^  (side|hf|tubemask) |tubemask/hf|worker failed|no CUDA' \
-    "$py" benchmarks/memory.py --device cuda --quick --precision bf16
-run_step memory_fp32 40 '^torch .*train step|^  (side|hf|tubemask) |tubemask/hf|worker failed|no CUDA' \
-    "$py" benchmarks/memory.py --device cuda --quick --precision fp32
+memory_figures='^torch .*train step|^  (side|hf|tubemask) |tubemask/hf|worker failed|no CUDA'
+run_step memory_bf16 90 "$memory_figures" "$py" benchmarks/memory.py --device cuda --quick --precision bf16
+run_step memory_fp32 80 "$memory_figures" "$py" benchmarks/memory.py --device cuda --quick --precision fp32
+run_step memory_ckpt 80 "$memory_figures" \
+    "$py" benchmarks/memory.py --device cuda --quick --precision bf16 --grad-checkpointing
 
 current=setup
 failed=0

@@ -128,12 +128,13 @@ def no_device_sync():
 
 def test_normalize_batch_on_the_gpu_does_not_sync() -> None:
     """The recipes' per-batch path: pinned uint8 batch, non-blocking copy, normalise on the device (its per-channel
-    scale and shift are made once per device, on the first call)."""
+    scale and shift are made once per device and input range, on the first call: a blocking copy, outside the check)."""
     from tubemask.data import normalize_batch
 
     batch = torch.randint(0, 256, (2, 3, 4, 16, 16), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
     pinned = batch.contiguous(memory_format=torch.channels_last_3d).pin_memory()
-    normalize_batch(pinned.to("cuda"))  # first call on this device
+    normalize_batch(pinned.to("cuda"))  # first uint8 call on this device
+    normalize_batch(pinned.to("cuda").float() / 255)  # first float call: its scale differs (made once per peak)
     with no_device_sync():
         out = normalize_batch(pinned.to("cuda", non_blocking=True))
         low = normalize_batch(out, dtype=torch.bfloat16)  # float input: taken as [0, 1]
