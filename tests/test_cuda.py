@@ -244,3 +244,65 @@ def test_a_training_step_given_the_mask_count_does_not_sync() -> None:
     assert any(any(f.name == "_sync_here" for f in s) for s in stacks), "the sync recording saw nothing"
     unexpected = [where(s) for s in stacks if not any(f.name == "_sync_here" for f in s)]
     assert not unexpected, f"device syncs in a training step: {unexpected}"
+
+
+def _fsdp2_worker(rank: int, port: int, out: str) -> None:
+    """One process of a one-GPU NCCL group: the same three bf16 training steps of a tiny model, plain and sharded with
+    FSDP2 (float32 gathers, then bf16 gathers), the optimizer built after wrapping as `prepare_model` does."""
+    import os
+
+    import torch.distributed as dist
+
+    from tubemask.train.distributed import DistributedContext, wrap_fsdp2
+    from tubemask.train.optim import build_adamw
+
+    os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    device = torch.device("cuda", 0)
+    torch.cuda.set_device(device)
+    dist.init_process_group("nccl", device_id=device)  # as setup_distributed does under torchrun on GPUs
+    try:
+        ctx = DistributedContext(rank=0, local_rank=0, world_size=1, device=device)
+        g = torch.Generator().manual_seed(0)
+        video = torch.randn(2, 3, 8, 32, 32, generator=g).cuda()
+        masker = tubemask.TubeMasker(mask_ratio=0.75)
+        grid = (4, 4, 4)
+        masks = [masker(2, grid, generator=torch.Generator().manual_seed(s)).cuda() for s in range(3)]
+
+        def losses(param_dtype: torch.dtype | None, shard: bool) -> list[float]:
+            torch.manual_seed(0)
+            model = tubemask.videomae_pretrain("tiny", patch_size=8).to(device).train()
+            if shard:
+                wrap_fsdp2(model, ctx, param_dtype=param_dtype)
+            opt = build_adamw(model, lr=1e-3, weight_decay=0.05)  # fused on CUDA, over DTensor shards when sharded
+            seen = []
+            for mask in masks:
+                with torch.autocast("cuda", dtype=torch.bfloat16):
+                    loss = model(video, mask, num_masked=masker.num_masked(grid)).loss
+                loss.backward()
+                opt.step()
+                opt.zero_grad(set_to_none=True)
+                seen.append(loss.item())
+            dtypes = {str(p.dtype) for p in model.parameters()}
+            assert dtypes == {"torch.float32"}, dtypes  # the sharded parameters and the optimizer stay float32
+            return seen
+
+        results = {"plain": losses(None, False), "fsdp": losses(None, True), "fsdp_bf16": losses(torch.bfloat16, True)}
+        torch.save(results, out)
+    finally:
+        dist.destroy_process_group()
+
+
+def test_fsdp2_over_nccl_on_one_gpu_trains_like_the_plain_model(tmp_path) -> None:
+    """FSDP2 on CUDA with an NCCL process group bound to its GPU (`device_id`), fused AdamW built after wrapping over
+    the DTensor shards, and the bf16 gather policy the recipes pass: three steps give the plain model's losses (float32
+    gathers: the same arithmetic; bf16 gathers: within bf16 rounding). One GPU, so one rank: what this checks is the
+    CUDA/NCCL path of the pieces, not the sharding arithmetic across ranks (the gloo tests do that)."""
+    import torch.multiprocessing as mp
+    from recipe_helpers import free_port
+
+    out = tmp_path / "losses.pt"
+    mp.spawn(_fsdp2_worker, args=(free_port(), str(out)), nprocs=1, join=True)
+    results = torch.load(out, weights_only=True)
+    plain = torch.tensor(results["plain"])
+    torch.testing.assert_close(torch.tensor(results["fsdp"]), plain, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(torch.tensor(results["fsdp_bf16"]), plain, rtol=3e-2, atol=3e-2)
