@@ -96,6 +96,7 @@ def test_head_init_and_dropout():
     torch.manual_seed(0)
     small = RoIActionHead(16, 80)  # VideoMAE: init_scale 0.001
     torch.testing.assert_close(small.head.weight, 0.001 * head.head.weight)
+    assert small.dropout.p == 0.0  # VideoMAE's AVA head: max pool -> Linear, no dropout
     assert head.spatial_scale == 1 / 16 and head.output_size == 7 and head.aligned
     with pytest.raises(ValueError, match="dropout must be in"):
         RoIActionHead(16, dropout=1.0)
@@ -149,6 +150,8 @@ def test_builder_layout():
     assert isinstance(model.encoder.norm, nn.LayerNorm)
     assert model.head.spatial_scale == 1 / 8 and model.head.num_classes == 80
     assert model.encoder.blocks[-1].drop_path.drop_prob == pytest.approx(0.2)
+    assert model.head.dropout.p == 0.0 and model.head.aligned  # no dropout, as the official AVA head
+    assert not videomae_action_detector("tiny", patch_size=8, aligned=False).head.aligned
     assert model.no_weight_decay() == set()
     with pytest.raises(ValueError, match="unknown size 'giant'"):
         videomae_action_detector("giant")

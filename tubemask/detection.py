@@ -67,7 +67,7 @@ def videomae_action_detector(
     mlp_ratio: float = 4.0,
     qkv_bias: bool = True,
     drop_path_rate: float = 0.2,
-    head_dropout: float = 0.5,
+    head_dropout: float = 0.0,
     norm_eps: float = 1e-6,
     output_size: int = 7,
     sampling_ratio: int = 0,
@@ -91,11 +91,11 @@ def videomae_action_detector(
         mlp_ratio: MLP inner width over the token width.
         qkv_bias: learn `q_bias` / `v_bias`.
         drop_path_rate: stochastic depth, rising linearly over the blocks (0.2 for ViT-B).
-        head_dropout: dropout before the linear layer (VideoMAE: 0.5).
+        head_dropout: dropout before the linear layer (VideoMAE's AVA head has none: 0).
         norm_eps: LayerNorm epsilon everywhere (official: 1e-6).
         output_size: RoIAlign bins per side (7).
         sampling_ratio: RoIAlign samples per bin side (0: adaptive).
-        aligned: half-cell box shift of RoIAlign.
+        aligned: half-cell box shift of RoIAlign (VideoMAE's AVA code: False, torchvision's default).
         init_scale: factor on the initial linear weight and bias of the head (VideoMAE's AVA code: 0.001).
         pos_embed: position embedding module; default VideoMAE's fixed sinusoid.
 

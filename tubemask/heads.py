@@ -101,8 +101,10 @@ class RoIActionHead(nn.Module):
         output_size: RoIAlign bins per side (7).
         spatial_scale: token-map cells per input pixel (`1 / patch_size`; 1/16 for ViT-B/16).
         sampling_ratio: RoIAlign samples per bin side; 0 picks `ceil(bin size)` adaptively.
-        aligned: shift boxes by half a cell so box corners fall on cell edges (Detectron2's `ROIAlignV2`).
-        dropout: dropout on the pooled box feature before the linear layer (VideoMAE AVA: 0.5).
+        aligned: shift boxes by half a cell so box corners fall on cell edges (Detectron2's `ROIAlignV2`). VideoMAE's
+            AVA code calls torchvision's `roi_align` with its default `aligned=False`: pass False to score its
+            checkpoints as they were trained.
+        dropout: dropout on the pooled box feature before the linear layer (VideoMAE's AVA head has none: 0).
         init_scale: factor on the initial linear weight and bias, after a truncated normal with std 0.02 and zero bias
             (VideoMAE's AVA code: 0.001, as for classification, so the first logits are close to zero).
     """
@@ -116,7 +118,7 @@ class RoIActionHead(nn.Module):
         spatial_scale: float = 1 / 16,
         sampling_ratio: int = 0,
         aligned: bool = True,
-        dropout: float = 0.5,
+        dropout: float = 0.0,
         init_scale: float = 0.001,
     ) -> None:
         super().__init__()
