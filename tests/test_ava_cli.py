@@ -286,3 +286,71 @@ def test_reference_differs_from_merging_reader(tmp_path):
     gt = _write(tmp_path / "gt.csv", [["v", 902, *A, 1, 0], ["v", 902, *A, 1, 1]])
     assert read_ava_boxes(gt, kind="ground_truth")[("v", 902)].boxes.shape[0] == 1
     assert math.isclose(reference_map(gt, gt, {1}, None, 0)["mAP"], 0.5)  # two instances, one matchable
+
+
+# --- the results file a detector writes -------------------------------------------------------------------------------
+
+
+def _score_matrices(seed: int) -> tuple[dict, dict]:
+    """Per-frame float32 scores of 6 classes for jittered ground-truth boxes plus false positives, with near-ties."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    detections, truth = {}, {}
+    for f in range(12):
+        people = torch.rand(3, 2, generator=g) * 0.6
+        boxes = torch.cat([people, people + 0.1 + torch.rand(3, 2, generator=g) * 0.3], dim=1)
+        labels = torch.rand(3, 6, generator=g) < 0.4
+        found = torch.cat([(boxes + torch.randn(3, 4, generator=g) * 0.02).clamp(0, 1), torch.rand(2, 4) * 0.4])
+        found[:, 2:] = torch.maximum(found[:, 2:], found[:, :2] + 0.01)
+        scores = torch.rand(5, 6, generator=g)
+        scores[1] = scores[0] + 3e-7  # float32 neighbours in each class: 6 digits would tie them, file order first
+        detections[("vid", 902 + f)] = (found.float(), scores.float())
+        truth[("vid", 902 + f)] = (boxes.float(), labels)
+    return detections, truth
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_written_results_read_back_and_score_as_the_matrices(tmp_path, seed):
+    from tubemask.eval.ava import frame_average_precision
+    from tubemask.eval.ava_files import (
+        GroundTruthBox,
+        evaluate_box_lists,
+        read_official_results,
+        reported_actions,
+        write_official_results,
+    )
+
+    detections, truth = _score_matrices(seed)
+    classes = [1, 2, 3, 5]
+    rows = reported_actions(detections, classes)
+    assert sum(map(len, rows.values())) == 12 * 5 * len(classes)  # one row per box and evaluated action
+    first = rows[("vid", 902)][0]
+    assert first.action_id == 1 and first.score == pytest.approx(float(detections[("vid", 902)][1][0, 0]), abs=1e-8)
+    path = tmp_path / "detections.csv"
+    assert write_official_results(path, rows) == 12 * 5 * len(classes)
+    assert path.read_text().startswith("vid,0902,")
+    assert read_official_results(path) == rows  # every value reads back as the same float
+    gt_rows = {
+        key: [
+            GroundTruthBox(tuple(b), int(c) + 1)
+            for b, ls in zip(boxes.tolist(), labels, strict=True)
+            for c in ls.nonzero()
+        ]
+        for key, (boxes, labels) in truth.items()
+    }
+    for cap in (None, 7):
+        listed = evaluate_box_lists(rows, gt_rows, class_ids=classes, max_detections_per_frame=cap)
+        matrices = frame_average_precision(detections, truth, class_ids=classes, max_detections_per_frame=cap)
+        assert listed.mean_ap == pytest.approx(matrices.mean_ap, abs=1e-12), cap  # the written scores keep the ranking
+
+
+def test_reported_actions_names_a_bad_frame():
+    import torch
+
+    from tubemask.eval.ava_files import reported_actions
+
+    with pytest.raises(ValueError, match=r"class ids \[7\] are outside 1..6 \(frame \('v', 902\)\)"):
+        reported_actions({("v", 902): (torch.zeros(1, 4), torch.zeros(1, 6))}, [1, 7])
+    with pytest.raises(ValueError, match=r"frame \('v', 902\) has boxes \(1, 3\)"):
+        reported_actions({("v", 902): (torch.zeros(1, 3), torch.zeros(1, 6))}, [1])

@@ -8,6 +8,10 @@ ground-truth row as one instance and scores exactly the (box, action) pairs a re
 listed is not a detection (the score matrices of
 [`frame_average_precision`][tubemask.eval.ava.frame_average_precision] cannot say so).
 
+[`reported_actions`][tubemask.eval.ava_files.reported_actions] turns a detector's per-frame score matrices into such
+rows and [`write_official_results`][tubemask.eval.ava_files.write_official_results] writes them, so a run can be
+checked with the official script and with `python -m tubemask.eval.ava`.
+
 [`evaluate_box_lists`][tubemask.eval.ava_files.evaluate_box_lists] follows the ActivityNet code: rows of actions outside
 the label map are dropped; the per-frame cap keeps the highest-scoring pairs; detections without positive width and
 height are dropped; per class, detections are matched greedily in descending score order to the highest-IoU
@@ -23,7 +27,9 @@ from pathlib import Path
 from typing import NamedTuple
 
 import torch
+from torch import Tensor
 
+from tubemask.atomic import atomic_path
 from tubemask.data.annotations import AnnotationError
 from tubemask.eval.ava import FrameKey, FrameMAPResult, voc_average_precision
 
@@ -33,6 +39,8 @@ __all__ = [
     "evaluate_box_lists",
     "read_official_ground_truth",
     "read_official_results",
+    "reported_actions",
+    "write_official_results",
 ]
 
 Box = tuple[float, float, float, float]
@@ -133,6 +141,71 @@ def read_official_results(path: str | os.PathLike) -> dict[FrameKey, list[Report
     return out
 
 
+def _written(value: float) -> float:
+    """`value` as the results file holds it: 9 significant digits, which tell every float32 apart and keep their
+    order, so ranking the written scores ranks the detector's float32 scores."""
+    return float(f"{value:.9g}")
+
+
+def reported_actions(
+    detections: Mapping[FrameKey, tuple[Tensor, Tensor]], class_ids: Sequence[int]
+) -> dict[FrameKey, list[ReportedAction]]:
+    """The results rows of per-frame score matrices: one (box, action, score) per box and evaluated action.
+
+    Args:
+        detections: per frame, `(boxes [r, 4], scores [r, C])`: normalised `(x1, y1, x2, y2)` boxes and one score per
+            class, column `k - 1` for action id `k` (what
+            [`score_person_boxes`][tubemask.eval.ava_scoring.score_person_boxes] returns).
+        class_ids: the actions to report (the label map's; the evaluation drops the others anyway).
+
+    Returns:
+        `{(video_id, timestamp): [ReportedAction, ...]}`, frames in sorted order, boxes in their order, actions in
+        `class_ids` order; coordinates and scores rounded to what
+        [`write_official_results`][tubemask.eval.ava_files.write_official_results] writes (9 significant digits), so
+        evaluating these rows and evaluating the written file give the same figure.
+
+    Raises:
+        ValueError: naming the frame, for boxes that are not `[r, 4]`, scores that are not `[r, C]`, or a class id
+            outside `1..C`.
+    """
+    ids = [int(c) for c in class_ids]
+    out: dict[FrameKey, list[ReportedAction]] = {}
+    for key in sorted(detections):
+        boxes, scores = detections[key]
+        r = boxes.shape[0]
+        if boxes.dim() != 2 or boxes.shape[1] != 4 or scores.dim() != 2 or scores.shape[0] != r:
+            raise ValueError(
+                f"reported_actions: frame {key!r} has boxes {tuple(boxes.shape)} and scores {tuple(scores.shape)}; "
+                "expected [r, 4] and [r, classes]"
+            )
+        bad = [c for c in ids if not 1 <= c <= scores.shape[1]]
+        if bad:
+            raise ValueError(f"reported_actions: class ids {bad[:8]} are outside 1..{scores.shape[1]} (frame {key!r})")
+        picked = scores[:, [c - 1 for c in ids]].double().tolist()  # [r][len(ids)]
+        rows = out.setdefault(key, [])
+        for box, row in zip(boxes.double().tolist(), picked, strict=True):
+            written = tuple(_written(v) for v in box)
+            rows.extend(ReportedAction(written, c, _written(v)) for c, v in zip(ids, row, strict=True))
+    return out
+
+
+def write_official_results(path: str | os.PathLike, detections: Mapping[FrameKey, Sequence[ReportedAction]]) -> int:
+    """Write results rows as the official AVA results CSV `video_id,timestamp,x1,y1,x2,y2,action_id,score`
+    (timestamps as 4 digits, as the AVA files and VideoMAE write them), atomically; returns the number of rows.
+
+    Every value is written so that it reads back as the same float
+    ([`read_official_results`][tubemask.eval.ava_files.read_official_results] then gives `detections` back).
+    """
+    count = 0
+    with atomic_path(Path(path)) as tmp, Path(tmp).open("w", encoding="utf-8", newline="") as f:
+        for (video_id, timestamp), rows in detections.items():
+            stem = f"{video_id},{timestamp:04d}"
+            for box, action_id, score in rows:
+                f.write(f"{stem},{box[0]!r},{box[1]!r},{box[2]!r},{box[3]!r},{action_id},{score!r}\n")
+            count += len(rows)
+    return count
+
+
 def _frame_matches(detections: list[ReportedAction], ground_truth: list[GroundTruthBox], iou_threshold: float):
     """Yield `(action_id, score, true positive)` for the detections of one frame, matched greedily per class."""
     from torchvision.ops import box_iou
@@ -146,10 +219,13 @@ def _frame_matches(detections: list[ReportedAction], ground_truth: list[GroundTr
         torch.tensor([d.box for d in order], dtype=torch.float64).view(-1, 4),
         torch.tensor([g.box for g in ground_truth], dtype=torch.float64),
     ).tolist()  # [r][g]
+    of_class: dict[int, list[int]] = {}  # action id -> its ground-truth rows, in file order
+    for j, g in enumerate(ground_truth):
+        of_class.setdefault(g.action_id, []).append(j)
     taken: set[int] = set()  # ground-truth rows matched so far (each row is one (box, action) instance)
     for i, d in enumerate(order):
-        same_class = [j for j, g in enumerate(ground_truth) if g.action_id == d.action_id]
-        best = max(same_class, key=lambda j: iou[i][j], default=None)  # the first maximum on ties
+        same_class = of_class.get(d.action_id, ())
+        best = max(same_class, key=iou[i].__getitem__, default=None)  # the first maximum on ties
         hit = best is not None and iou[i][best] >= iou_threshold and best not in taken
         if hit:
             taken.add(best)
