@@ -23,7 +23,7 @@ from tubemask.data import (
     read_ava_exclusions,
     read_ava_label_map,
 )
-from tubemask.data.ava_dataset import jitter_boxes
+from tubemask.data.ava_dataset import KeyframeOutsideVideo, jitter_boxes
 from tubemask.pixel_stats import IMAGENET_MEAN, IMAGENET_STD
 
 
@@ -363,7 +363,7 @@ def test_clip_is_centred_on_the_keyframe(tmp_path):
         return AVAFrame("count", timestamp, torch.tensor([[0.1, 0.1, 0.5, 0.5]]), torch.ones(1, 3, dtype=torch.bool), torch.ones(1))  # fmt: skip
 
     dataset = AVADataset(
-        [frame(903), frame(900), frame(906), frame(1000)], tmp_path, train=False, num_frames=4, frame_stride=2,
+        [frame(903), frame(900)], tmp_path, train=False, num_frames=4, frame_stride=2,
         short_side=48, size_multiple=16,
     )  # fmt: skip
     mean, std = torch.tensor(IMAGENET_MEAN).view(3, 1), torch.tensor(IMAGENET_STD).view(3, 1)
@@ -374,10 +374,21 @@ def test_clip_is_centred_on_the_keyframe(tmp_path):
 
     assert indices(dataset[0]) == [26, 28, 30, 32]  # keyframe 3 s x 10 fps = frame 30
     assert indices(dataset[1]) == [0, 0, 0, 2]  # clamped at the start
-    assert indices(dataset[2]) == [56, 58, 59, 59]  # and at the end
     assert dataset[0].clip.shape == (3, 4, 48, 64) and not dataset.failures.counts
-    with pytest.raises(DecodeError, match="outside its 6.0 s"):  # keyframe 100 s into a 6 s file
-        AVADataset([frame(1000)], tmp_path, train=False, strict=True, short_side=48)[0]
+    # a keyframe outside the file under the offset is an error, never a substitute (a wrong offset, not a bad file)
+    message = (
+        r"count.mp4: keyframe count,1000 is at 100 s of the file under time offset 900 .* outside the video's 6.00 s"
+    )
+    with pytest.raises(KeyframeOutsideVideo, match=message):
+        AVADataset([frame(903), frame(1000)], tmp_path, train=False, short_side=48)[1]
+    with pytest.raises(KeyframeOutsideVideo, match=r"at 903 s of the file under time offset 0 .*\(--time-offset 0\)"):
+        AVADataset([frame(903)], tmp_path, train=False, short_side=48, time_offset=0)[0]  # a full-movie offset
+    with pytest.raises(KeyframeOutsideVideo, match="at -1 s of the file"):
+        AVADataset([frame(899)], tmp_path, train=False, short_side=48)[0]
+    edge = AVADataset(
+        [frame(905)], tmp_path, train=False, short_side=48, time_offset=899.1, num_frames=4, frame_stride=2
+    )
+    assert indices(edge[0]) == [55, 57, 59, 59]  # keyframe 5.9 s = frame 59, the last: inside, its window clamped
 
 
 def test_bad_videos_are_skipped_and_counted(synthetic, train_frames, tmp_path):
@@ -410,7 +421,7 @@ def test_a_truncated_video_is_used_where_it_decodes_and_named_once(truncated_vid
     def frame(timestamp):
         return AVAFrame("movie", timestamp, torch.tensor([[0.1, 0.1, 0.5, 0.5]]), torch.ones(1, 3, dtype=torch.bool), torch.ones(1))  # fmt: skip
 
-    inside, lost = frame(900), frame(903)  # at 0 s: decodes; at 3 s: in the lost part, beyond the 1 s tolerance
+    inside, lost = frame(900), frame(902)  # at 0 s: decodes; at 2 s: inside the stated 3 s, in the lost part
 
     def make():
         return AVADataset([inside, lost, inside], tmp_path, train=False, num_frames=4, frame_stride=2, short_side=48)
@@ -420,7 +431,10 @@ def test_a_truncated_video_is_used_where_it_decodes_and_named_once(truncated_vid
     assert [s.key for s in samples] == [inside.key] * 3  # the lost keyframe is replaced by the one that decodes
     decodable = VideoReader(path).num_frames
     assert 10 <= decodable <= 30 and dataset.failures.truncated == {path: (75, decodable)}
-    assert dataset.failures.total >= 1 and "outside its" in dataset.failures.reasons[path]  # the lost keyframe
+    assert (
+        dataset.failures.total >= 1
+        and "lies in the part of the file that does not decode" in (dataset.failures.reasons[path])
+    )  # the lost keyframe
     assert dataset.failures.counts[path] == dataset.failures.total + 1  # failed loads + one truncation
     assert f"  {path}: truncated: header says 75 frames, {decodable} decode" in dataset.failures.summary()
     # through a DataLoader worker and the run's journal: named once, as the recipes report it
@@ -458,3 +472,85 @@ def test_collate_ava(synthetic, train_frames):
     with pytest.raises(ValueError, match="different shapes"):
         collate_ava([samples[0], test[0]])
     assert math.isclose(float(batch.scores.sum()), sum(counts))
+
+
+# --- VideoMAE's augmentations (tubemask.data.ava_augment) ----------------------------------------------------------
+
+
+@settings(max_examples=60)
+@given(boxes=normalised_boxes(), seed=st.integers(0, 2**31))
+def test_official_box_jitter_moves_each_edge_within_its_reach(boxes, seed):
+    from tubemask.data.ava_augment import official_box_jitter
+
+    out = official_box_jitter(boxes, torch.Generator().manual_seed(seed))
+    assert_ordered_inside(out, 1.0, 1.0)
+    w, h = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
+    eps = 1e-6
+    # x edges: up to 20% of the width outwards, 10% inwards; y edges: 10% / 5% of the height (then clipped, ordered)
+    assert bool((out[:, 0] >= (boxes[:, 0] - 0.2 * w).clamp(min=0) - eps).all())
+    assert bool((out[:, 0] <= boxes[:, 0] + 0.1 * w + eps).all())
+    assert bool((out[:, 1] >= (boxes[:, 1] - 0.1 * h).clamp(min=0) - eps).all())
+    assert bool((out[:, 1] <= boxes[:, 1] + 0.05 * h + eps).all())
+    assert bool((out[:, 2] <= (boxes[:, 2] + 0.2 * w).clamp(max=1) + eps).all())
+    assert bool((out[:, 2] >= boxes[:, 2] - 0.1 * w - eps).all())
+    assert bool((out[:, 3] <= (boxes[:, 3] + 0.1 * h).clamp(max=1) + eps).all())
+    assert bool((out[:, 3] >= boxes[:, 3] - 0.05 * h - eps).all())
+
+
+def test_official_box_jitter_reaches_mostly_outwards():
+    from tubemask.data.ava_augment import official_box_jitter
+
+    boxes = torch.tensor([[0.4, 0.4, 0.6, 0.6]]).expand(4000, 4).contiguous()
+    out = official_box_jitter(boxes, torch.Generator().manual_seed(0))
+    shift = (out - boxes) / 0.2  # in units of the box's size
+    mean = shift.mean(0)  # x1: U(-0.2, 0.1) -> -0.05; y1: U(-0.1, 0.05) -> -0.025; x2, y2 mirrored
+    torch.testing.assert_close(mean, torch.tensor([-0.05, -0.025, 0.05, 0.025]), atol=4e-3, rtol=0)
+    torch.testing.assert_close(shift.amin(0), torch.tensor([-0.2, -0.1, -0.1, -0.05]), atol=2e-3, rtol=0)
+    torch.testing.assert_close(shift.amax(0), torch.tensor([0.1, 0.05, 0.2, 0.1]), atol=2e-3, rtol=0)
+
+
+def test_extend_boxes_widens_about_the_centre_and_clips():
+    from tubemask.data.ava_augment import OFFICIAL_TEST_EXTENSION, extend_boxes
+
+    boxes = torch.tensor([[0.2, 0.2, 0.6, 0.8], [0.0, 0.0, 1.0, 0.5]])
+    out = extend_boxes(boxes, OFFICIAL_TEST_EXTENSION)
+    torch.testing.assert_close(out, torch.tensor([[0.18, 0.185, 0.62, 0.815], [0.0, 0.0, 1.0, 0.5125]]))
+    torch.testing.assert_close(extend_boxes(boxes, (0.0, 0.0)), boxes)
+    with pytest.raises(ValueError, match="must be >= 0"):
+        extend_boxes(boxes, (-0.1, 0.0))
+
+
+def test_hsv_jitter_shifts_hue_saturation_and_value_by_one_draw():
+    import colorsys
+
+    from tubemask.data.ava_augment import hsv_jitter
+
+    frames = torch.randint(0, 256, (3, 3, 5, 6), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(hsv_jitter(frames, torch.Generator(), hue_degrees=0.0, saturation=0.0, value=0.0), frames)
+    for seed in range(4):
+        out = hsv_jitter(frames, torch.Generator().manual_seed(seed))
+        g = torch.Generator().manual_seed(seed)  # the three draws, as the function makes them
+        dh, ds, dv = (int(torch.randint(2 * b + 1, (), generator=g)) - b for b in (10, 26, 26))
+        for t, i, j in ((0, 0, 0), (1, 2, 3), (2, 4, 5)):
+            r, gr, b = (frames[t, :, i, j].double() / 255).tolist()
+            hue, sat, val = colorsys.rgb_to_hsv(r, gr, b)
+            want = colorsys.hsv_to_rgb(
+                (hue + dh / 180) % 1, min(max(sat + ds / 255, 0), 1), min(max(val + dv / 255, 0), 1)
+            )
+            got = (out[t, :, i, j].double() / 255).tolist()
+            assert got == pytest.approx(want, abs=0.6 / 255), (seed, t, i, j)
+
+
+def test_dataset_switches_colour_jitter_official_box_jitter_and_test_extension(synthetic, train_frames):
+    plain = AVADataset(train_frames, synthetic.video_root, train=True, **SMALL)
+    coloured = AVADataset(train_frames, synthetic.video_root, train=True, colour_jitter=True, **SMALL)
+    official = AVADataset(train_frames, synthetic.video_root, train=True, official_box_jitter=True, **SMALL)
+    a, b, c = plain[0], coloured[0], official[0]
+    assert torch.equal(a.boxes, b.boxes) and not torch.equal(a.clip, b.clip)  # the same geometry, recoloured
+    assert torch.equal(a.clip, c.clip) and not torch.equal(a.boxes, c.boxes)  # the same clip, other boxes
+    test = dict(train=False, num_frames=4, frame_stride=2, short_side=32, size_multiple=16)
+    narrow = AVADataset(train_frames, synthetic.video_root, **test)[0]
+    wide = AVADataset(train_frames, synthetic.video_root, test_box_extension=(0.1, 0.05), **test)[0]
+    assert torch.equal(narrow.norm_boxes, wide.norm_boxes)  # what is reported: the detector's boxes
+    width = lambda boxes: boxes[:, 2] - boxes[:, 0]  # noqa: E731
+    assert bool((width(wide.boxes) >= width(narrow.boxes)).all()) and not torch.equal(wide.boxes, narrow.boxes)

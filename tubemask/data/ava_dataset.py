@@ -2,8 +2,11 @@
 
 [`AVADataset`][tubemask.data.ava_dataset.AVADataset] decodes `num_frames` frames at `frame_stride` centred on each
 keyframe of [`read_ava_boxes`][tubemask.data.ava.read_ava_boxes]; [`collate_ava`][tubemask.data.ava_dataset.collate_ava]
-batches a variable number of boxes per clip as RoIAlign's `[r 5]` rois. Training draws its scale, crop, flip and box
-jitter from the sample's generator; testing resizes only (both sides multiples of the patch size).
+batches a variable number of boxes per clip as RoIAlign's `[r 5]` rois. Training draws its scale, crop, flip, box
+jitter and colour jitter from the sample's generator; testing resizes only (both sides multiples of the patch size).
+A keyframe whose time does not fall inside its video under the time offset raises
+[`KeyframeOutsideVideo`][tubemask.data.ava_dataset.KeyframeOutsideVideo]: a wrong `time_offset` (900 for AVA's
+15-minute cuts, 0 for full movies) would otherwise decode the wrong second.
 """
 
 import os
@@ -17,6 +20,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from tubemask.data.ava import AVAFrame, FrameKey
+from tubemask.data.ava_augment import extend_boxes, hsv_jitter, official_box_jitter
 from tubemask.data.datasets import DecodeOptions, SampleKey, load_with_substitutes, sample_generator, split_key
 from tubemask.data.decoding import DecodeError, VideoReader, read_clip
 from tubemask.data.failures import FailureLog
@@ -24,7 +28,29 @@ from tubemask.data.transforms import draw_int, draw_uniform, normalize, resize
 from tubemask.pixel_stats import IMAGENET_MEAN, IMAGENET_STD
 from tubemask.shapes import typechecked
 
-__all__ = ["AVABatch", "AVADataset", "AVASample", "collate_ava", "jitter_boxes"]
+__all__ = ["AVABatch", "AVADataset", "AVASample", "KeyframeOutsideVideo", "collate_ava", "jitter_boxes"]
+
+
+class KeyframeOutsideVideo(ValueError):
+    """A keyframe's time, `timestamp - time_offset`, is not inside its video: the offset does not fit the files
+    (AVA's 15-minute cuts start at movie second 900; full movies at 0). Not a bad video, so never replaced by another
+    keyframe.
+
+    Attributes:
+        path: The video file.
+        key: The keyframe `(video_id, timestamp)`.
+        time_offset: The offset it was read with.
+        length: The video's length in seconds (its frames over its frame rate).
+    """
+
+    def __init__(self, path: str | os.PathLike, key: FrameKey, time_offset: float, length: float) -> None:
+        time = key[1] - time_offset
+        super().__init__(
+            f"{path}: keyframe {key[0]},{key[1]} is at {time:g} s of the file under time offset {time_offset:g} "
+            f"(timestamp - offset), outside the video's {length:.2f} s; AVA's 15-minute cuts start at movie second "
+            "900 (--time-offset 900), full movies at 0 (--time-offset 0)"
+        )
+        self.path, self.key, self.time_offset, self.length = str(path), key, time_offset, length
 
 
 @typechecked
@@ -113,21 +139,29 @@ class AVADataset(Dataset):
     `dataset[i]` decodes `num_frames` frames at `frame_stride` centred on keyframe `i`: its time inside the file is
     `timestamp - time_offset` seconds (AVA's files start at second 900 of the movie), the keyframe's frame index is
     `k = round(time * fps)` with the stream's average frame rate, and the clip takes indices
-    `k + frame_stride * (j - num_frames // 2)`, `j = 0..num_frames-1`, clamped to the frames that decode.
+    `k + frame_stride * (j - num_frames // 2)`, `j = 0..num_frames-1`; the frames of the window that run past an
+    edge of the video are clamped to it. The keyframe itself must lie inside the video (`0 <= k < ` the frame count
+    the file states), else [`KeyframeOutsideVideo`][tubemask.data.ava_dataset.KeyframeOutsideVideo] is raised: a
+    configuration error (the time offset), not a bad file, so it is never substituted.
 
     - Training (`train=True`): the short side is resized to a random integer in `scale_jitter`, a random
       `crop_size` square is cut (no crop with `crop_size=None`: then each side is rounded to `size_multiple`),
       the clip is mirrored with probability `flip`, and each box is jittered by up to `box_jitter` of its size
-      ([`jitter_boxes`][tubemask.data.ava_dataset.jitter_boxes]). A box that the crop cuts away keeps its row with
-      zero width or height (as SlowFast does), so a sample always has one row per annotated box.
+      ([`jitter_boxes`][tubemask.data.ava_dataset.jitter_boxes]), or with `official_box_jitter` each edge as
+      VideoMAE's AVA code does ([`official_box_jitter`][tubemask.data.ava_augment.official_box_jitter]); with
+      `colour_jitter` the clip is recoloured in HSV space ([`hsv_jitter`][tubemask.data.ava_augment.hsv_jitter]).
+      A box that the crop cuts away keeps its row with zero width or height (as SlowFast does), so a sample always
+      has one row per annotated box.
     - Testing: the short side is resized to `short_side` and the long side to the multiple of `size_multiple`
-      nearest the aspect-preserving length (both sides multiples of `size_multiple`); no crop, no flip.
+      nearest the aspect-preserving length (both sides multiples of `size_multiple`); no crop, no flip. The boxes
+      given to the model are widened by `test_box_extension` ([`extend_boxes`][tubemask.data.ava_augment.
+      extend_boxes]; VideoMAE: `(0.1, 0.05)`); `norm_boxes` stay the detector's, as reported.
 
     All randomness of sample `i` in epoch `e` comes from
     [`sample_generator(seed, e, i)`][tubemask.data.datasets.sample_generator] in a fixed order (short side, crop
-    offset, flip, box jitter); a key may also be an `(epoch, index)` pair, as in the other datasets. A video that is
-    missing (no `<video_root>/<video_id><ext>` for any of `video_extensions`), does not decode, or does not reach the
-    keyframe (by more than one second) is counted in `failures` and replaced by another keyframe drawn from the same
+    offset, flip, box jitter, colour jitter); a key may also be an `(epoch, index)` pair, as in the other datasets. A video that is
+    missing (no `<video_root>/<video_id><ext>` for any of `video_extensions`), does not decode, or is cut short before
+    the keyframe (the header states more frames than decode) is counted in `failures` and replaced by another keyframe drawn from the same
     generator, so the returned `key` says which keyframe a sample is; `strict=True` raises instead. At test time an
     evaluator should thus keep the first result per key. A truncated video (its header states more frames than
     decode) is named in `failures` once ([`record_truncated`][tubemask.data.failures.FailureLog.record_truncated]);
@@ -145,6 +179,9 @@ class AVADataset(Dataset):
         crop_size: Training square crop (a multiple of `size_multiple`, at most `scale_jitter[0]`), or None.
         flip: Training probability of a horizontal flip.
         box_jitter: Training box jitter, a fraction of each box's size.
+        official_box_jitter: Jitter training boxes as VideoMAE's AVA code does instead (`box_jitter` is then unused).
+        colour_jitter: Recolour training clips in HSV space as VideoMAE's AVA code does.
+        test_box_extension: Test-time widening and heightening of the boxes the model pools, fractions of the box.
         size_multiple: Output sides are multiples of this (the patch size).
         mean: Per-channel normalisation mean.
         std: Per-channel normalisation standard deviation.
@@ -169,6 +206,9 @@ class AVADataset(Dataset):
         crop_size: int | None = 224,
         flip: float = 0.5,
         box_jitter: float = 0.0,
+        official_box_jitter: bool = False,
+        colour_jitter: bool = False,
+        test_box_extension: tuple[float, float] = (0.0, 0.0),
         size_multiple: int = 16,
         mean: Sequence[float] = IMAGENET_MEAN,
         std: Sequence[float] = IMAGENET_STD,
@@ -193,13 +233,18 @@ class AVADataset(Dataset):
                 f"crop_size={crop_size} must be a multiple of size_multiple={size_multiple} and at most the smallest "
                 f"training short side scale_jitter[0]={scale_jitter[0]}"
             )
-        if not 0.0 <= flip <= 1.0 or box_jitter < 0:
-            raise ValueError(f"flip={flip} must be in [0, 1] and box_jitter={box_jitter} >= 0")
+        if not 0.0 <= flip <= 1.0 or box_jitter < 0 or min(test_box_extension) < 0:
+            raise ValueError(
+                f"flip={flip} must be in [0, 1], box_jitter={box_jitter} and test_box_extension={test_box_extension} "
+                ">= 0"
+            )
         self.video_root = Path(video_root)
         self.train = train
         self.num_frames, self.frame_stride, self.time_offset = num_frames, frame_stride, time_offset
         self.short_side, self.scale_jitter, self.crop_size = short_side, tuple(scale_jitter), crop_size
         self.flip, self.box_jitter, self.size_multiple = flip, box_jitter, size_multiple
+        self.official_box_jitter, self.colour_jitter = official_box_jitter, colour_jitter
+        self.test_box_extension = (float(test_box_extension[0]), float(test_box_extension[1]))
         self.mean, self.std = tuple(mean), tuple(std)
         self.decode = decode or DecodeOptions()
         self.seed, self.epoch = seed, 0
@@ -222,9 +267,14 @@ class AVADataset(Dataset):
             self._paths[video_id] = next((p for p in found if p.is_file()), None)
         return self._paths[video_id]
 
+    def keyframe_index(self, timestamp: int, fps: float) -> int:
+        """The frame of the file at movie second `timestamp`: `round((timestamp - time_offset) * fps)`."""
+        return int(round((timestamp - self.time_offset) * fps))
+
     def frame_indices(self, timestamp: int, fps: float, num_decodable: int) -> list[int]:
-        """Indices of the clip of the keyframe at movie second `timestamp`, clamped to `0..num_decodable - 1`."""
-        k = int(round((timestamp - self.time_offset) * fps))
+        """Indices of the clip of the keyframe at movie second `timestamp`; the window's frames past an edge are
+        clamped to `0..num_decodable - 1` (the keyframe's own place is checked by the caller)."""
+        k = self.keyframe_index(timestamp, fps)
         raw = [k + self.frame_stride * (j - self.num_frames // 2) for j in range(self.num_frames)]
         return [min(max(i, 0), max(num_decodable - 1, 0)) for i in raw]
 
@@ -242,17 +292,20 @@ class AVADataset(Dataset):
         fps = reader.fps
         if not fps or fps <= 0:
             raise DecodeError(path, f"no average frame rate in the header ({fps!r})")
+        stated = max(reader.num_frames, reader.header_frames or 0)  # a cut-short file still states its full length
+        k = self.keyframe_index(frame.timestamp, fps)
+        if not 0 <= k < stated:
+            raise KeyframeOutsideVideo(path, frame.key, self.time_offset, stated / fps)
         frames, _ = read_clip(
             reader, lambda n: self.frame_indices(frame.timestamp, fps, n), max_attempts=self.decode.max_attempts
         )
         if reader.truncated:  # named even when the keyframe lies in the lost part (then also a failed load below)
             self.failures.record_truncated(str(path), reader.header_frames, reader.num_frames)
-        time = frame.timestamp - self.time_offset
-        if not -1.0 <= time <= reader.num_frames / fps + 1.0:
+        if k >= reader.num_frames:  # the header's length holds it, the frames that decode do not: a bad file
             raise DecodeError(
                 path,
-                f"keyframe {frame.key} is at {time:g} s of the file, outside its {reader.num_frames / fps:.1f} s "
-                f"(time_offset={self.time_offset:g})",
+                f"keyframe {frame.key} (frame {k}) lies in the part of the file that does not decode (only "
+                f"{reader.num_frames} of {stated} frames decode)",
             )
         return frames
 
@@ -294,9 +347,16 @@ class AVADataset(Dataset):
         frame = self.frames[used]
         geometry = self._geometry(frames.shape[-2], frames.shape[-1], generator)
         boxes = frame.boxes
-        if self.train and self.box_jitter > 0:
+        if self.train and self.official_box_jitter:
+            boxes = official_box_jitter(boxes, generator)
+        elif self.train and self.box_jitter > 0:
             boxes = jitter_boxes(boxes, self.box_jitter, generator)
-        clip = normalize(geometry.frames(frames), mean=self.mean, std=self.std)
+        elif not self.train and max(self.test_box_extension) > 0:
+            boxes = extend_boxes(boxes, self.test_box_extension)
+        pixels = geometry.frames(frames)
+        if self.train and self.colour_jitter:
+            pixels = hsv_jitter(pixels, generator)
+        clip = normalize(pixels, mean=self.mean, std=self.std)
         return AVASample(
             clip=clip,
             boxes=geometry.boxes(boxes),
