@@ -1,27 +1,35 @@
-"""Does VideoMAE pretraining make a ViT data-efficient? An honest, seeded comparison on synthetic motion clips.
+"""Does VideoMAE pretraining make a ViT data-efficient? A seeded, pre-registered comparison on synthetic motion clips.
 
     python recipes/data_efficiency.py --quick          # CI-sized: a few minutes on 2 CPU cores
-    python recipes/data_efficiency.py                  # the full run: 5 seeds, about an hour on 2 idle CPU cores
-    python recipes/data_efficiency.py --stage pretrain --pretrain.target pixels   # scout one pretraining design
+    python recipes/data_efficiency.py --seeds 0 1 2 --output-dir docs/results/data_efficiency/explore
+    python recipes/data_efficiency.py --summarise-only --output-dir docs/results/data_efficiency/explore
 
 For each seed:
 
-1. Render an unlabelled pool of motion clips (tubemask's synthetic generator, in memory; the classes differ only by
-   how a textured object moves, see [tubemask.data.synthetic][]), a small labelled training set, a validation set
-   and a test set, all disjoint.
-2. Pretrain a small VideoMAE on the unlabelled pool with tube masking. Every `--pretrain.probe-every` steps log the
-   loss next to its trivial floor (predicting zeros), token norm, participation ratio and a linear probe of frozen
-   features ([tubemask.eval.diagnostics][]), so a collapse shows early.
-3. Fine-tune two arms with the same classifier, the same budget and the same learning-rate grid: the pretrained
-   encoder and a from-scratch encoder. Each arm picks its learning rate on the validation set; the test accuracy of
-   that choice is the result.
+1. Render the task's sets in memory (default: [tubemask.data.scenes][], several objects on a smooth, panning
+   background, one actor whose motion is the class; `--data.task motion` is the older one-object task): a labelled
+   training set, a validation set and a test set, all disjoint, and the pretraining pool: the labelled training
+   clips themselves (`--data.pool-factor 1`, VideoMAE's setting of pretraining on the same small dataset), or with
+   `(k - 1)` times as many unlabelled clips added (`--data.pool-factor k`).
+2. Pretrain a small VideoMAE on the pool (tube masking). Every `--pretrain.probe-every` steps log the loss next to
+   its trivial floor, token norm, participation ratio and a linear probe of frozen features (diagnostics only).
+3. Run the arms, each on the same splits: `pretrained` (fine-tune the pretrained encoder), `scratch` (the same
+   classifier from VideoMAE's initialisation), `pretrained_probe` and `random_probe` (a linear classifier on the
+   frozen per-time-slot features of the pretrained / a randomly initialised encoder) and `handmade` (a linear
+   classifier on hand-made motion features, [tubemask.eval.motion_features][]). Fine-tuning arms train at every
+   learning rate of their grid with label-preserving augmentation, keep the epoch with the best validation accuracy
+   and, of the grid, the learning rate with the best validation accuracy; probe arms choose their weight decay on
+   validation. Only then is the test set scored.
 
-The run writes `results.json` (every number of every run, the configuration and the timings), `summary.md` (the table:
-mean and standard error over seeds per arm and of the paired difference, with a verdict) and `data_efficiency.png`
-(test accuracy per arm and seed, pretraining curves). Nothing is downloaded.
+Each (seed, arm) writes `seed{N}/{arm}.json` when it finishes and is skipped when that file exists, so a study
+resumes where it stopped; `seed{N}/pretrain.json` holds the pretraining history and `seed{N}/pretrained.pt` the
+weights (for reuse; not meant to be committed). `summary.md` is rebuilt from whatever result files exist: per arm
+mean and standard error, and paired comparisons (two-sided paired t-test with its 95% interval, exact sign test).
+Nothing is downloaded.
 """
 
 import dataclasses
+import functools
 import json
 import math
 import statistics
@@ -37,8 +45,11 @@ import tyro
 from tubemask import videomae_classifier
 from tubemask.atomic import atomic_path
 from tubemask.data import normalize_batch
+from tubemask.data.scenes import SCENE_CLASSES, SceneBackground, render_scene_dataset
 from tubemask.data.synthetic import Background, render_motion_dataset
-from tubemask.eval.diagnostics import ProbeSet, plot_diagnostics, probe_encoder
+from tubemask.eval.diagnostics import ProbeSet, linear_probe_accuracy, plot_diagnostics, pooled_features, probe_encoder
+from tubemask.eval.motion_features import motion_features
+from tubemask.eval.paired_stats import paired_t_test, sign_test
 from tubemask.interop.finetune_weights import load_pretrained_encoder
 from tubemask.masking import RandomMasker, TubeMasker
 from tubemask.models import ViTSize, videomae_pretrain
@@ -48,29 +59,40 @@ from tubemask.train.schedule import WarmupCosine
 MEAN = (0.5, 0.5, 0.5)
 STD = (0.25, 0.25, 0.25)
 
+Arm = Literal["pretrained", "scratch", "pretrained_probe", "random_probe", "handmade"]
+ARMS: tuple[Arm, ...] = ("pretrained", "scratch", "pretrained_probe", "random_probe", "handmade")
+
 
 @dataclass
 class DataConfig:
-    """The synthetic motion dataset."""
+    """The synthetic task and its splits."""
 
-    num_classes: int = 10
-    """The first classes of `tubemask.data.synthetic.MOTION_CLASSES` (10: moves, rotations, scaling, fades)."""
+    task: Literal["scenes", "motion"] = "scenes"
+    """`scenes`: [tubemask.data.scenes][] (8 classes, several objects, panning background); `motion`: the older
+    one-object task of [tubemask.data.synthetic][] (its first `num_classes` classes)."""
+    num_classes: int = 8
+    """Classes (the scenes task has exactly 8)."""
     frames: int = 8
     """Frames per clip."""
     size: int = 32
     """Frame height and width in pixels."""
     background: Background = "black"
-    """`texture`, `flat` or `black` (see `render_motion_clip`)."""
-    unlabelled: int = 4000
-    """Clips in the unlabelled pretraining pool."""
+    """The motion task's background: `texture`, `flat` or `black`."""
+    scene_background: SceneBackground = "panning"
+    """The scenes task's background: `panning`, `smooth` or `black`."""
+    distractors: int = 1
+    """Scenes task: objects crossing the frame in straight lines besides the actor and its partner."""
+    pool_factor: float = 1.0
+    """Pretraining pool in multiples of the labelled training set: 1 pretrains on the labelled clips alone (their
+    labels unused); `k > 1` adds `(k - 1)` times as many unlabelled clips of the same task."""
     labels_per_class: int = 20
-    """Labelled training clips per class for fine-tuning (the data-efficiency budget)."""
+    """Labelled training clips per class (the data-efficiency budget)."""
     val_per_class: int = 20
-    """Validation clips per class (learning-rate choice)."""
+    """Validation clips per class (every choice: epoch, learning rate, probe weight decay)."""
     test_per_class: int = 50
-    """Test clips per class."""
+    """Test clips per class (scored once per arm, after every choice)."""
     probe_per_class: int = 30
-    """Labelled clips per class for the pretraining linear probe (diagnostic only, train and test halves each)."""
+    """Labelled clips per class for the pretraining diagnostics' linear probe (never used for a choice)."""
 
 
 @dataclass
@@ -89,31 +111,37 @@ class ModelConfig:
 
 @dataclass
 class PretrainOptions:
-    """Masked-autoencoder pretraining on the unlabelled pool."""
+    """Masked-autoencoder pretraining on the pool."""
 
-    steps: int = 3000
+    steps: int = 2000
     batch_size: int = 64
     lr: float = 1.5e-3
     """Peak AdamW learning rate (betas 0.9 / 0.95)."""
     weight_decay: float = 0.05
-    warmup_steps: int = 150
+    warmup_steps: int = 100
     mask: Literal["tube", "random"] = "tube"
     mask_ratio: float = 0.75
     target: Literal["norm_pix", "pixels"] = "pixels"
     flip: bool = True
-    """Random horizontal flips of pretraining clips (labels are not used, so direction classes are not confused)."""
+    """Random horizontal flips of pretraining clips (no labels are used, so mirrored classes are not confused)."""
     probe_every: int = 500
     """Diagnostics and linear probe every this many steps (and at the start and the end)."""
 
 
 @dataclass
 class FinetuneOptions:
-    """Supervised training of both arms on the small labelled set."""
+    """Supervised training of the two fine-tuning arms on the labelled set (the same for both)."""
 
-    epochs: int = 40
+    epochs: int = 60
+    """Epochs at most; the epoch with the best validation accuracy is kept (checked every `eval_every`)."""
+    eval_every: int = 2
+    """Validation every this many epochs (and after the last)."""
     batch_size: int = 16
-    lrs: tuple[float, ...] = (5e-4, 1e-3, 2e-3)
-    """The learning-rate grid each arm is tuned over (peak AdamW lr, betas 0.9 / 0.999)."""
+    pretrained_lrs: tuple[float, ...] = (2.5e-4, 5e-4, 1e-3, 2e-3)
+    """The pretrained arm's learning-rate grid (peak AdamW lr, betas 0.9 / 0.999)."""
+    scratch_lrs: tuple[float, ...] = (1e-4, 2.5e-4, 5e-4, 1e-3, 2e-3, 4e-3)
+    """The scratch arm's learning-rate grid, wider: a model from scratch is tuned at least as hard as the pretrained
+    one."""
     layer_decay: float = 0.75
     """Layer-wise lr decay for both arms (the scratch arm gets the same optimiser)."""
     weight_decay: float = 0.05
@@ -121,26 +149,34 @@ class FinetuneOptions:
     drop_path: float = 0.1
     head_dropout: float = 0.0
     label_smoothing: float = 0.1
+    augment: bool = True
+    """Label-preserving augmentation for both arms: a random shift of the whole clip by up to `shift` pixels
+    (edges replicated) and brightness / contrast jitter of 10%. No flips: a mirror turns clockwise into
+    counter-clockwise."""
+    shift: int = 4
+    probe_weight_decays: tuple[float, ...] = (1e-3, 1e-2, 1e-1, 1.0)
+    """The probe arms' L2 grid (chosen on validation)."""
 
 
 @dataclass
 class ExperimentConfig:
-    """Pretrained vs from-scratch fine-tuning on a small labelled set, over several seeds."""
+    """The arms of a data-efficiency study, over several seeds, one result file per (seed, arm)."""
 
     output_dir: Path = Path("outputs/data_efficiency")
-    seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
+    seeds: tuple[int, ...] = (0, 1, 2)
+    arms: tuple[Arm, ...] = ARMS
+    """Arms to run (each needs its own result file; the pretraining runs once per seed for the arms that need it)."""
     quick: bool = False
-    """CI-sized run: a small pool, short pretraining and fine-tuning, one learning rate per arm."""
+    """CI-sized run: tiny sets, short pretraining and fine-tuning, one learning rate per arm."""
     stage: Literal["all", "pretrain"] = "all"
     """`pretrain` stops after pretraining and its diagnostics (for scouting designs)."""
-    arms: tuple[Literal["pretrained", "scratch"], ...] = ("pretrained", "scratch")
-    """Fine-tuning arms to run; the table and verdict need both (scouting a pretraining design can skip `scratch`,
-    whose result depends only on the data, model, fine-tuning options and seed)."""
+    summarise_only: bool = False
+    """Rebuild `summary.md` and the plot from the result files in `--output-dir`; run nothing."""
     threads: int = 2
     """`torch.set_num_threads`."""
     pretrained_dir: Path | None = None
-    """Reuse the pretrained encoders `pretrained_seed{N}.pt` of an earlier run's output directory instead of
-    pretraining (for fine-tuning-side comparisons: layer decay, learning rates, label budgets)."""
+    """Take each seed's encoder from `DIR/seed{N}/pretrained.pt` of an earlier study instead of pretraining (for
+    fine-tuning-side comparisons such as label budgets)."""
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     pretrain: PretrainOptions = field(default_factory=PretrainOptions)
@@ -148,14 +184,22 @@ class ExperimentConfig:
 
 
 def apply_quick(cfg: ExperimentConfig) -> ExperimentConfig:
-    """Shrink a configuration to minutes (keeps every code path: pretraining, probes, both arms, lr choice)."""
+    """Shrink a configuration to minutes (keeps every code path: pretraining, probes, every arm, the choices)."""
     return dataclasses.replace(
         cfg,
         data=dataclasses.replace(
-            cfg.data, unlabelled=256, labels_per_class=4, val_per_class=4, test_per_class=8, probe_per_class=6
+            cfg.data, labels_per_class=4, val_per_class=4, test_per_class=8, probe_per_class=6, pool_factor=4.0
         ),
         pretrain=dataclasses.replace(cfg.pretrain, steps=40, batch_size=16, warmup_steps=5, probe_every=20),
-        finetune=dataclasses.replace(cfg.finetune, epochs=4, batch_size=8, warmup_epochs=1, lrs=cfg.finetune.lrs[1:2]),
+        finetune=dataclasses.replace(
+            cfg.finetune,
+            epochs=4,
+            batch_size=8,
+            warmup_epochs=1,
+            pretrained_lrs=cfg.finetune.pretrained_lrs[1:2],
+            scratch_lrs=cfg.finetune.scratch_lrs[2:3],
+            probe_weight_decays=cfg.finetune.probe_weight_decays[:2],
+        ),
     )
 
 
@@ -174,27 +218,50 @@ class Split:
     labels: torch.Tensor
 
 
+def render(d: DataConfig, count: int, seed: int) -> Split:
+    """`count` clips of the configured task with dataset seed `seed` (classes in turn)."""
+    if d.task == "scenes":
+        if d.num_classes != len(SCENE_CLASSES):
+            raise ValueError(f"--data.num-classes={d.num_classes}: the scenes task has {len(SCENE_CLASSES)} classes")
+        clips, labels = render_scene_dataset(
+            count,
+            num_frames=d.frames,
+            size=(d.size, d.size),
+            seed=seed,
+            background=d.scene_background,
+            distractors=d.distractors,
+        )
+    else:
+        clips, labels = render_motion_dataset(
+            count,
+            num_classes=d.num_classes,
+            num_frames=d.frames,
+            size=(d.size, d.size),
+            seed=seed,
+            background=d.background,
+        )
+    return Split(clips, labels)
+
+
 def make_data(cfg: ExperimentConfig, seed: int) -> dict[str, Split]:
-    """Disjoint sets for one seed (each set has its own dataset seed, so no clip repeats across sets)."""
+    """Disjoint sets for one seed (each set has its own dataset seed, so no clip repeats across sets); the pool is
+    the labelled training set plus `(pool_factor - 1)` times as many clips of a further disjoint set."""
     d = cfg.data
-    common = {
-        "num_classes": d.num_classes,
-        "num_frames": d.frames,
-        "size": (d.size, d.size),
-        "background": d.background,
-    }
+    if d.pool_factor < 1:
+        raise ValueError(f"--data.pool-factor={d.pool_factor}; must be >= 1 (1: the labelled clips alone)")
     sizes = {
-        "unlabelled": d.unlabelled,
         "train": d.labels_per_class * d.num_classes,
         "val": d.val_per_class * d.num_classes,
         "test": d.test_per_class * d.num_classes,
         "probe_train": d.probe_per_class * d.num_classes,
         "probe_test": d.probe_per_class * d.num_classes,
     }
-    out = {}
-    for offset, (name, count) in enumerate(sizes.items()):
-        clips, labels = render_motion_dataset(count, seed=10_000 * (seed + 1) + offset, **common)
-        out[name] = Split(clips, labels)
+    out = {
+        name: render(d, count, seed=10_000 * (seed + 1) + offset) for offset, (name, count) in enumerate(sizes.items())
+    }
+    extra = round((d.pool_factor - 1) * sizes["train"])
+    extra_clips = render(d, extra, seed=10_000 * (seed + 1) + 9).clips
+    out["pool"] = Split(torch.cat([out["train"].clips, extra_clips]), torch.full((sizes["train"] + extra,), -1))
     return out
 
 
@@ -220,7 +287,7 @@ def pretrain(cfg: ExperimentConfig, data: dict[str, Split], seed: int, log) -> t
     schedule = WarmupCosine(total_steps=p.steps, warmup_steps=p.warmup_steps, base_lr=p.lr, min_lr=p.lr * 0.01)
     masker = TubeMasker(p.mask_ratio) if p.mask == "tube" else RandomMasker(p.mask_ratio)
     gen = torch.Generator().manual_seed(seed)
-    pool = data["unlabelled"].clips
+    pool = data["pool"].clips
 
     def encode(clips: torch.Tensor) -> torch.Tensor:
         model.eval()
@@ -261,10 +328,27 @@ def pretrain(cfg: ExperimentConfig, data: dict[str, Split], seed: int, log) -> t
     return {k: v.detach().clone() for k, v in model.state_dict().items()}, history
 
 
+def augment(video: torch.Tensor, shift: int, gen: torch.Generator) -> torch.Tensor:
+    """Label-preserving augmentation of a normalised batch `[b c t h w]`: each clip shifted by up to `shift` pixels
+    (edges replicated, the same shift for every frame) and its brightness and contrast jittered by up to 10%."""
+    b = video.shape[0]
+    out = torch.empty_like(video)
+    padded = F.pad(video, (shift, shift, shift, shift, 0, 0), mode="replicate") if shift else video
+    h, w = video.shape[-2:]
+    offsets = torch.randint(0, 2 * shift + 1, (b, 2), generator=gen)
+    for i in range(b):
+        y, x = int(offsets[i, 0]), int(offsets[i, 1])
+        out[i] = padded[i, :, :, y : y + h, x : x + w]
+    scale = 1 + 0.1 * (2 * torch.rand(b, 1, 1, 1, 1, generator=gen) - 1)
+    bias = 0.1 * (2 * torch.rand(b, 1, 1, 1, 1, generator=gen) - 1) / STD[0]
+    return out * scale + bias
+
+
 def finetune(
     cfg: ExperimentConfig, data: dict[str, Split], seed: int, lr: float, pretrained: dict | None
 ) -> dict[str, float]:
-    """Train a classifier (pretrained encoder or scratch) on the labelled set; report train/val/test accuracy."""
+    """Train a classifier (pretrained encoder or scratch) on the labelled set, keep the epoch with the best
+    validation accuracy, and report its train / val / test accuracy."""
     f, m = cfg.finetune, cfg.model
     torch.manual_seed(seed)
     model = videomae_classifier(
@@ -287,20 +371,30 @@ def finetune(
     schedule = WarmupCosine(total_steps=total, warmup_steps=f.warmup_epochs * per_epoch, base_lr=lr, min_lr=lr * 0.01)
     gen = torch.Generator().manual_seed(seed)
     step = 0
-    for _ in range(f.epochs):
+    best = {"val": -1.0}
+    best_state = None
+    for epoch in range(1, f.epochs + 1):
         order = torch.randperm(n, generator=gen)
         model.train()
         for start in range(0, n, f.batch_size):
             idx = order[start : start + f.batch_size]
             schedule.step(optimizer, step)
-            logits = model(normalise(train.clips[idx]))
-            loss = F.cross_entropy(logits, train.labels[idx], label_smoothing=f.label_smoothing)
+            video = normalise(train.clips[idx])
+            if f.augment:
+                video = augment(video, f.shift, gen)
+            loss = F.cross_entropy(model(video), train.labels[idx], label_smoothing=f.label_smoothing)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
             optimizer.step()
             step += 1
-    return {name: accuracy(model, data[name]) for name in ("train", "val", "test")}
+        if epoch % f.eval_every == 0 or epoch == f.epochs:
+            val = accuracy(model, data["val"])
+            if val > best["val"]:  # ties keep the earlier epoch
+                best = {"val": val, "epoch": epoch}
+                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    model.load_state_dict(best_state)
+    return {**{name: accuracy(model, data[name]) for name in ("train", "val", "test")}, "epoch": best["epoch"]}
 
 
 @torch.no_grad()
@@ -313,6 +407,62 @@ def accuracy(model: torch.nn.Module, split: Split, batch: int = 128) -> float:
     return correct / split.clips.shape[0]
 
 
+@torch.no_grad()
+def encoder_features(cfg: ExperimentConfig, state: dict | None, seed: int, clips: torch.Tensor) -> torch.Tensor:
+    """Frozen per-time-slot features `[n e]` of the pretraining encoder with weights `state` (None: its random
+    initialisation under `seed`)."""
+    m = cfg.model
+    torch.manual_seed(seed)
+    model = videomae_pretrain(vit_size(m), tubelet_size=m.tubelet_size, patch_size=m.patch_size)
+    if state is not None:
+        model.load_state_dict(state)
+    model.eval()
+    slots = cfg.data.frames // m.tubelet_size
+    return torch.cat(
+        [
+            pooled_features(model.forward_features(normalise(clips[i : i + 128])), slots)[1]
+            for i in range(0, len(clips), 128)
+        ]
+    )
+
+
+def probe_arm(cfg: ExperimentConfig, data: dict[str, Split], features) -> dict:
+    """A linear classifier on frozen features: the weight decay chosen on validation, then scored on test once."""
+    x = {name: features(data[name].clips) for name in ("train", "val", "test")}
+    y = {name: data[name].labels for name in ("train", "val", "test")}
+    runs = []
+    for wd in cfg.finetune.probe_weight_decays:
+        val = linear_probe_accuracy(
+            x["train"], y["train"], x["val"], y["val"], weight_decay=wd, num_classes=cfg.data.num_classes
+        )
+        runs.append({"weight_decay": wd, "val": val})
+    chosen = max(runs, key=lambda r: (r["val"], r["weight_decay"]))  # ties: the stronger penalty
+    chosen = {
+        **chosen,
+        "test": linear_probe_accuracy(
+            x["train"],
+            y["train"],
+            x["test"],
+            y["test"],
+            weight_decay=chosen["weight_decay"],
+            num_classes=cfg.data.num_classes,
+        ),
+    }
+    return {"runs": runs, "chosen": chosen}
+
+
+def finetune_arm(cfg: ExperimentConfig, data: dict[str, Split], seed: int, state: dict | None, lrs, log, arm) -> dict:
+    """Every learning rate of the arm's grid; the one with the best validation accuracy is chosen (ties: smaller)."""
+    runs = []
+    for lr in lrs:
+        t0 = time.perf_counter()
+        runs.append({"lr": lr, **finetune(cfg, data, seed, lr, state), "seconds": round(time.perf_counter() - t0, 1)})
+        log(f"seed {seed} {arm} lr={lr:g}: " + " ".join(f"{k}={v}" for k, v in runs[-1].items() if k != "lr"))
+    chosen = max(runs, key=lambda r: (r["val"], -r["lr"]))
+    edge = len(lrs) > 1 and chosen["lr"] in (min(lrs), max(lrs))
+    return {"runs": runs, "chosen": chosen, "chosen_on_grid_edge": edge}
+
+
 def mean_se(values: list[float]) -> tuple[float, float]:
     """Mean and standard error (sample std / sqrt(n)); SE is NaN for one value."""
     mean = statistics.fmean(values)
@@ -320,74 +470,112 @@ def mean_se(values: list[float]) -> tuple[float, float]:
     return mean, se
 
 
-def summarise(results: dict) -> str:
-    """The markdown table and verdict of a finished run."""
-    seeds = results["seeds"]
-    pre = [s["pretrained"]["chosen"]["test"] for s in seeds]
-    scr = [s["scratch"]["chosen"]["test"] for s in seeds]
-    diff = [a - b for a, b in zip(pre, scr, strict=True)]
-    chance = 1.0 / results["config"]["data"]["num_classes"]
+COMPARISONS = (
+    ("pretrained", "scratch"),
+    ("pretrained", "handmade"),
+    ("pretrained", "random_probe"),
+    ("pretrained_probe", "random_probe"),
+    ("scratch", "handmade"),
+)
+"""Paired comparisons reported in the summary (first minus second)."""
+
+
+def load_results(out: Path) -> dict[int, dict[str, dict]]:
+    """`{seed: {arm: result}}` from the result files under `out` (seed folders `seed{N}`, one JSON per arm)."""
+    found: dict[int, dict[str, dict]] = {}
+    for folder in sorted(out.glob("seed*")):
+        if not folder.is_dir() or not folder.name[4:].isdigit():
+            continue
+        for arm in ARMS:
+            path = folder / f"{arm}.json"
+            if path.is_file():
+                found.setdefault(int(folder.name[4:]), {})[arm] = json.loads(path.read_text())
+    return found
+
+
+def summarise(results: dict[int, dict[str, dict]], num_classes: int) -> str:
+    """The markdown tables of a study: per arm, and the paired comparisons over the seeds both arms have."""
     lines = [
-        "| arm | test top-1 per seed | mean +- SE | train top-1 (mean) | chosen lr per seed |",
-        "|---|---|---|---|---|",
+        "| arm | seeds | test top-1 per seed | mean +- SE | train top-1 (mean) | choices (lr or weight decay) |",
+        "|---|---|---|---|---|---|",
     ]
-    for arm, values in (("pretrained", pre), ("scratch", scr)):
-        mean, se = mean_se(values)
-        train = statistics.fmean(s[arm]["chosen"]["train"] for s in seeds)
-        lrs = ", ".join(f"{s[arm]['chosen']['lr']:g}" for s in seeds)
-        per_seed = ", ".join(f"{v:.3f}" for v in values)
-        lines.append(f"| {arm} | {per_seed} | {mean:.3f} +- {se:.3f} | {train:.3f} | {lrs} |")
-    d_mean, d_se = mean_se(diff)
-    lines.append(
-        f"| pretrained - scratch (paired) | {', '.join(f'{v:+.3f}' for v in diff)} | {d_mean:+.3f} +- {d_se:.3f} | | |"
-    )
-    if len(diff) < 2:
-        verdict = "one seed: no standard error, no verdict"
-    elif d_mean > 2 * d_se:
-        verdict = f"pretraining beats scratch by more than two standard errors ({d_mean:+.3f} > 2 x {d_se:.3f})"
-    elif d_mean < -2 * d_se:
-        verdict = f"scratch beats pretraining by more than two standard errors ({d_mean:+.3f})"
-    else:
-        verdict = f"no difference beyond two standard errors ({d_mean:+.3f} +- {d_se:.3f})"
-    lines += ["", f"Chance: {chance:.3f}. Verdict: {verdict}."]
+    for arm in ARMS:
+        seeds = [s for s in sorted(results) if arm in results[s]]
+        if not seeds:
+            continue
+        chosen = [results[s][arm]["chosen"] for s in seeds]
+        tests = [c["test"] for c in chosen]
+        mean, se = mean_se(tests)
+        train = [c["train"] for c in chosen if "train" in c]
+        train_text = f"{statistics.fmean(train):.3f}" if train else "-"
+        picks = ", ".join(f"{c.get('lr', c.get('weight_decay')):g}" for c in chosen)
+        edges = sum(bool(results[s][arm].get("chosen_on_grid_edge")) for s in seeds)
+        picks += f" ({edges} on a grid edge)" if edges else ""
+        per_seed = ", ".join(f"{t:.3f}" for t in tests)
+        lines.append(f"| {arm} | {len(seeds)} | {per_seed} | {mean:.3f} +- {se:.3f} | {train_text} | {picks} |")
+    lines += [
+        "",
+        "| comparison (paired over seeds) | seeds | mean difference | 95% interval (t) | p (t-test) | wins / losses / ties | p (sign test) | verdict |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for a, b in COMPARISONS:
+        seeds = [s for s in sorted(results) if a in results[s] and b in results[s]]
+        if len(seeds) < 2:
+            continue
+        x = [results[s][a]["chosen"]["test"] for s in seeds]
+        y = [results[s][b]["chosen"]["test"] for s in seeds]
+        t, sign = paired_t_test(x, y), sign_test(x, y)
+        if not t.excludes_zero:
+            verdict = "no difference shown"
+        else:
+            verdict = f"{a} beats {b}" if t.mean > 0 else f"{b} beats {a}"
+        lines.append(
+            f"| {a} - {b} | {len(seeds)} | {t.mean:+.3f} | [{t.low:+.3f}, {t.high:+.3f}] | {t.p:.3g} | "
+            f"{sign.wins} / {sign.losses} / {sign.ties} | {sign.p:.3g} | {verdict} |"
+        )
+    lines += ["", f'Chance: {1 / num_classes:.3f}. A verdict says "beats" only when the t interval excludes 0.']
     return "\n".join(lines) + "\n"
 
 
-def plot(results: dict, path: Path) -> None:
+def plot(results: dict[int, dict[str, dict]], histories: dict[int, list[dict]], num_classes: int, path: Path) -> None:
+    """Test accuracy per arm and seed, and the pretraining curves (loss vs floor; probe and participation ratio)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    seeds = results["seeds"]
-    if not seeds:
-        return
-    fig, axes = plt.subplots(1, 3, figsize=(14, 4))
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
     ax = axes[0]
-    for i, arm in enumerate(("pretrained", "scratch")):
-        values = [s[arm]["chosen"]["test"] for s in seeds if arm in s]
-        if values:
-            mean, se = mean_se(values)
-            ax.bar(i, mean, yerr=0 if math.isnan(se) else se, color=("tab:blue", "tab:grey")[i], alpha=0.6)
-            ax.scatter([i] * len(values), values, color="k", zorder=3)
-    ax.axhline(1.0 / results["config"]["data"]["num_classes"], ls="--", color="r", label="chance")
-    ax.set_xticks([0, 1], ["pretrained", "scratch"])
+    arms = [arm for arm in ARMS if any(arm in r for r in results.values())]
+    for i, arm in enumerate(arms):
+        values = [results[s][arm]["chosen"]["test"] for s in sorted(results) if arm in results[s]]
+        mean, se = mean_se(values)
+        ax.bar(
+            i,
+            mean,
+            yerr=0 if math.isnan(se) else se,
+            color="tab:blue" if "pretrained" in arm else "tab:grey",
+            alpha=0.6,
+        )
+        ax.scatter([i] * len(values), values, color="k", zorder=3, s=8)
+    ax.axhline(1.0 / num_classes, ls="--", color="r", label="chance")
+    ax.set_xticks(range(len(arms)), [a.replace("_", "\n") for a in arms], fontsize=8)
     ax.set_ylabel("test top-1")
     ax.legend()
-    for s in seeds:
-        hist = s["pretrain_history"]
+    for seed, hist in sorted(histories.items()):
         steps = [r["step"] for r in hist if "loss" in r]
-        axes[1].plot(steps, [r["loss"] for r in hist if "loss" in r], label=f"loss seed {s['seed']}")
-        axes[1].plot(steps, [r["zero_floor"] for r in hist if "loss" in r], ls="--", label=f"floor seed {s['seed']}")
+        axes[1].plot(steps, [r["loss"] for r in hist if "loss" in r], label=f"loss seed {seed}")
+        axes[1].plot(steps, [r["zero_floor"] for r in hist if "loss" in r], ls="--", label=f"floor seed {seed}")
         all_steps = [r["step"] for r in hist]
-        axes[2].plot(all_steps, [r["probe_per_time"] for r in hist], label=f"probe seed {s['seed']}")
-        axes[2].plot(all_steps, [r["participation_ratio"] / 20 for r in hist], ls=":", label=f"PR/20 seed {s['seed']}")
+        axes[2].plot(all_steps, [r["probe_per_time"] for r in hist], label=f"probe seed {seed}")
+        axes[2].plot(all_steps, [r["participation_ratio"] / 20 for r in hist], ls=":", label=f"PR/20 seed {seed}")
     axes[1].set_xlabel("pretraining step")
     axes[1].set_title("loss vs zero floor")
-    axes[1].legend(fontsize=7)
     axes[2].set_xlabel("pretraining step")
     axes[2].set_title("linear probe (per-time features), participation ratio / 20")
-    axes[2].legend(fontsize=7)
+    for ax in axes[1:]:
+        if ax.lines:
+            ax.legend(fontsize=6)
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=100)
@@ -395,23 +583,65 @@ def plot(results: dict, path: Path) -> None:
 
 
 def write_json(path: Path, obj: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
         Path(tmp).write_text(json.dumps(obj, indent=1, default=str))
 
 
-def main(cfg: ExperimentConfig) -> dict:
+def write_summary(cfg: ExperimentConfig) -> str:
+    """Rebuild `summary.md` and `data_efficiency.png` from the result files in `cfg.output_dir`."""
+    results = load_results(cfg.output_dir)
+    histories = {}
+    for folder in cfg.output_dir.glob("seed*/pretrain.json"):
+        histories[int(folder.parent.name[4:])] = json.loads(folder.read_text())["history"]
+    table = summarise(results, cfg.data.num_classes)
+    with atomic_path(cfg.output_dir / "summary.md") as tmp:
+        Path(tmp).write_text(table)
+    if results or histories:
+        plot(results, histories, cfg.data.num_classes, cfg.output_dir / "data_efficiency.png")
+    return table
+
+
+def pretrained_state(cfg: ExperimentConfig, data: dict[str, Split], seed: int, log) -> dict:
+    """This seed's pretrained weights: from `--pretrained-dir`, from this study's `seed{N}/pretrained.pt`, or by
+    pretraining now (then saved with its history)."""
+    folder = cfg.output_dir / f"seed{seed}"
+    if cfg.pretrained_dir is not None:
+        source = cfg.pretrained_dir / f"seed{seed}" / "pretrained.pt"
+        if not source.is_file():
+            raise FileNotFoundError(f"--pretrained-dir: {source} does not exist (run that seed's pretraining first)")
+        log(f"seed {seed}: pretrained encoder from {source}")
+        return torch.load(source, map_location="cpu", weights_only=True)
+    if (folder / "pretrained.pt").is_file():
+        return torch.load(folder / "pretrained.pt", map_location="cpu", weights_only=True)
+    t0 = time.perf_counter()
+    state, history = pretrain(cfg, data, seed, log)
+    with atomic_path(folder / "pretrained.pt") as tmp:
+        torch.save(state, tmp)
+    write_json(
+        folder / "pretrain.json", {"seed": seed, "history": history, "seconds": round(time.perf_counter() - t0, 1)}
+    )
+    plot_diagnostics(history, folder / "pretrain.png", title=f"pretraining, seed {seed}")
+    return state
+
+
+def main(cfg: ExperimentConfig) -> dict[int, dict[str, dict]]:
     if cfg.quick:
         cfg = apply_quick(cfg)
     if not cfg.seeds:
         raise ValueError("--seeds: give at least one seed")
     if not cfg.arms:
-        raise ValueError("--arms: give pretrained, scratch or both")
-    if cfg.stage == "all" and not cfg.finetune.lrs:
-        raise ValueError("--finetune.lrs: give at least one learning rate")
+        raise ValueError(f"--arms: give at least one of {', '.join(ARMS)}")
+    if not cfg.finetune.pretrained_lrs or not cfg.finetune.scratch_lrs:
+        raise ValueError("--finetune.pretrained-lrs / --finetune.scratch-lrs: give at least one learning rate each")
+    if not cfg.finetune.probe_weight_decays:
+        raise ValueError("--finetune.probe-weight-decays: give at least one weight decay")
     torch.set_num_threads(cfg.threads)
     cfg.output_dir.mkdir(parents=True, exist_ok=True)
-    log_path = cfg.output_dir / "log.txt"
-    log_file = log_path.open("a")
+    if cfg.summarise_only:
+        print(write_summary(cfg))
+        return load_results(cfg.output_dir)
+    log_file = (cfg.output_dir / "log.txt").open("a")
 
     def log(msg: str) -> None:
         line = f"[{time.strftime('%H:%M:%S')}] {msg}"
@@ -419,57 +649,41 @@ def main(cfg: ExperimentConfig) -> dict:
         log_file.write(line + "\n")
         log_file.flush()
 
-    results = {"config": dataclasses.asdict(cfg), "seeds": []}
-    log(f"config {json.dumps(results['config'], default=str)}")
+    config = dataclasses.asdict(cfg)
+    write_json(cfg.output_dir / "config.json", config)
+    log(f"config {json.dumps(config, default=str)}")
     began = time.perf_counter()
+    lrs = {"pretrained": cfg.finetune.pretrained_lrs, "scratch": cfg.finetune.scratch_lrs}
     for seed in cfg.seeds:
+        folder = cfg.output_dir / f"seed{seed}"
+        todo = [arm for arm in cfg.arms if not (folder / f"{arm}.json").is_file()]
+        if cfg.stage == "pretrain":
+            todo = []
+        needs_pretraining = cfg.stage == "pretrain" or any(a in ("pretrained", "pretrained_probe") for a in todo)
+        if not todo and not needs_pretraining:
+            log(f"seed {seed}: every arm has its result file; skipped")
+            continue
         t0 = time.perf_counter()
         data = make_data(cfg, seed)
         log(f"seed {seed}: data rendered in {time.perf_counter() - t0:.1f} s")
-        t0 = time.perf_counter()
-        if cfg.pretrained_dir is None:
-            state, history = pretrain(cfg, data, seed, log)
-            plot_diagnostics(history, cfg.output_dir / f"pretrain_seed{seed}.png", title=f"pretraining, seed {seed}")
-            with atomic_path(cfg.output_dir / f"pretrained_seed{seed}.pt") as tmp:
-                torch.save(state, tmp)
-        else:
-            source = cfg.pretrained_dir / f"pretrained_seed{seed}.pt"
-            if not source.is_file():
-                raise FileNotFoundError(
-                    f"--pretrained-dir: {source} does not exist (run that seed's pretraining first)"
-                )
-            state = torch.load(source, map_location="cpu", weights_only=True)
-            history = []
-            log(f"seed {seed}: pretrained encoder from {source}")
-        entry = {"seed": seed, "pretrain_history": history, "pretrain_seconds": round(time.perf_counter() - t0, 1)}
-        if cfg.stage == "all":
-            for arm, weights in (("pretrained", state), ("scratch", None)):
-                if arm not in cfg.arms:
-                    continue
-                runs = []
-                for lr in cfg.finetune.lrs:
-                    t0 = time.perf_counter()
-                    acc = finetune(cfg, data, seed, lr, weights)
-                    runs.append({"lr": lr, **acc, "seconds": round(time.perf_counter() - t0, 1)})
-                    log(
-                        f"seed {seed} {arm} lr={lr:g}: "
-                        + " ".join(f"{k}={v}" for k, v in runs[-1].items() if k != "lr")
-                    )
-                chosen = max(runs, key=lambda r: (r["val"], -r["lr"]))
-                entry[arm] = {"runs": runs, "chosen": chosen}
-        results["seeds"].append(entry)
-        write_json(cfg.output_dir / "results.json", results)
-    results["seconds"] = round(time.perf_counter() - began, 1)
-    write_json(cfg.output_dir / "results.json", results)
-    if cfg.stage == "all" and set(cfg.arms) == {"pretrained", "scratch"}:
-        table = summarise(results)
-        with atomic_path(cfg.output_dir / "summary.md") as tmp:
-            Path(tmp).write_text(table)
-        log("\n" + table)
-    plot(results, cfg.output_dir / "data_efficiency.png")
-    log(f"done in {results['seconds']:.0f} s; results in {cfg.output_dir}")
+        state = pretrained_state(cfg, data, seed, log) if needs_pretraining else None
+        for arm in todo:
+            t0 = time.perf_counter()
+            if arm in ("pretrained", "scratch"):
+                result = finetune_arm(cfg, data, seed, state if arm == "pretrained" else None, lrs[arm], log, arm)
+            elif arm == "handmade":
+                result = probe_arm(cfg, data, motion_features)
+            else:
+                weights = state if arm == "pretrained_probe" else None
+                result = probe_arm(cfg, data, functools.partial(encoder_features, cfg, weights, seed))
+            result = {"seed": seed, "arm": arm, **result, "seconds": round(time.perf_counter() - t0, 1)}
+            write_json(folder / f"{arm}.json", result)
+            log(f"seed {seed} {arm}: chosen {result['chosen']}")
+    table = write_summary(cfg)
+    log("\n" + table)
+    log(f"done in {time.perf_counter() - began:.0f} s; results in {cfg.output_dir}")
     log_file.close()
-    return results
+    return load_results(cfg.output_dir)
 
 
 if __name__ == "__main__":

@@ -40,6 +40,7 @@ __all__ = [
     "random_texture",
     "render_motion_clip",
     "render_motion_dataset",
+    "render_object",
     "synthetic_ucf101_root",
     "write_dataset_once",
 ]
@@ -85,6 +86,36 @@ def random_colour_pair(rng: np.random.Generator) -> tuple[Tensor, Tensor]:
     a = torch.tensor(rng.uniform(0, 1, 3), dtype=torch.float32)
     b = torch.tensor(rng.uniform(0, 1, 3), dtype=torch.float32)
     return a.view(3, 1, 1, 1), b.view(3, 1, 1, 1)
+
+
+def render_object(
+    rng: np.random.Generator, xs: Tensor, ys: Tensor, *, cx: Tensor, cy: Tensor, theta: Tensor, size: Tensor | float
+) -> tuple[Tensor, Tensor]:
+    """One textured shape (disc, square or diamond, drawn from `rng`) with two random colours, posed per frame.
+
+    Args:
+        rng: draws the shape kind, then the colours, then the texture (in that order).
+        xs, ys: pixel coordinates, `[1 1 w]` and `[1 h 1]`.
+        cx, cy, theta: the centre and rotation per frame, `[t 1 1]`.
+        size: the shape's radius in pixels (per frame `[t 1 1]`, or one number).
+
+    Returns:
+        `(foreground, inside)`: the object's colours `[3 t h w]` (the texture moves and turns with it) and its
+        coverage `[t h w]` (1.0 inside, 0.0 outside).
+    """
+    dx, dy = (xs - cx) / size, (ys - cy) / size  # [t h w]
+    u = dx * torch.cos(theta) + dy * torch.sin(theta)
+    v = -dx * torch.sin(theta) + dy * torch.cos(theta)
+    kind = int(rng.integers(3))
+    if kind == 0:
+        inside = u**2 + v**2 <= 1.0
+    elif kind == 1:
+        inside = torch.maximum(u.abs(), v.abs()) <= 0.85
+    else:
+        inside = u.abs() + v.abs() <= 1.15
+    fg_a, fg_b = random_colour_pair(rng)
+    pattern = random_texture(rng, u, v)  # [t h w]
+    return fg_a * pattern + fg_b * (1 - pattern), inside.float()
 
 
 @typechecked
@@ -153,20 +184,8 @@ def render_motion_clip(
         phi = rng.uniform(0, 2 * math.pi) + (1 if name == "OrbitClockwise" else -1) * 1.5 * math.pi * s
         cx, cy = cx + 0.25 * short * torch.cos(phi), cy + 0.25 * short * torch.sin(phi)
 
-    dx, dy = (xs - cx) / (radius * scale), (ys - cy) / (radius * scale)  # [t h w]
-    u = dx * torch.cos(theta) + dy * torch.sin(theta)
-    v = -dx * torch.sin(theta) + dy * torch.cos(theta)
-    kind = int(rng.integers(3))
-    if kind == 0:
-        inside = u**2 + v**2 <= 1.0
-    elif kind == 1:
-        inside = torch.maximum(u.abs(), v.abs()) <= 0.85
-    else:
-        inside = u.abs() + v.abs() <= 1.15
-    fg_a, fg_b = random_colour_pair(rng)
-    pattern = random_texture(rng, u, v)  # [t h w], moves and turns with the object
-    foreground = fg_a * pattern + fg_b * (1 - pattern)  # [3 t h w]
-    weight = inside.float() * alpha  # [t h w]
+    foreground, inside = render_object(rng, xs, ys, cx=cx, cy=cy, theta=theta, size=radius * scale)
+    weight = inside * alpha  # [t h w]
     frames = background_frames * (1 - weight) + foreground * weight
     return (frames.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 0, 2, 3).contiguous()
 
