@@ -554,3 +554,85 @@ def test_dataset_switches_colour_jitter_official_box_jitter_and_test_extension(s
     assert torch.equal(narrow.norm_boxes, wide.norm_boxes)  # what is reported: the detector's boxes
     width = lambda boxes: boxes[:, 2] - boxes[:, 0]  # noqa: E731
     assert bool((width(wide.boxes) >= width(narrow.boxes)).all()) and not torch.equal(wide.boxes, narrow.boxes)
+
+
+# --- person detections (tubemask.data.ava_person_boxes) --------------------------------------------------------------
+
+
+def alphaction_files(frames, folder, size=(640, 360)):
+    """AlphAction's person boxes for `frames` (as csv2COCO and its detector write them: pixel xywh rounded to 2
+    decimals, image ids movie * 10000 + timestamp) and the COCO-style image map; returns their paths."""
+    import json
+
+    width, height = size
+    movies = {video: n for n, video in enumerate(sorted({key[0] for key in frames}))}
+    images = [
+        {"id": movies[v] * 10000 + t, "movie": v, "timestamp": t, "width": width, "height": height}
+        for v in movies
+        for t in range(0, 2000)
+        if (v, t) in frames
+    ]
+    boxes = [
+        {
+            "image_id": movies[frame.video_id] * 10000 + frame.timestamp,
+            "category_id": 1,
+            "bbox": [round(v, 2) for v in (x1 * width, y1 * height, (x2 - x1) * width, (y2 - y1) * height)],
+            "score": float(score),
+        }
+        for frame in frames.values()
+        for (x1, y1, x2, y2), score in zip(frame.boxes.tolist(), frame.scores.tolist(), strict=True)
+    ]
+    (folder / "map.json").write_text(json.dumps({"images": images, "annotations": [], "categories": []}))
+    (folder / "boxes.json").write_text(json.dumps(boxes))
+    return folder / "boxes.json", folder / "map.json"
+
+
+def test_alphaction_json_reads_as_the_csv(synthetic, tmp_path):
+    from tubemask.data.ava_person_boxes import read_person_detections
+
+    csv_frames = read_person_detections(synthetic.val_detections_csv, min_score=0.5)
+    boxes, image_map = alphaction_files(read_ava_boxes(synthetic.val_detections_csv, kind="detections"), tmp_path)
+    json_frames = read_person_detections(boxes, image_map=image_map, min_score=0.5)
+    assert sorted(json_frames) == sorted(csv_frames) and len(json_frames) == 3
+    for key, frame in csv_frames.items():
+        torch.testing.assert_close(json_frames[key].boxes, frame.boxes, atol=2e-5, rtol=0)  # 0.01 px of 640 x 360
+        assert torch.equal(json_frames[key].scores, frame.scores) and not json_frames[key].labels.any()
+
+
+def test_person_boxes_refuse_pickles_and_name_bad_entries(tmp_path):
+    import json
+    import pickle
+
+    from tubemask.data.ava_person_boxes import read_alphaction_person_boxes, read_person_detections
+
+    proposals = tmp_path / "proposals.pkl"
+    proposals.write_bytes(pickle.dumps({"vid,0902": [[0.1, 0.1, 0.5, 0.5, 0.9]]}))
+    with pytest.raises(ValueError, match=r"proposals.pkl: a pickle is not read .* convert it.* to the CSV"):
+        read_person_detections(proposals)
+    disguised = tmp_path / "boxes.json"
+    disguised.write_bytes(proposals.read_bytes())  # a pickle under another name is refused too, never loaded
+    with pytest.raises(ValueError, match="a pickle is not read"):
+        read_person_detections(disguised, image_map=disguised)
+    image_map = tmp_path / "map.json"
+    image_map.write_text(
+        json.dumps({"images": [{"id": 7, "movie": "vid", "timestamp": 902, "width": 100, "height": 50}]})
+    )
+    good = {"image_id": 7, "category_id": 1, "bbox": [10, 5, 20, 40], "score": 0.9}
+    boxes = tmp_path / "person.json"
+    boxes.write_text(json.dumps([good, dict(good, bbox=[50, 0, 0, 10]), dict(good, score=0.5)]))
+    frames = read_alphaction_person_boxes(boxes, image_map, min_score=0.8)
+    assert list(frames) == [("vid", 902)]  # the zero-width box and the low score dropped
+    torch.testing.assert_close(frames[("vid", 902)].boxes, torch.tensor([[0.1, 0.1, 0.3, 0.9]]))
+    with pytest.raises(ValueError, match="need their image map"):
+        read_person_detections(boxes)
+    for entry, message in (
+        (dict(good, image_id=8), "entry 0: image_id 8 is not in the image map"),
+        (dict(good, category_id=3), "entry 0: category_id 3 is not a person"),
+        (dict(good, bbox=[1, 2, 3]), r"entry 0: bbox \[1, 2, 3\] is not \[x, y, w, h\]"),
+        (dict(good, score="high"), "entry 0: score 'high' is not a finite number"),
+    ):
+        boxes.write_text(json.dumps([entry]))
+        with pytest.raises(AnnotationError, match=message):
+            read_alphaction_person_boxes(boxes, image_map)
+    with pytest.raises(ValueError, match="must be a SlowFast .csv or an AlphAction .json"):
+        read_person_detections(image_map.rename(tmp_path / "map.txt"))
