@@ -49,7 +49,7 @@ from tubemask.data.scenes import SCENE_CLASSES, SceneBackground, render_scene_da
 from tubemask.data.synthetic import Background, render_motion_dataset
 from tubemask.eval.diagnostics import ProbeSet, linear_probe_accuracy, plot_diagnostics, pooled_features, probe_encoder
 from tubemask.eval.motion_features import motion_features
-from tubemask.eval.paired_stats import paired_t_test, sign_test
+from tubemask.eval.study import load_results, mean_se, result_path, summarise, test_scores
 from tubemask.interop.finetune_weights import load_pretrained_encoder
 from tubemask.masking import RandomMasker, TubeMasker
 from tubemask.models import ViTSize, videomae_pretrain
@@ -463,13 +463,6 @@ def finetune_arm(cfg: ExperimentConfig, data: dict[str, Split], seed: int, state
     return {"runs": runs, "chosen": chosen, "chosen_on_grid_edge": edge}
 
 
-def mean_se(values: list[float]) -> tuple[float, float]:
-    """Mean and standard error (sample std / sqrt(n)); SE is NaN for one value."""
-    mean = statistics.fmean(values)
-    se = statistics.stdev(values) / math.sqrt(len(values)) if len(values) > 1 else float("nan")
-    return mean, se
-
-
 COMPARISONS = (
     ("pretrained", "scratch"),
     ("pretrained", "handmade"),
@@ -478,63 +471,6 @@ COMPARISONS = (
     ("scratch", "handmade"),
 )
 """Paired comparisons reported in the summary (first minus second)."""
-
-
-def load_results(out: Path) -> dict[int, dict[str, dict]]:
-    """`{seed: {arm: result}}` from the result files under `out` (seed folders `seed{N}`, one JSON per arm)."""
-    found: dict[int, dict[str, dict]] = {}
-    for folder in sorted(out.glob("seed*")):
-        if not folder.is_dir() or not folder.name[4:].isdigit():
-            continue
-        for arm in ARMS:
-            path = folder / f"{arm}.json"
-            if path.is_file():
-                found.setdefault(int(folder.name[4:]), {})[arm] = json.loads(path.read_text())
-    return found
-
-
-def summarise(results: dict[int, dict[str, dict]], num_classes: int) -> str:
-    """The markdown tables of a study: per arm, and the paired comparisons over the seeds both arms have."""
-    lines = [
-        "| arm | seeds | test top-1 per seed | mean +- SE | train top-1 (mean) | choices (lr or weight decay) |",
-        "|---|---|---|---|---|---|",
-    ]
-    for arm in ARMS:
-        seeds = [s for s in sorted(results) if arm in results[s]]
-        if not seeds:
-            continue
-        chosen = [results[s][arm]["chosen"] for s in seeds]
-        tests = [c["test"] for c in chosen]
-        mean, se = mean_se(tests)
-        train = [c["train"] for c in chosen if "train" in c]
-        train_text = f"{statistics.fmean(train):.3f}" if train else "-"
-        picks = ", ".join(f"{c.get('lr', c.get('weight_decay')):g}" for c in chosen)
-        edges = sum(bool(results[s][arm].get("chosen_on_grid_edge")) for s in seeds)
-        picks += f" ({edges} on a grid edge)" if edges else ""
-        per_seed = ", ".join(f"{t:.3f}" for t in tests)
-        lines.append(f"| {arm} | {len(seeds)} | {per_seed} | {mean:.3f} +- {se:.3f} | {train_text} | {picks} |")
-    lines += [
-        "",
-        "| comparison (paired over seeds) | seeds | mean difference | 95% interval (t) | p (t-test) | wins / losses / ties | p (sign test) | verdict |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    for a, b in COMPARISONS:
-        seeds = [s for s in sorted(results) if a in results[s] and b in results[s]]
-        if len(seeds) < 2:
-            continue
-        x = [results[s][a]["chosen"]["test"] for s in seeds]
-        y = [results[s][b]["chosen"]["test"] for s in seeds]
-        t, sign = paired_t_test(x, y), sign_test(x, y)
-        if not t.excludes_zero:
-            verdict = "no difference shown"
-        else:
-            verdict = f"{a} beats {b}" if t.mean > 0 else f"{b} beats {a}"
-        lines.append(
-            f"| {a} - {b} | {len(seeds)} | {t.mean:+.3f} | [{t.low:+.3f}, {t.high:+.3f}] | {t.p:.3g} | "
-            f"{sign.wins} / {sign.losses} / {sign.ties} | {sign.p:.3g} | {verdict} |"
-        )
-    lines += ["", f'Chance: {1 / num_classes:.3f}. A verdict says "beats" only when the t interval excludes 0.']
-    return "\n".join(lines) + "\n"
 
 
 def plot(results: dict[int, dict[str, dict]], histories: dict[int, list[dict]], num_classes: int, path: Path) -> None:
@@ -548,7 +484,7 @@ def plot(results: dict[int, dict[str, dict]], histories: dict[int, list[dict]], 
     ax = axes[0]
     arms = [arm for arm in ARMS if any(arm in r for r in results.values())]
     for i, arm in enumerate(arms):
-        values = [results[s][arm]["chosen"]["test"] for s in sorted(results) if arm in results[s]]
+        values = list(test_scores(results, arm).values())
         mean, se = mean_se(values)
         ax.bar(
             i,
@@ -590,11 +526,11 @@ def write_json(path: Path, obj: dict) -> None:
 
 def write_summary(cfg: ExperimentConfig) -> str:
     """Rebuild `summary.md` and `data_efficiency.png` from the result files in `cfg.output_dir`."""
-    results = load_results(cfg.output_dir)
+    results = load_results(cfg.output_dir, ARMS)
     histories = {}
     for folder in cfg.output_dir.glob("seed*/pretrain.json"):
         histories[int(folder.parent.name[4:])] = json.loads(folder.read_text())["history"]
-    table = summarise(results, cfg.data.num_classes)
+    table = summarise(results, ARMS, COMPARISONS, chance=1 / cfg.data.num_classes)
     with atomic_path(cfg.output_dir / "summary.md") as tmp:
         Path(tmp).write_text(table)
     if results or histories:
@@ -640,7 +576,7 @@ def main(cfg: ExperimentConfig) -> dict[int, dict[str, dict]]:
     cfg.output_dir.mkdir(parents=True, exist_ok=True)
     if cfg.summarise_only:
         print(write_summary(cfg))
-        return load_results(cfg.output_dir)
+        return load_results(cfg.output_dir, ARMS)
     log_file = (cfg.output_dir / "log.txt").open("a")
 
     def log(msg: str) -> None:
@@ -655,8 +591,7 @@ def main(cfg: ExperimentConfig) -> dict[int, dict[str, dict]]:
     began = time.perf_counter()
     lrs = {"pretrained": cfg.finetune.pretrained_lrs, "scratch": cfg.finetune.scratch_lrs}
     for seed in cfg.seeds:
-        folder = cfg.output_dir / f"seed{seed}"
-        todo = [arm for arm in cfg.arms if not (folder / f"{arm}.json").is_file()]
+        todo = [arm for arm in cfg.arms if not result_path(cfg.output_dir, seed, arm).is_file()]
         if cfg.stage == "pretrain":
             todo = []
         needs_pretraining = cfg.stage == "pretrain" or any(a in ("pretrained", "pretrained_probe") for a in todo)
@@ -677,13 +612,13 @@ def main(cfg: ExperimentConfig) -> dict[int, dict[str, dict]]:
                 weights = state if arm == "pretrained_probe" else None
                 result = probe_arm(cfg, data, functools.partial(encoder_features, cfg, weights, seed))
             result = {"seed": seed, "arm": arm, **result, "seconds": round(time.perf_counter() - t0, 1)}
-            write_json(folder / f"{arm}.json", result)
+            write_json(result_path(cfg.output_dir, seed, arm), result)
             log(f"seed {seed} {arm}: chosen {result['chosen']}")
     table = write_summary(cfg)
     log("\n" + table)
     log(f"done in {time.perf_counter() - began:.0f} s; results in {cfg.output_dir}")
     log_file.close()
-    return load_results(cfg.output_dir)
+    return load_results(cfg.output_dir, ARMS)
 
 
 if __name__ == "__main__":

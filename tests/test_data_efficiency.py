@@ -10,6 +10,8 @@ import pytest
 import torch
 from recipe_helpers import load_recipe
 
+from tubemask.eval.study import summarise
+
 
 @pytest.fixture(scope="module")
 def recipe():
@@ -136,7 +138,7 @@ def summary_of(recipe, pre, scr):
         }
         for s, (a, b) in enumerate(zip(pre, scr, strict=True))
     }
-    return recipe.summarise(results, 8)
+    return summarise(results, ("pretrained", "scratch"), (("pretrained", "scratch"),), chance=1 / 8)
 
 
 @pytest.mark.parametrize(
