@@ -51,7 +51,7 @@ from tubemask.eval.diagnostics import ProbeSet, linear_probe_accuracy, plot_diag
 from tubemask.eval.motion_features import motion_features
 from tubemask.eval.study import load_results, mean_se, result_path, summarise, test_scores
 from tubemask.interop.finetune_weights import load_pretrained_encoder
-from tubemask.masking import RandomMasker, TubeMasker
+from tubemask.masking import FrameMasker, RandomMasker, TubeMasker
 from tubemask.models import ViTSize, videomae_pretrain
 from tubemask.train.optim import build_adamw
 from tubemask.train.schedule import WarmupCosine
@@ -85,6 +85,11 @@ class DataConfig:
     pool_factor: float = 1.0
     """Pretraining pool in multiples of the labelled training set: 1 pretrains on the labelled clips alone (their
     labels unused); `k > 1` adds `(k - 1)` times as many unlabelled clips of the same task."""
+    pool_domain: Literal["same", "shifted"] = "same"
+    """`same`: the pool described by `pool_factor`; `shifted`: an out-of-domain pool of `pool_factor` times the
+    labelled set's size instead, none of it from the task: the one-object task's 12 motions (moves, rotations,
+    scaling, fades, orbits) on textured backgrounds (the paper's domain-shift question: a larger pool from another
+    domain against a smaller one from the task's)."""
     labels_per_class: int = 20
     """Labelled training clips per class (the data-efficiency budget)."""
     val_per_class: int = 20
@@ -119,8 +124,10 @@ class PretrainOptions:
     """Peak AdamW learning rate (betas 0.9 / 0.95)."""
     weight_decay: float = 0.05
     warmup_steps: int = 100
-    mask: Literal["tube", "random"] = "tube"
+    mask: Literal["tube", "random", "frame"] = "tube"
     mask_ratio: float = 0.75
+    """Asked ratio; the masked count is `int(ratio * units)` of the masker's units, so the effective ratio (logged and
+    saved in `pretrain.json`) can be lower, much lower for frame masking over few time slots."""
     target: Literal["norm_pix", "pixels"] = "pixels"
     flip: bool = True
     """Random horizontal flips of pretraining clips (no labels are used, so mirrored classes are not confused)."""
@@ -259,6 +266,18 @@ def make_data(cfg: ExperimentConfig, seed: int) -> dict[str, Split]:
     out = {
         name: render(d, count, seed=10_000 * (seed + 1) + offset) for offset, (name, count) in enumerate(sizes.items())
     }
+    if d.pool_domain == "shifted":
+        count = round(d.pool_factor * sizes["train"])
+        clips, _ = render_motion_dataset(
+            count,
+            num_classes=12,
+            num_frames=d.frames,
+            size=(d.size, d.size),
+            seed=10_000 * (seed + 1) + 8,
+            background="texture",
+        )
+        out["pool"] = Split(clips, torch.full((count,), -1))
+        return out
     extra = round((d.pool_factor - 1) * sizes["train"])
     extra_clips = render(d, extra, seed=10_000 * (seed + 1) + 9).clips
     out["pool"] = Split(torch.cat([out["train"].clips, extra_clips]), torch.full((sizes["train"] + extra,), -1))
@@ -269,6 +288,18 @@ def probe_set(data: dict[str, Split]) -> ProbeSet:
     return ProbeSet(
         data["probe_train"].clips, data["probe_train"].labels, data["probe_test"].clips, data["probe_test"].labels
     )
+
+
+def make_masker(p: PretrainOptions):
+    """The pretraining masker of `--pretrain.mask` at `--pretrain.mask-ratio`."""
+    return {"tube": TubeMasker, "random": RandomMasker, "frame": FrameMasker}[p.mask](p.mask_ratio)
+
+
+def effective_mask_ratio(cfg: ExperimentConfig) -> float:
+    """The share of tokens actually masked: `num_masked / tokens` on this configuration's grid."""
+    m = cfg.model
+    grid = (cfg.data.frames // m.tubelet_size, cfg.data.size // m.patch_size, cfg.data.size // m.patch_size)
+    return make_masker(cfg.pretrain).num_masked(grid) / math.prod(grid)
 
 
 def pretrain(cfg: ExperimentConfig, data: dict[str, Split], seed: int, log) -> tuple[dict, list[dict]]:
@@ -285,7 +316,7 @@ def pretrain(cfg: ExperimentConfig, data: dict[str, Split], seed: int, log) -> t
     )
     optimizer = build_adamw(model, lr=p.lr, weight_decay=p.weight_decay, betas=(0.9, 0.95))
     schedule = WarmupCosine(total_steps=p.steps, warmup_steps=p.warmup_steps, base_lr=p.lr, min_lr=p.lr * 0.01)
-    masker = TubeMasker(p.mask_ratio) if p.mask == "tube" else RandomMasker(p.mask_ratio)
+    masker = make_masker(p)
     gen = torch.Generator().manual_seed(seed)
     pool = data["pool"].clips
 
@@ -554,9 +585,11 @@ def pretrained_state(cfg: ExperimentConfig, data: dict[str, Split], seed: int, l
     state, history = pretrain(cfg, data, seed, log)
     with atomic_path(folder / "pretrained.pt") as tmp:
         torch.save(state, tmp)
-    write_json(
-        folder / "pretrain.json", {"seed": seed, "history": history, "seconds": round(time.perf_counter() - t0, 1)}
-    )
+    ratio = effective_mask_ratio(cfg)
+    log(f"seed {seed}: {cfg.pretrain.mask} masking, ratio {cfg.pretrain.mask_ratio:g} asked, {ratio:.4g} effective")
+    summary = {"seed": seed, "mask": cfg.pretrain.mask, "mask_ratio": cfg.pretrain.mask_ratio}
+    summary |= {"effective_mask_ratio": ratio, "pool_clips": int(data["pool"].clips.shape[0])}
+    write_json(folder / "pretrain.json", {**summary, "history": history, "seconds": round(time.perf_counter() - t0, 1)})
     plot_diagnostics(history, folder / "pretrain.png", title=f"pretraining, seed {seed}")
     return state
 

@@ -46,8 +46,9 @@ def test_quick_study_writes_one_file_per_seed_and_arm_and_resumes(recipe, tmp_pa
             assert chosen["val"] == max(r["val"] for r in runs)  # chosen on validation, never on test
             assert 0.0 <= chosen["test"] <= 1.0
         assert [r["lr"] for r in results[seed]["pretrained"]["runs"]] == [1e-3, 3e-3]
-        history = json.loads((tmp_path / f"seed{seed}" / "pretrain.json").read_text())["history"]
-        assert [row["step"] for row in history] == [0, 3, 6]
+        pretraining = json.loads((tmp_path / f"seed{seed}" / "pretrain.json").read_text())
+        assert [row["step"] for row in pretraining["history"]] == [0, 3, 6]
+        assert pretraining["effective_mask_ratio"] == 0.75 and pretraining["pool_clips"] == 4 * 8 * 2
         assert (tmp_path / f"seed{seed}" / "pretrained.pt").is_file()
     summary = (tmp_path / "summary.md").read_text()
     for arm in recipe.ARMS:
@@ -165,3 +166,24 @@ def test_bad_options_name_the_option(recipe, tmp_path):
         recipe.main(dataclasses.replace(cfg, finetune=dataclasses.replace(cfg.finetune, scratch_lrs=())))
     with pytest.raises(FileNotFoundError, match="seed5/pretrained.pt"):
         recipe.main(tiny(recipe, tmp_path / "other", seeds=(5,), arms=("pretrained",), pretrained_dir=tmp_path))
+
+
+def test_out_of_domain_pool_holds_no_task_clip(recipe, tmp_path):
+    cfg = tiny(recipe, tmp_path)
+    cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, pool_domain="shifted", pool_factor=2.0))
+    data = recipe.make_data(cfg, 0)
+    n = data["train"].clips.shape[0]
+    assert data["pool"].clips.shape == (2 * n, *data["train"].clips.shape[1:])
+    pool, train = data["pool"].clips.flatten(1), data["train"].clips.flatten(1)
+    assert not (pool[:, None] == train[None]).all(dim=2).any()
+
+
+@pytest.mark.parametrize(
+    ("mask", "ratio", "effective"),
+    [("tube", 0.9, 14 / 16), ("random", 0.9, 57 / 64), ("frame", 0.9, 3 / 4), ("frame", 0.5, 2 / 4)],
+)
+def test_effective_mask_ratio_on_the_studys_grid(recipe, mask, ratio, effective):
+    """4 x 4 x 4 tokens: int(0.9 * 16) = 14 cells per slot, int(0.9 * 64) = 57 tokens, int(0.9 * 4) = 3 slots."""
+    cfg = recipe.ExperimentConfig()
+    cfg = dataclasses.replace(cfg, pretrain=dataclasses.replace(cfg.pretrain, mask=mask, mask_ratio=ratio))
+    assert recipe.effective_mask_ratio(cfg) == pytest.approx(effective)
