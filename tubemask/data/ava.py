@@ -270,30 +270,44 @@ class AVAFiles:
 
     Attributes:
         video_dir: folder of the videos, `<video_id>.<ext>`.
-        train_csv: ground-truth boxes to train on.
+        train_csv: ground-truth boxes to train on (None for an evaluation only).
         val_csv: ground-truth boxes to test against.
-        val_detections: person detections to classify at test time.
+        val_detections: person detections to classify at test time: SlowFast's CSV or AlphAction's JSON
+            ([`read_person_detections`][tubemask.data.ava_person_boxes.read_person_detections]).
         label_map: pbtxt of the evaluated classes.
         exclusions: timestamps left out of the evaluation (None: none).
-        time_offset: movie second at which each file starts (900 for AVA's 15-minute cuts).
+        time_offset: movie second at which each file starts (900 for AVA's 15-minute cuts, 0 for full movies).
+        val_image_map: the COCO-style image map of JSON person detections (None for the CSV).
     """
 
     video_dir: Path
-    train_csv: Path
+    train_csv: Path | None
     val_csv: Path
     val_detections: Path
     label_map: Path
     exclusions: Path | None
     time_offset: float = 900.0
+    val_image_map: Path | None = None
 
     @classmethod
-    def from_root(cls, root: str | os.PathLike, **overrides: Path | None) -> "AVAFiles":
+    def from_root(
+        cls, root: str | os.PathLike, *, train: bool = True, time_offset: float = 900.0, **overrides: Path | None
+    ) -> "AVAFiles":
         """The layout SlowFast and the VideoMAE detection code use under `root` (`videos/`, `annotations/` with the
         v2.2 file names), each file replaced by a non-None entry of `overrides` (same names as the attributes).
 
+        Args:
+            root: the AVA folder.
+            train: whether the training ground truth is needed (False: `train_csv` is None and not looked for).
+            time_offset: see the attribute.
+            overrides: paths given for `video_dir`, `train_csv`, `val_csv`, `val_detections`, `label_map`,
+                `exclusions`, `val_image_map`.
+
         Raises:
             FileNotFoundError: naming the option (`--train-csv` ...) of a missing file or folder, an exclusions file
-                given in `overrides` included; only a missing default exclusions file means no exclusions.
+                given in `overrides` included; only a missing default exclusions file means no exclusions. The
+                image map (default `annotations/ava_val_v2.2_min.json`) is needed when the person detections are a
+                `.json`.
         """
         notes = Path(root) / "annotations"
         defaults = dict(
@@ -303,10 +317,31 @@ class AVAFiles:
             val_detections=notes / "ava_detection_val_boxes_and_labels.csv",
             label_map=notes / "ava_action_list_v2.2_for_activitynet_2019.pbtxt",
             exclusions=notes / "ava_val_excluded_timestamps_v2.2.csv",
+            val_image_map=notes / "ava_val_v2.2_min.json",
         )
+        unknown = sorted(set(overrides) - set(defaults))
+        if unknown:
+            raise TypeError(f"AVAFiles.from_root: unknown overrides {unknown}; allowed: {sorted(defaults)}")
         paths = {k: Path(overrides[k]) if overrides.get(k) is not None else v for k, v in defaults.items()}
+        needed = {
+            "video_dir": True,
+            "train_csv": train,
+            "val_csv": True,
+            "val_detections": True,
+            "label_map": True,
+            "exclusions": overrides.get("exclusions") is not None,
+            "val_image_map": paths["val_detections"].suffix.lower() == ".json" or overrides.get("val_image_map"),
+        }
         for name, path in paths.items():
-            if (name != "exclusions" or overrides.get(name) is not None) and not path.exists():
+            if needed[name] and not path.exists():
                 option = "--" + name.replace("_", "-")
                 raise FileNotFoundError(f"{option}: {path} does not exist (see the AVA layout in the recipe's --help)")
-        return cls(**(paths | {"exclusions": paths["exclusions"] if paths["exclusions"].exists() else None}))
+        return cls(
+            **paths
+            | {
+                "train_csv": paths["train_csv"] if train else None,
+                "exclusions": paths["exclusions"] if paths["exclusions"].exists() else None,
+                "val_image_map": paths["val_image_map"] if needed["val_image_map"] else None,
+                "time_offset": float(time_offset),
+            }
+        )
