@@ -6,35 +6,24 @@
         --finetune /ckpt/videomae_vit_b_k400_finetune.pth    # docs/detection.md: the paper's ViT-B row
     python recipes/detect_ava.py --data-root /data/ava --model base --eval-only --finetune AVA_CHECKPOINT.pth
 
-The model is VideoMAE's AVA detector (Tong et al., arXiv 2203.12602; REFERENCE.md): the ViT encoder over every token
-of a 16 x 4 clip centred on the keyframe, its final norm, the tokens laid out as `[b, d, T, H, W]`, a temporal mean,
-RoIAlign 7 x 7 (scale 1 / patch size) on each person box, a max pool and one linear layer to the 80 AVA actions. It
-trains on the ground-truth boxes (optionally jittered) with a sigmoid binary cross-entropy per action, and is tested on
-person detections with score >= 0.8, each action scored as sigmoid x the box's detection score. The scores are
-written as the official results CSV (`detections.csv`: one row per box and evaluated action) and evaluated as the
-official code does ([`evaluate_box_lists`][tubemask.eval.ava_files.evaluate_box_lists]; `python -m
-tubemask.eval.ava` on that file gives the same figures): frame mAP at IoU 0.5 over the 60 classes of the label map,
-Pascal-VOC AP, the excluded timestamps left out, with every detection (`map`: VideoMAE's and SlowFast's evaluation,
-the protocol of the paper's table) and with the ActivityNet script's 50 best pairs per frame (`map_top50`).
+The model is VideoMAE's AVA detector (Tong et al., arXiv 2203.12602): the ViT over every token of a 16 x 4 clip
+centred on the keyframe, its final norm, a temporal mean of the `[b, d, T, H, W]` tokens, RoIAlign 7 x 7 per person
+box, a max pool and a linear layer to the 80 AVA actions; trained on ground-truth boxes with a sigmoid BCE, tested on
+person detections with score >= 0.8 (score = sigmoid x detection score). The test writes `detections.csv` in the
+official results format and reports frame mAP@0.5 over the label map's 60 classes as the official code computes it
+from that file ([tubemask.eval.ava_protocol][]): `map` with every detection (VideoMAE / SlowFast: the protocol of the
+paper's table) and `map_top50` with the ActivityNet script's 50 best pairs per frame.
 
-`--data-root` expects the AVA layout that SlowFast and the VideoMAE detection code use, each file overridable:
-
-    <root>/videos/<video_id>.mkv|.mp4|.webm     the 15-minute cuts (900 s to 1800 s of each movie: --time-offset 900)
-    <root>/annotations/ava_train_v2.2.csv, ava_val_v2.2.csv, ava_val_excluded_timestamps_v2.2.csv,
-        ava_action_list_v2.2_for_activitynet_2019.pbtxt, ava_detection_val_boxes_and_labels.csv (person boxes;
-        or AlphAction's boxes/ava_val_det_person_bbox.json with --val-image-map annotations/ava_val_v2.2_min.json)
-
-The defaults with `--data-root` are those of the official ViT-B AVA scripts (VideoMAE-Action-Detection): AdamW
-(0.9, 0.999), base lr 5e-4 per 256 clips (for a Kinetics-fine-tuned start; 2.5e-4 for a pretrained-only one), layer
-decay 0.75, weight decay 0.05, drop path 0.2, 30 epochs with 5 of warmup, a total batch of 128 clips (reached with
-gradient accumulation on fewer GPUs: the log says how), evaluation every 10 epochs. `--colour-jitter`,
-`--official-box-jitter`, `--test-box-extension 0.1 0.05`, `--no-roi-aligned` and `--scale-jitter 256 256` switch on
-the official code's augmentations, test boxes, RoIAlign and fixed short side (docs/detection.md). Without
-`--data-root` a synthetic AVA (textured "actors" that move left, move right, stay or flicker, with person detections
-that include false positives) is generated once into `.cache/` and a CPU-sized run trains on it. Writes checkpoints,
-`metrics.jsonl`, `test_results.json`, `detections.csv` and `final.pt` to `--output-dir`; `--resume` continues exactly
-from the latest checkpoint; `--eval-only` scores `--finetune`'s detector without reading the training set. The
-plumbing (processes, precision, checkpoints, the optimizer-step tail) is `tubemask.train`; this file is the method.
+`--data-root` expects SlowFast's / VideoMAE's AVA layout (docs/detection.md), each file overridable: `videos/` (the
+15-minute cuts: `--time-offset 900`), `annotations/ava_{train,val}_v2.2.csv`, the exclusions, the label map, and the
+person boxes (SlowFast's CSV, or AlphAction's JSON with `--val-image-map`). Its defaults are the official ViT-B AVA
+scripts': base lr 5e-4 (Kinetics-fine-tuned start), layer decay 0.75, drop path 0.2, 30 epochs with 5 of warmup, a
+total batch of 128 clips (gradient accumulation reaches it on fewer GPUs: the log says how), evaluation every 10
+epochs; switches turn on the official augmentations, test boxes and RoIAlign. Without `--data-root` a synthetic AVA
+is generated once into `.cache/` and a CPU-sized run trains on it. Writes checkpoints, `metrics.jsonl`,
+`test_results.json`, `detections.csv` and `final.pt` to `--output-dir`; `--resume` continues exactly;
+`--eval-only --finetune CKPT` scores a trained detector without reading the training set. The plumbing is
+`tubemask.train`; this file is the method.
 """
 
 from collections.abc import Mapping
@@ -59,15 +48,8 @@ from tubemask.data import (
 )
 from tubemask.data.ava_person_boxes import read_person_detections
 from tubemask.detection import ActionDetector, videomae_action_detector
-from tubemask.eval.ava import FrameMAPResult, write_frame_map_report
-from tubemask.eval.ava_files import (
-    GroundTruthBox,
-    ReportedAction,
-    evaluate_box_lists,
-    read_official_ground_truth,
-    reported_actions,
-    write_official_results,
-)
+from tubemask.eval.ava_files import read_official_ground_truth
+from tubemask.eval.ava_protocol import ACTIVITYNET_CAP, AVATestResult, evaluate_official, write_test_outputs
 from tubemask.eval.ava_scoring import score_person_boxes
 from tubemask.interop.finetune_weights import load_pretrained_encoder
 from tubemask.models import SIZES
@@ -82,7 +64,6 @@ from tubemask.train.run import Run, script_main
 
 REPO = Path(__file__).resolve().parent.parent
 TUBELET = 2  # frames per cube, as in every VideoMAE checkpoint
-ACTIVITYNET_CAP = 50  # (box, action) pairs per frame the ActivityNet script keeps; VideoMAE and SlowFast keep all
 
 
 @dataclass
@@ -99,8 +80,7 @@ class DetectConfig(TrainConfig):
     val_csv: Path | None = None
     """Ground-truth boxes to test against (default: annotations/ava_val_v2.2.csv)."""
     val_detections: Path | None = None
-    """Person detections to classify at test time: SlowFast's CSV (default:
-    annotations/ava_detection_val_boxes_and_labels.csv) or AlphAction's JSON (boxes/ava_val_det_person_bbox.json)."""
+    """Person boxes to classify: a CSV (default: annotations/ava_detection_val_boxes_and_labels.csv) or AlphAction's JSON."""
     val_image_map: Path | None = None
     """Image ids of JSON person detections (default: annotations/ava_val_v2.2_min.json)."""
     time_offset: float = 900.0
@@ -112,13 +92,11 @@ class DetectConfig(TrainConfig):
     output_dir: Path = Path("outputs/detect_ava")
     """Checkpoints, metrics, test results and final.pt go here."""
     finetune: Path | None = None
-    """Pretrained (or fine-tuned) encoder: tubemask final.pt / encoder.pt or an official VideoMAE checkpoint (an
-    official AVA checkpoint loads its head too); absent: from scratch."""
+    """Pretrained / fine-tuned weights: tubemask's or official VideoMAE's (an AVA one with its head); absent: scratch."""
     eval_only: bool = False
     """Score --finetune's detector on the test set and stop: no training set is read."""
     total_batch: int | None = None
-    """Clips per optimizer step over all processes (--data-root default: 128, the official scripts'); the gradient
-    accumulation is set to reach it (give it or --accum-steps)."""
+    """Clips per optimizer step over all processes, reached by accumulation (--data-root default: 128, as official)."""
     num_classes: int = 80
     """Logits of the head (AVA's action ids 1..80; only the label map's classes are evaluated)."""
     layer_decay: float | None = None
@@ -132,37 +110,30 @@ class DetectConfig(TrainConfig):
     sampling_rate: int | None = None
     """Frame stride (--data-root default: 4, at AVA's 30 fps)."""
     short_side: int | None = None
-    """Test-time short side in pixels (--data-root default: 256); the long side is rounded to a multiple of the patch
-    size."""
+    """Test-time short side in pixels (--data-root default: 256); the long side is rounded to the patch size."""
     scale_jitter: tuple[int, int] | None = None
     """Training short side drawn from this range (--data-root default: 256 to 320)."""
     crop_size: int | None = None
     """Training crop, a multiple of --patch-size (--data-root default: 224)."""
     flip: float | None = None
-    """Horizontal flip probability in training, boxes flipped along (--data-root default: 0.5; synthetic: 0, its
-    actions are directions)."""
+    """Training flip probability (--data-root default: 0.5; synthetic: 0, its actions are directions)."""
     box_jitter: float | None = None
-    """Jitter of the training ground-truth boxes, as a fraction of their size (--data-root default: 0.05; synthetic:
-    0)."""
+    """Training box jitter, a fraction of the box's size (--data-root default: 0.05; synthetic: 0)."""
     official_box_jitter: bool = False
-    """Jitter each edge of the training boxes as VideoMAE's AVA code does (20% of the width out, 10% in; 10% / 5% of
-    the height) instead of --box-jitter."""
+    """Jitter each edge of the training boxes as VideoMAE's AVA code does, instead of --box-jitter."""
     colour_jitter: bool = False
-    """HSV colour jitter of the training clips as VideoMAE's AVA code does (hue 20 degrees, saturation and value 0.1)."""
+    """HSV colour jitter of the training clips as VideoMAE's AVA code does."""
     test_box_extension: tuple[float, float] = (0.0, 0.0)
-    """Widen and heighten the boxes the head pools at test time by these fractions (VideoMAE's AVA code: 0.1 0.05);
-    the reported boxes stay the detector's."""
+    """Widen / heighten the boxes pooled at test time by these fractions (VideoMAE's AVA code: 0.1 0.05)."""
     roi_aligned: bool = True
-    """RoIAlign's half-cell shift (Detectron2's ROIAlignV2); VideoMAE's AVA code uses torchvision's default False
-    (--no-roi-aligned; needed to score its checkpoints as they were trained)."""
+    """RoIAlign's half-cell shift; VideoMAE's AVA code has none (--no-roi-aligned to score its checkpoints)."""
     seek_mode: Literal["exact", "approximate"] | None = None
-    """torchcodec seeking (--data-root default: approximate, as opening a 15-minute movie in exact mode scans all its
-    ~27k packets: 77 ms against 6 ms per open, measured on a 27k-frame file; synthetic: exact)."""
+    """torchcodec seeking (--data-root default: approximate: exact mode scans a 15-minute movie's packets at each
+    open, 77 ms against 6 ms on a 27k-frame file; synthetic: exact)."""
     detection_threshold: float = 0.8
     """Person detections with a lower score are not classified at test time."""
     eval_every: int | None = None
-    """Frame-mAP evaluation on the validation detections every N epochs; 0 = only the final test (--data-root
-    default: 10, the official scripts'; synthetic: 1)."""
+    """Evaluate every N epochs, 0 = only the final test (--data-root default: 10, as official; synthetic: 1)."""
     synthetic_videos: int = 96
     """Synthetic AVA size in videos (two thirds train); each gives a keyframe per second but the first."""
     synthetic_seconds: int = 3
@@ -248,22 +219,6 @@ def build_model(cfg: DetectConfig) -> ActionDetector:
         aligned=cfg.roi_aligned,
         pos_embed=ResizedSinusoidPositionEmbedding(SIZES[cfg.model].embed_dim, base_grid),
     )
-
-
-def evaluate(
-    rows: Mapping[tuple[str, int], list[ReportedAction]],
-    ground_truth: Mapping[tuple[str, int], list[GroundTruthBox]],
-    class_ids: list[int],
-    excluded: set,
-) -> tuple[FrameMAPResult, FrameMAPResult]:
-    """Frame mAP at IoU 0.5 of the results rows over the label map's classes, the excluded timestamps left out, as
-    the official code computes it: with every detection (VideoMAE's and SlowFast's evaluation: the paper's table) and
-    with the 50 best (box, action) pairs per frame (the ActivityNet script)."""
-    both = [
-        evaluate_box_lists(rows, ground_truth, class_ids=class_ids, excluded=excluded, max_detections_per_frame=cap)
-        for cap in (None, ACTIVITYNET_CAP)
-    ]
-    return both[0], both[1]
 
 
 def accumulation(cfg: DetectConfig, world_size: int) -> int:
@@ -361,21 +316,10 @@ def train(cfg: DetectConfig) -> dict:
         f"{cfg.weight_decay}, drop path {cfg.drop_path}, head dropout {cfg.head_dropout}"
     )
 
-    def frame_map(show: bool) -> tuple[dict, FrameMAPResult, FrameMAPResult]:
-        found = score_person_boxes(
-            model,
-            test_set,
-            batch_size=cfg.batch_size,
-            workers=cfg.workers,
-            device=device,
-            autocast=run.autocast,
-            rank=ctx.rank,
-            world_size=ctx.world_size,
-            calls=run.eval_calls,  # under FSDP2 every rank makes as many (collective) forward calls as the busiest
-            show=show,
+    def frame_map(show: bool) -> AVATestResult:  # under FSDP2 every rank makes as many (collective) calls
+        return score_test_set(
+            cfg, run, model, test_set, val_truth, label_map, excluded, show=show, calls=run.eval_calls
         )
-        rows = reported_actions(found, class_ids)
-        return (rows, *evaluate(rows, val_truth, class_ids, excluded))
 
     run.open_metrics(resume_step=loop.step, tensorboard=cfg.tensorboard, total_steps=loop.end_step, desc="detect-train")
     for _ in loop.epochs():
@@ -395,27 +339,46 @@ def train(cfg: DetectConfig) -> dict:
             run.log_step(loop.step, **values)
             run.save(loop, every=cfg.checkpoint_every)
         if loop.epoch_ended and cfg.eval_every and loop.epoch % cfg.eval_every == 0 and not loop.stopped:
-            _, result, capped = frame_map(show=False)
+            result = frame_map(show=False)
             run.log(
-                f"after epoch {loop.epoch}: frame mAP {result.mean_ap:.4f} (top {ACTIVITYNET_CAP}: {capped.mean_ap:.4f})"
+                f"after epoch {loop.epoch}: frame mAP {result.map:.4f} (top {ACTIVITYNET_CAP}: {result.map_top50:.4f})"
             )
-            run.log_values(loop.step, epoch=loop.epoch - 1, val_map=result.mean_ap, val_map_top50=capped.mean_ap)
+            run.log_values(loop.step, epoch=loop.epoch - 1, val_map=result.map, val_map_top50=result.map_top50)
 
     # ---- final test ---------------------------------------------------------------------------------------------
     run.log(f"testing on {len(test_set)} keyframes of person detections")
-    rows, result, capped = frame_map(show=run.is_main)
+    result = frame_map(show=run.is_main)
     bad = run.report_bad_videos()  # every process's bad videos (training and test; workers and ranks)
-    run.log_values(loop.step, test_map=result.mean_ap, test_map_top50=capped.mean_ap)
+    run.log_values(loop.step, test_map=result.map, test_map_top50=result.map_top50)
     extra = dict(label_map={str(k): v for k, v in label_map.items()}, step=loop.step, epoch=loop.epoch)
-    run.checkpointer.save_final(out / "final.pt", **extra, test={"map": result.mean_ap, "map_top50": capped.mean_ap})
+    run.checkpointer.save_final(out / "final.pt", **extra, test={"map": result.map, "map_top50": result.map_top50})
     run.finish()
     if run.is_main:
-        report_test(cfg, run, rows, result, capped, label_map, step=loop.step)
+        report_test(cfg, run, result, label_map, step=loop.step)
         if loop.step > 0:
             plot_loss_curve(out / "metrics.jsonl", out / "loss.png")
         run.log(f"done: {loop.step} steps; wrote final.pt, test_results.json, detections.csv, metrics.jsonl to {out}")
     summary = {"step": loop.step, "epoch": loop.epoch, "skipped_steps": run.stepper.guard.skipped}
-    return summary | {"map": result.mean_ap, "map_top50": capped.mean_ap, "bad_videos": len(bad.counts)}
+    return summary | {"map": result.map, "map_top50": result.map_top50, "bad_videos": len(bad.counts)}
+
+
+def score_test_set(
+    cfg, run, model, test_set, val_truth, label_map, excluded, *, show, calls=lambda b: None
+) -> AVATestResult:
+    """Score every person box of the test set (split over the processes) and evaluate it as the official code does."""
+    found = score_person_boxes(
+        model,
+        test_set,
+        batch_size=cfg.batch_size,
+        workers=cfg.workers,
+        device=run.device,
+        autocast=run.autocast,
+        rank=run.ctx.rank,
+        world_size=run.ctx.world_size,
+        calls=calls,
+        show=show,
+    )
+    return evaluate_official(found, val_truth, class_ids=sorted(label_map), excluded=excluded)
 
 
 def evaluate_only(cfg, run, model, test_set, val_truth, label_map, excluded) -> dict:
@@ -426,43 +389,24 @@ def evaluate_only(cfg, run, model, test_set, val_truth, label_map, excluded) -> 
         raise SystemExit(
             f"--eval-only: {cfg.finetune} has no detection head of {cfg.num_classes} classes to score with"
         )
-    model.to(run.device)
-    found = score_person_boxes(
-        model,
-        test_set,
-        batch_size=cfg.batch_size,
-        workers=cfg.workers,
-        device=run.device,
-        autocast=run.autocast,
-        rank=run.ctx.rank,
-        world_size=run.ctx.world_size,
-        show=run.is_main,
-    )
-    class_ids = sorted(label_map)
-    rows = reported_actions(found, class_ids)
-    result, capped = evaluate(rows, val_truth, class_ids, excluded)
+    result = score_test_set(cfg, run, model.to(run.device), test_set, val_truth, label_map, excluded, show=run.is_main)
     bad = run.report_bad_videos()
     run.finish()
     if run.is_main:
-        report_test(cfg, run, rows, result, capped, label_map, step=None)
-    return {"step": 0, "map": result.mean_ap, "map_top50": capped.mean_ap, "bad_videos": len(bad.counts)}
+        report_test(cfg, run, result, label_map, step=None)
+    return {"step": 0, "map": result.map, "map_top50": result.map_top50, "bad_videos": len(bad.counts)}
 
 
-def report_test(cfg, run, rows, result, capped, label_map, *, step) -> None:
-    """Write detections.csv (the official results format) and test_results.json, and log both figures."""
-    count = write_official_results(run.out / "detections.csv", rows)
-    protocol = dict(metric="frame mAP, Pascal-VOC AP at IoU 0.5, excluded timestamps left out")
-    protocol.update(map="every detection: VideoMAE's and SlowFast's evaluation, the protocol of the paper's table")
-    protocol.update(map_top50=f"the {ACTIVITYNET_CAP} best (box, action) pairs per frame: the ActivityNet script")
-    protocol.update(detection_threshold=cfg.detection_threshold, score="sigmoid(logit) x detection score")
+def report_test(cfg, run, result: AVATestResult, label_map, *, step) -> None:
+    """Write detections.csv and test_results.json, and log both figures."""
+    protocol = dict(detection_threshold=cfg.detection_threshold, score="sigmoid(logit) x detection score")
     protocol.update(short_side=cfg.short_side, frames=f"{cfg.num_frames} x {cfg.sampling_rate}")
     about = dict(protocol=protocol, step=step, finetune=cfg.finetune and str(cfg.finetune), eval_only=cfg.eval_only)
-    about.update(map_top50=capped.mean_ap, per_class_ap_top50={str(k): v for k, v in capped.per_class.items()})
-    write_frame_map_report(run.out / "test_results.json", result, label_map, **about, detections_csv=count)
+    report = write_test_outputs(run.out, result, label_map, **about)
     run.log(
-        f"test: frame mAP@0.5 {result.mean_ap:.4f} (every detection, as VideoMAE / SlowFast: the paper's table), "
-        f"{capped.mean_ap:.4f} (top {ACTIVITYNET_CAP} per frame, the ActivityNet script) over {len(label_map)} "
-        f"classes, {result.num_frames} keyframes; {count} rows in {run.out / 'detections.csv'}"
+        f"test: frame mAP@0.5 {result.map:.4f} (every detection, as VideoMAE / SlowFast: the paper's table), "
+        f"{result.map_top50:.4f} (top {ACTIVITYNET_CAP} per frame, the ActivityNet script) over {len(label_map)} "
+        f"classes, {result.every_detection.num_frames} keyframes; {report['detections_csv']} rows in detections.csv"
     )
 
 

@@ -354,3 +354,33 @@ def test_reported_actions_names_a_bad_frame():
         reported_actions({("v", 902): (torch.zeros(1, 4), torch.zeros(1, 6))}, [1, 7])
     with pytest.raises(ValueError, match=r"frame \('v', 902\) has boxes \(1, 3\)"):
         reported_actions({("v", 902): (torch.zeros(1, 3), torch.zeros(1, 6))}, [1])
+
+
+def test_evaluate_official_and_its_files_give_the_cli_figures(tmp_path, capsys):
+    import torch
+
+    from tubemask.eval.ava_protocol import evaluate_official, write_test_outputs
+
+    detections, truth = _score_matrices(7)
+    g = torch.Generator().manual_seed(1)
+    for key, (boxes, scores) in detections.items():  # 10 more boxes: 15 x 4 evaluated classes = 60 pairs per frame
+        extra = torch.rand(10, 2, generator=g) * 0.5
+        more = torch.cat([extra, extra + 0.2 + torch.rand(10, 2, generator=g) * 0.3], dim=1)
+        detections[key] = (torch.cat([boxes, more]), torch.cat([scores, torch.rand(10, 6, generator=g)]))
+    gt = [[v, t, *box, int(c) + 1, p] for (v, t), (boxes, labels) in truth.items() for p, (box, ls) in enumerate(zip(boxes.tolist(), labels, strict=True)) for c in ls.nonzero()]  # fmt: skip
+    files = {"gt": _write(tmp_path / "gt.csv", gt), "map": _label_map(tmp_path / "map.pbtxt")}
+    files["ex"] = _write(tmp_path / "ex.csv", [["vid", 903]])
+    from tubemask.eval.ava_files import read_official_ground_truth
+
+    result = evaluate_official(
+        detections, read_official_ground_truth(files["gt"]), class_ids=sorted(LABEL_MAP), excluded={("vid", 903)}
+    )
+    assert result.map != result.map_top50  # the cap drops 10 of each frame's 60 pairs
+    report = write_test_outputs(tmp_path, result, LABEL_MAP, step=3)
+    files["det"] = tmp_path / "detections.csv"
+    for cap, want in ((None, result.map), (50, result.map_top50)):
+        code, out, _ = _cli(capsys, _args(files, cap))
+        assert code == 0 and json.loads(out.strip().splitlines()[-1])["mAP"] == want
+    saved = json.loads((tmp_path / "test_results.json").read_text())
+    assert saved == report and saved["map"] == result.map and saved["map_top50"] == result.map_top50
+    assert saved["detections_csv"] == 12 * 15 * 4 and "paper's table" in saved["protocol"]["map"] and saved["step"] == 3

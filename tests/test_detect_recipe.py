@@ -16,7 +16,8 @@ from tubemask import videomae_pretrain
 from tubemask.data import make_synthetic_ava, read_ava_boxes, read_ava_exclusions, read_ava_label_map
 from tubemask.data.ava_dataset import KeyframeOutsideVideo
 from tubemask.eval.ava import main as ava_cli
-from tubemask.eval.ava_files import read_official_ground_truth, read_official_results, reported_actions
+from tubemask.eval.ava_files import read_official_ground_truth, read_official_results
+from tubemask.eval.ava_protocol import evaluate_official
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -103,14 +104,14 @@ def test_missing_annotation_file_names_the_option(tmp_path: Path) -> None:
 
 
 def test_ground_truth_as_detections_scores_one(ava) -> None:
-    module = load_recipe("detect_ava")
     truth = read_ava_boxes(ava.val_csv, kind="ground_truth")
     detections = {key: (frame.boxes, frame.labels.float()) for key, frame in truth.items()}
     classes = sorted(read_ava_label_map(ava.label_map))
-    rows = reported_actions(detections, classes)
     excluded = read_ava_exclusions(ava.exclusions)
-    result, capped = module.evaluate(rows, read_official_ground_truth(ava.val_csv), classes, excluded)
-    assert result.mean_ap == capped.mean_ap == 1.0 and result.num_frames == len(truth) - len(excluded)
+    result = evaluate_official(
+        detections, read_official_ground_truth(ava.val_csv), class_ids=classes, excluded=excluded
+    )
+    assert result.map == result.map_top50 == 1.0 and result.every_detection.num_frames == len(truth) - len(excluded)
 
 
 def cli_map(ava, csv: Path, capsys, *cap: str) -> float:
@@ -210,7 +211,7 @@ def test_two_processes_match_one_with_the_same_global_batch(sharding: str, ava, 
 
 @pytest.mark.slow  # two processes started by torchrun
 def test_torchrun_two_processes_train_and_test(ava, tmp_path: Path) -> None:
-    torchrun("detect_ava", tiny_options(ava, tmp_path / "ddp", max_steps=1, eval_every=0))
+    torchrun("detect_ava", tiny_options(ava, tmp_path / "ddp", max_steps=1, eval_every=0, total_batch=8))
     report = json.loads((tmp_path / "ddp" / "test_results.json").read_text())
     assert 0.0 <= report["map"] <= 1.0 and final(tmp_path / "ddp")["step"] == 1
 
