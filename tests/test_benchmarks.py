@@ -106,3 +106,12 @@ def test_memory_benchmark_prints_a_failed_workers_output() -> None:
     assert "memory.py: the hf worker failed (exit 1)" in done.stdout, done.stdout + done.stderr
     assert "Traceback" in done.stdout and "no-such-preset" in done.stdout, done.stdout
     assert "CalledProcessError" not in done.stdout + done.stderr
+
+
+def test_motion_aware_step_benchmark_quick() -> None:
+    """The smoke run prints both rows and the two ratios; the FLOPs ratio is the analytic one (tiny, 64 cubes)."""
+    out = run_script("motion_aware_step.py", "--quick", "--threads", "1")
+    assert "  tube " in out and "  motion-aware " in out, out
+    flops = float(re.search(r"^ratio flops tube/motion-aware: ([\d.]+)$", out, re.M)[1])
+    assert flops > 1.5, out
+    assert re.search(r"^ratio step_time tube/motion-aware: [\d.]+$", out, re.M), out
