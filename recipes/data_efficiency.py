@@ -181,6 +181,10 @@ class ExperimentConfig:
     """Rebuild `summary.md` and the plot from the result files in `--output-dir`; run nothing."""
     threads: int = 2
     """`torch.set_num_threads`."""
+    baselines_dir: Path | None = None
+    """Take the arms that do not depend on pretraining (`scratch`, `random_probe`, `handmade`) from the result files
+    of another study with the same task, splits, model and fine-tuning options (checked against its `config.json`),
+    e.g. when comparing pretraining designs; they are neither rerun nor copied."""
     pretrained_dir: Path | None = None
     """Take each seed's encoder from `DIR/seed{N}/pretrained.pt` of an earlier study instead of pretraining (for
     fine-tuning-side comparisons such as label budgets)."""
@@ -555,9 +559,40 @@ def write_json(path: Path, obj: dict) -> None:
         Path(tmp).write_text(json.dumps(obj, indent=1, default=str))
 
 
+PRETRAINING_FREE = ("scratch", "random_probe", "handmade")
+"""Arms whose result does not depend on the pretraining design (same splits, model and fine-tuning options)."""
+
+
+def check_baselines(cfg: ExperimentConfig) -> None:
+    """Refuse a `--baselines-dir` whose study rendered other splits or trained another model."""
+    path = cfg.baselines_dir / "config.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"--baselines-dir: {path} does not exist (not a study folder)")
+    theirs, ours = json.loads(path.read_text()), json.loads(json.dumps(dataclasses.asdict(cfg), default=str))
+    pool_fields = ("pool_factor", "pool_domain")
+    for section in ("data", "model", "finetune"):
+        a = {k: v for k, v in theirs.get(section, {}).items() if k not in pool_fields}
+        b = {k: v for k, v in ours[section].items() if k not in pool_fields}
+        if a != b:
+            changed = sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
+            raise ValueError(f"--baselines-dir {cfg.baselines_dir}: its {section} options differ in {changed}")
+
+
+def study_results(cfg: ExperimentConfig) -> dict[int, dict[str, dict]]:
+    """This study's result files, with the pretraining-free arms of `--baselines-dir` where this study has none."""
+    results = load_results(cfg.output_dir, ARMS)
+    if cfg.baselines_dir is not None:
+        for seed, arms in load_results(cfg.baselines_dir, PRETRAINING_FREE).items():
+            if seed in cfg.seeds or seed in results:
+                results.setdefault(seed, {})
+                for arm, result in arms.items():
+                    results[seed].setdefault(arm, result)
+    return results
+
+
 def write_summary(cfg: ExperimentConfig) -> str:
     """Rebuild `summary.md` and `data_efficiency.png` from the result files in `cfg.output_dir`."""
-    results = load_results(cfg.output_dir, ARMS)
+    results = study_results(cfg)
     histories = {}
     for folder in cfg.output_dir.glob("seed*/pretrain.json"):
         histories[int(folder.parent.name[4:])] = json.loads(folder.read_text())["history"]
@@ -607,9 +642,11 @@ def main(cfg: ExperimentConfig) -> dict[int, dict[str, dict]]:
         raise ValueError("--finetune.probe-weight-decays: give at least one weight decay")
     torch.set_num_threads(cfg.threads)
     cfg.output_dir.mkdir(parents=True, exist_ok=True)
+    if cfg.baselines_dir is not None:
+        check_baselines(cfg)
     if cfg.summarise_only:
         print(write_summary(cfg))
-        return load_results(cfg.output_dir, ARMS)
+        return study_results(cfg)
     log_file = (cfg.output_dir / "log.txt").open("a")
 
     def log(msg: str) -> None:
@@ -625,6 +662,10 @@ def main(cfg: ExperimentConfig) -> dict[int, dict[str, dict]]:
     lrs = {"pretrained": cfg.finetune.pretrained_lrs, "scratch": cfg.finetune.scratch_lrs}
     for seed in cfg.seeds:
         todo = [arm for arm in cfg.arms if not result_path(cfg.output_dir, seed, arm).is_file()]
+        if cfg.baselines_dir is not None:
+            todo = [
+                a for a in todo if a not in PRETRAINING_FREE or not result_path(cfg.baselines_dir, seed, a).is_file()
+            ]
         if cfg.stage == "pretrain":
             todo = []
         needs_pretraining = cfg.stage == "pretrain" or any(a in ("pretrained", "pretrained_probe") for a in todo)
@@ -651,7 +692,7 @@ def main(cfg: ExperimentConfig) -> dict[int, dict[str, dict]]:
     log("\n" + table)
     log(f"done in {time.perf_counter() - began:.0f} s; results in {cfg.output_dir}")
     log_file.close()
-    return load_results(cfg.output_dir, ARMS)
+    return study_results(cfg)
 
 
 if __name__ == "__main__":

@@ -187,3 +187,19 @@ def test_effective_mask_ratio_on_the_studys_grid(recipe, mask, ratio, effective)
     cfg = recipe.ExperimentConfig()
     cfg = dataclasses.replace(cfg, pretrain=dataclasses.replace(cfg.pretrain, mask=mask, mask_ratio=ratio))
     assert recipe.effective_mask_ratio(cfg) == pytest.approx(effective)
+
+
+def test_baselines_come_from_another_study_with_the_same_splits(recipe, tmp_path):
+    base = tiny(recipe, tmp_path / "base", seeds=(0,), arms=("scratch", "handmade"))
+    recipe.main(base)
+    design = tiny(recipe, tmp_path / "design", seeds=(0,), baselines_dir=tmp_path / "base")
+    design = dataclasses.replace(design, data=dataclasses.replace(design.data, pool_factor=2.0))
+    results = recipe.main(design)
+    assert not (tmp_path / "design" / "seed0" / "scratch.json").exists()  # read, not rerun or copied
+    assert results[0]["scratch"] == json.loads((tmp_path / "base" / "seed0" / "scratch.json").read_text())
+    assert (tmp_path / "design" / "seed0" / "random_probe.json").exists()  # the base study had none: run here
+    assert "| pretrained - scratch |" not in (tmp_path / "design" / "summary.md").read_text()  # one seed: no test
+    assert "| scratch | 1 |" in (tmp_path / "design" / "summary.md").read_text()
+    other = dataclasses.replace(design, finetune=dataclasses.replace(design.finetune, epochs=3))
+    with pytest.raises(ValueError, match=r"finetune options differ in \['epochs'\]"):
+        recipe.main(other)
