@@ -50,9 +50,13 @@ from tubemask.data.synthetic import Background, render_motion_dataset
 from tubemask.eval.diagnostics import ProbeSet, linear_probe_accuracy, plot_diagnostics, pooled_features, probe_encoder
 from tubemask.eval.motion_features import motion_features
 from tubemask.eval.study import load_results, mean_se, result_path, summarise, test_scores
+from tubemask.hog import HOGTarget
 from tubemask.interop.finetune_weights import load_pretrained_encoder
-from tubemask.masking import FrameMasker, RandomMasker, TubeMasker
+from tubemask.masking import FrameMasker, RandomMasker, TubeMasker, draw_mask
 from tubemask.models import ViTSize, videomae_pretrain
+from tubemask.motion_aware import MotionAwareMasker
+from tubemask.motion_guided import MotionGuidedMasker
+from tubemask.teacher import TeacherTarget
 from tubemask.train.optim import build_adamw
 from tubemask.train.schedule import WarmupCosine
 
@@ -124,11 +128,20 @@ class PretrainOptions:
     """Peak AdamW learning rate (betas 0.9 / 0.95)."""
     weight_decay: float = 0.05
     warmup_steps: int = 100
-    mask: Literal["tube", "random", "frame"] = "tube"
+    mask: Literal["tube", "random", "frame", "motion_aware", "motion_guided"] = "tube"
+    """`motion_aware`: the encoder sees the most-moving cubes, the decoder reconstructs the next `query_ratio` of them
+    ([tubemask.motion_aware][]); `motion_guided`: tube-like masks carried along a block-matching flow
+    ([tubemask.motion_guided][])."""
     mask_ratio: float = 0.75
     """Asked ratio; the masked count is `int(ratio * units)` of the masker's units, so the effective ratio (logged and
     saved in `pretrain.json`) can be lower, much lower for frame masking over few time slots."""
-    target: Literal["norm_pix", "pixels"] = "pixels"
+    query_ratio: float | None = None
+    """`motion_aware` only: share of all cubes the decoder reconstructs (None: every hidden cube)."""
+    target: Literal["norm_pix", "pixels", "hog", "teacher"] = "pixels"
+    """`hog`: MaskFeat's HOG histograms ([tubemask.hog][]); `teacher`: the features of the frozen encoder saved at
+    `--pretrain.teacher` ([tubemask.teacher][])."""
+    teacher: Path | None = None
+    """`target teacher`: a `pretrained.pt` of this recipe (same model options) whose encoder is the teacher."""
     flip: bool = True
     """Random horizontal flips of pretraining clips (no labels are used, so mirrored classes are not confused)."""
     probe_every: int = 500
@@ -296,7 +309,25 @@ def probe_set(data: dict[str, Split]) -> ProbeSet:
 
 def make_masker(p: PretrainOptions):
     """The pretraining masker of `--pretrain.mask` at `--pretrain.mask-ratio`."""
+    if p.mask == "motion_aware":
+        return MotionAwareMasker(p.mask_ratio, query_ratio=p.query_ratio)
+    if p.mask == "motion_guided":
+        return MotionGuidedMasker(p.mask_ratio)
     return {"tube": TubeMasker, "random": RandomMasker, "frame": FrameMasker}[p.mask](p.mask_ratio)
+
+
+def make_target(cfg: ExperimentConfig):
+    """The reconstruction target of `--pretrain.target` (a built-in's name, or a HOG / teacher piece)."""
+    p, m = cfg.pretrain, cfg.model
+    if p.target == "hog":
+        return HOGTarget()
+    if p.target == "teacher":
+        if p.teacher is None or not p.teacher.is_file():
+            raise FileNotFoundError(f"--pretrain.teacher: {p.teacher} is not a file (a pretrained.pt of this recipe)")
+        teacher = videomae_pretrain(vit_size(m), tubelet_size=m.tubelet_size, patch_size=m.patch_size)
+        teacher.load_state_dict(torch.load(p.teacher, map_location="cpu", weights_only=True))
+        return TeacherTarget(teacher)
+    return p.target
 
 
 def effective_mask_ratio(cfg: ExperimentConfig) -> float:
@@ -314,7 +345,7 @@ def pretrain(cfg: ExperimentConfig, data: dict[str, Split], seed: int, log) -> t
         vit_size(m),
         tubelet_size=m.tubelet_size,
         patch_size=m.patch_size,
-        target=p.target,
+        target=make_target(cfg),
         pixel_mean=MEAN,
         pixel_std=STD,
     )
@@ -353,8 +384,12 @@ def pretrain(cfg: ExperimentConfig, data: dict[str, Split], seed: int, log) -> t
         if p.flip:
             flip = torch.rand(p.batch_size, generator=gen) < 0.5
             video = torch.where(flip.view(-1, 1, 1, 1, 1), video.flip(-1), video)
-        mask = masker(p.batch_size, model.grid(video.shape), generator=gen)
-        out = model(video, mask)
+        grid = model.grid(video.shape)
+        if isinstance(masker, MotionAwareMasker):
+            mask, decoder_mask = masker.decoder_mask(p.batch_size, grid, generator=gen, video=video)
+            out = model(video, mask, decoder_mask=decoder_mask, num_queried=masker.num_queried(grid))
+        else:
+            out = model(video, draw_mask(masker, p.batch_size, grid, generator=gen, video=video))
         optimizer.zero_grad(set_to_none=True)
         out.loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

@@ -203,3 +203,34 @@ def test_baselines_come_from_another_study_with_the_same_splits(recipe, tmp_path
     other = dataclasses.replace(design, finetune=dataclasses.replace(design.finetune, epochs=3))
     with pytest.raises(ValueError, match=r"finetune options differ in \['epochs'\]"):
         recipe.main(other)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"mask": "motion_aware", "query_ratio": 0.25},
+        {"mask": "motion_guided"},
+        {"target": "hog"},
+        {"target": "norm_pix", "mask": "random"},
+    ],
+)
+def test_pretraining_with_the_post_videomae_pieces(recipe, tmp_path, options):
+    cfg = tiny(recipe, tmp_path, seeds=(0,), stage="pretrain")
+    cfg = dataclasses.replace(cfg, pretrain=dataclasses.replace(cfg.pretrain, **options))
+    recipe.main(cfg)
+    pretraining = json.loads((tmp_path / "seed0" / "pretrain.json").read_text())
+    assert all(row["loss"] > 0 for row in pretraining["history"][1:])
+    assert pretraining["mask"] == cfg.pretrain.mask
+
+
+def test_pretraining_with_a_teacher_from_an_earlier_study(recipe, tmp_path):
+    recipe.main(tiny(recipe, tmp_path / "teacher", seeds=(0,), stage="pretrain"))
+    cfg = tiny(recipe, tmp_path / "student", seeds=(0,), stage="pretrain")
+    teacher = tmp_path / "teacher" / "seed0" / "pretrained.pt"
+    cfg = dataclasses.replace(cfg, pretrain=dataclasses.replace(cfg.pretrain, target="teacher", teacher=teacher))
+    recipe.main(cfg)
+    student = torch.load(tmp_path / "student" / "seed0" / "pretrained.pt", weights_only=True)
+    assert student["decoder.head.weight"].shape[0] == cfg.model.embed_dim  # reconstructs the teacher's features
+    missing = dataclasses.replace(cfg, pretrain=dataclasses.replace(cfg.pretrain, teacher=tmp_path / "none.pt"))
+    with pytest.raises(FileNotFoundError, match="none.pt"):
+        recipe.main(dataclasses.replace(missing, output_dir=tmp_path / "other"))
