@@ -6,7 +6,14 @@ from pathlib import Path
 import pytest
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
-PAGES = ["wrapping.md", "masking.md"]
+PAGES = [
+    "wrapping.md",
+    "masking.md",
+    "methods/motion_aware.md",
+    "methods/motion_guided.md",
+    "methods/hog_targets.md",
+    "methods/teacher_targets.md",
+]
 PYTHON_BLOCK = re.compile(r"^```python[^\n]*\n(.*?)^```", re.DOTALL | re.MULTILINE)
 
 
