@@ -86,6 +86,8 @@ class DataConfig:
     """The scenes task's background: `panning`, `smooth` or `black`."""
     distractors: int = 1
     """Scenes task: objects crossing the frame in straight lines besides the actor and its partner."""
+    object_size: float = 0.13
+    """Scenes task: mean object radius as a share of the frame side."""
     pool_factor: float = 1.0
     """Pretraining pool in multiples of the labelled training set: 1 pretrains on the labelled clips alone (their
     labels unused); `k > 1` adds `(k - 1)` times as many unlabelled clips of the same task."""
@@ -254,6 +256,7 @@ def render(d: DataConfig, count: int, seed: int) -> Split:
             seed=seed,
             background=d.scene_background,
             distractors=d.distractors,
+            object_size=d.object_size,
         )
     else:
         clips, labels = render_motion_dataset(

@@ -88,6 +88,8 @@ def test_errors_name_the_value():
         render_scene_clip(0, num_frames=3)
     with pytest.raises(ValueError, match="distractors=-1"):
         render_scene_clip(0, distractors=-1)
+    with pytest.raises(ValueError, match="object_size=0.5"):
+        render_scene_clip(0, object_size=0.5)
     with pytest.raises(ValueError, match="count=-1"):
         render_scene_dataset(-1)
 

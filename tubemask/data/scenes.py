@@ -123,6 +123,7 @@ def render_scene_clip(
     seed: int = 0,
     background: SceneBackground = "panning",
     distractors: int = 2,
+    object_size: float = 0.13,
 ) -> UInt8[Tensor, "t 3 h w"]:
     """Render one clip of class `SCENE_CLASSES[label]`, deterministic in `(label, seed)`.
 
@@ -133,6 +134,7 @@ def render_scene_clip(
         seed: appearance, trajectory and background seed.
         background: see [SceneBackground][tubemask.data.scenes.SceneBackground].
         distractors: objects that cross the frame in straight lines besides the actor and the partner.
+        object_size: mean object radius as a share of the shorter side (each clip draws within +-15%).
 
     Returns:
         uint8 frames `[t 3 h w]`.
@@ -147,6 +149,8 @@ def render_scene_clip(
         raise ValueError(f"render_scene_clip: num_frames={num_frames}; need at least 4")
     if distractors < 0:
         raise ValueError(f"render_scene_clip: distractors={distractors}; must be >= 0")
+    if not 0 < object_size < 0.5:
+        raise ValueError(f"render_scene_clip: object_size={object_size}; must be in (0, 0.5)")
     if background not in ("panning", "smooth", "black"):
         raise ValueError(f"render_scene_clip: background={background!r}; allowed 'panning', 'smooth', 'black'")
     rng = np.random.default_rng([seed, label, 7])
@@ -163,7 +167,7 @@ def render_scene_clip(
     elif background == "black":
         field = torch.zeros_like(field)
 
-    radius = short * rng.uniform(0.11, 0.15)
+    radius = short * object_size * rng.uniform(0.85, 1.15)
     paths = _trajectories(SCENE_CLASSES[label], rng, s, short, radius)
     centres = [paths["actor"], paths["partner"]]
     for _ in range(distractors):
@@ -191,6 +195,7 @@ def render_scene_dataset(
     seed: int = 0,
     background: SceneBackground = "panning",
     distractors: int = 2,
+    object_size: float = 0.13,
 ) -> tuple[UInt8[Tensor, "n 3 t h w"], Int64[Tensor, " n"]]:
     """Render `count` labelled scene clips in memory, classes in turn (clip `i` has label `i % 8`).
 
@@ -216,6 +221,7 @@ def render_scene_dataset(
             seed=clip_seed,
             background=background,
             distractors=distractors,
+            object_size=object_size,
         )
         clips[i] = frames.permute(1, 0, 2, 3)
     return clips, labels
