@@ -1,6 +1,6 @@
 """VideoMAE action detection on AVA v2.2 (or a built-in synthetic AVA), top to bottom in one file.
 
-    python recipes/detect_ava.py                                  # tiny model, synthetic AVA, CPU, under 2 minutes
+    python recipes/detect_ava.py                                  # tiny model, synthetic AVA, CPU, minutes
     python recipes/detect_ava.py --finetune outputs/pretrain_ucf101/final.pt  # tiny, patch 8 like that recipe
     torchrun --nproc-per-node 8 recipes/detect_ava.py --data-root /data/ava --model base \\
         --finetune /ckpt/videomae_vit_b_k400_finetune.pth    # docs/detection.md: the paper's ViT-B row
@@ -80,7 +80,7 @@ class DetectConfig(TrainConfig):
     val_csv: Path | None = None
     """Ground-truth boxes to test against (default: annotations/ava_val_v2.2.csv)."""
     val_detections: Path | None = None
-    """Person boxes to classify: a CSV (default: annotations/ava_detection_val_boxes_and_labels.csv) or AlphAction's JSON."""
+    """Person boxes to classify: a CSV (default: annotations/ava_detection_val_boxes_and_labels.csv) or a JSON."""
     val_image_map: Path | None = None
     """Image ids of JSON person detections (default: annotations/ava_val_v2.2_min.json)."""
     time_offset: float = 900.0
@@ -92,7 +92,7 @@ class DetectConfig(TrainConfig):
     output_dir: Path = Path("outputs/detect_ava")
     """Checkpoints, metrics, test results and final.pt go here."""
     finetune: Path | None = None
-    """Pretrained / fine-tuned weights: tubemask's or official VideoMAE's (an AVA one with its head); absent: scratch."""
+    """Pretrained / fine-tuned weights, tubemask's or official (an AVA one with its head); absent: from scratch."""
     eval_only: bool = False
     """Score --finetune's detector on the test set and stop: no training set is read."""
     total_batch: int | None = None

@@ -1,4 +1,5 @@
-"""The box and colour augmentations of VideoMAE's AVA code, as options of [`AVADataset`][tubemask.data.ava_dataset.AVADataset].
+"""The box and colour augmentations of VideoMAE's AVA code, options of
+[`AVADataset`][tubemask.data.ava_dataset.AVADataset].
 
 VideoMAE's AVA fine-tuning (the AlphAction code base, Tang et al. 2020) trains on ground-truth boxes whose four edges
 are each moved at random, mostly outwards ([`official_box_jitter`][tubemask.data.ava_augment.official_box_jitter]),

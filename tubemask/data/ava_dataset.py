@@ -154,18 +154,20 @@ class AVADataset(Dataset):
       has one row per annotated box.
     - Testing: the short side is resized to `short_side` and the long side to the multiple of `size_multiple`
       nearest the aspect-preserving length (both sides multiples of `size_multiple`); no crop, no flip. The boxes
-      given to the model are widened by `test_box_extension` ([`extend_boxes`][tubemask.data.ava_augment.
-      extend_boxes]; VideoMAE: `(0.1, 0.05)`); `norm_boxes` stay the detector's, as reported.
+      given to the model are widened by `test_box_extension`
+      ([`extend_boxes`][tubemask.data.ava_augment.extend_boxes]; VideoMAE: `(0.1, 0.05)`); `norm_boxes` stay the
+      detector's, as reported.
 
     All randomness of sample `i` in epoch `e` comes from
     [`sample_generator(seed, e, i)`][tubemask.data.datasets.sample_generator] in a fixed order (short side, crop
-    offset, flip, box jitter, colour jitter); a key may also be an `(epoch, index)` pair, as in the other datasets. A video that is
-    missing (no `<video_root>/<video_id><ext>` for any of `video_extensions`), does not decode, or is cut short before
-    the keyframe (the header states more frames than decode) is counted in `failures` and replaced by another keyframe drawn from the same
-    generator, so the returned `key` says which keyframe a sample is; `strict=True` raises instead. At test time an
-    evaluator should thus keep the first result per key. A truncated video (its header states more frames than
-    decode) is named in `failures` once ([`record_truncated`][tubemask.data.failures.FailureLog.record_truncated]);
-    its keyframes inside the frames that decode are used.
+    offset, flip, box jitter, colour jitter); a key may also be an `(epoch, index)` pair, as in the other datasets.
+    A video that is missing (no `<video_root>/<video_id><ext>` for any of `video_extensions`), does not decode, or
+    is cut short before the keyframe (the header states more frames than decode) is counted in `failures` and
+    replaced by another keyframe drawn from the same generator, so the returned `key` says which keyframe a sample
+    is; `strict=True` raises instead. At test time an evaluator should thus keep the first result per key. A
+    truncated video (its header states more frames than decode) is named in `failures` once
+    ([`record_truncated`][tubemask.data.failures.FailureLog.record_truncated]); its keyframes inside the frames that
+    decode are used.
 
     Args:
         frames: Keyframes, e.g. `read_ava_boxes(...)` (a mapping's values are used, in order).
