@@ -95,8 +95,11 @@ def render_object(
 
     Args:
         rng: draws the shape kind, then the colours, then the texture (in that order).
-        xs, ys: pixel coordinates, `[1 1 w]` and `[1 h 1]`.
-        cx, cy, theta: the centre and rotation per frame, `[t 1 1]`.
+        xs: pixel column coordinates, `[1 1 w]`.
+        ys: pixel row coordinates, `[1 h 1]`.
+        cx: the centre's column per frame, `[t 1 1]`.
+        cy: the centre's row per frame, `[t 1 1]`.
+        theta: the rotation per frame, `[t 1 1]`.
         size: the shape's radius in pixels (per frame `[t 1 1]`, or one number).
 
     Returns:

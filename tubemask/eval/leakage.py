@@ -35,7 +35,8 @@ def copy_along_motion(
         mask: True = hidden, raster `(t h w)` over the token grid.
         flow: backward token flow `[b t-1 h w 2]` (see [tubemask.motion_guided][]): for each cell of slot `k + 1`,
             its source in slot `k`, in cells.
-        tubelet_size, patch_size: the cube geometry.
+        tubelet_size: frames per cube.
+        patch_size: pixels per cube side.
 
     Returns:
         `{"mse": ..., "leaked": ...}`.
