@@ -3,8 +3,9 @@
 Masked video distillation pretrains a student by reconstructing, for each hidden cube, the feature a frozen teacher
 computes at that cube's token from the whole clip, instead of its pixels. The teacher is any model with
 `forward_features(video) -> [b n d]` on the student's token grid: a tubemask pretraining model or classifier, and so
-any HF transformers or official VideoMAE checkpoint loaded through `tubemask.interop` (`from_hf`, `load_pretrained_encoder`). MVD's teachers are
-MAE-pretrained image and video models; the student's decoder then predicts `d` values per cube.
+any HF transformers or official VideoMAE checkpoint loaded through `tubemask.interop` (`from_hf`,
+`load_pretrained_encoder`). MVD's teachers are MAE-pretrained image and video models; the student's decoder then
+predicts `d` values per cube.
 
 [TeacherTarget][tubemask.teacher.TeacherTarget] is the [Target][tubemask.targets.Target] piece. It is a plain object,
 not a module: a [MAEWrapper][tubemask.mae.MAEWrapper] holding it does not register the teacher as a submodule, so
