@@ -97,7 +97,6 @@ def test_errors_name_the_value():
 def test_hand_made_features_saturate_the_old_task_but_not_this_one():
     """The reason this task exists: at 20 labels per class, hand-made motion features with a linear classifier
     reach about 0.9 on the one-object task and stay far below that here (about 0.35-0.45 with one distractor)."""
-    torch.set_num_threads(1)
 
     def score(render, n_cls, **kw):
         xtr, ytr = render(20 * n_cls, seed=100, **kw)
