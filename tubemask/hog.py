@@ -24,7 +24,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from tubemask.shapes import typechecked
-from tubemask.targets import _channel_values
+from tubemask.targets import channel_values
 
 __all__ = ["HOGTarget", "hog_cells"]
 
@@ -123,8 +123,8 @@ class HOGTarget:
         with torch.no_grad(), torch.autocast(device_type=video.device.type, enabled=False):
             frames = video[:, :, ::tubelet_size].float()  # the first frame of each tubelet
             if mean is not None and std is not None:
-                sd = _channel_values(tuple(std), frames.dtype, frames.device).view(1, c, 1, 1, 1)
-                mu = _channel_values(tuple(mean), frames.dtype, frames.device).view(1, c, 1, 1, 1)
+                sd = channel_values(tuple(std), frames.dtype, frames.device).view(1, c, 1, 1, 1)
+                mu = channel_values(tuple(mean), frames.dtype, frames.device).view(1, c, 1, 1, 1)
                 frames = frames * sd + mu
             slots = frames.shape[2]
             images = frames.transpose(1, 2).reshape(b * slots, c, h, w)

@@ -29,6 +29,7 @@ from tubemask.tokenizers import gather_cube_planes, gather_cubes
 
 __all__ = [
     "TargetKind",
+    "channel_values",
     "Target",
     "PixelTarget",
     "as_target",
@@ -42,7 +43,7 @@ TargetKind = Literal["norm_pix", "norm_pix_joint", "pixels"]
 """The names of the built-in targets."""
 
 
-def _channel_values(values: tuple[float, ...], dtype: torch.dtype, device: torch.device) -> Tensor:
+def channel_values(values: tuple[float, ...], dtype: torch.dtype, device: torch.device) -> Tensor:
     """`torch.tensor(values, dtype=dtype, device=device)`, made once per (values, dtype, device) and then reused.
 
     Building it per call is a blocking host-to-device copy on CUDA (a device sync every training step). Callers only
@@ -69,8 +70,8 @@ def unnormalize_cubes(
     if mean is None or std is None or len(mean) != channels or len(std) != channels:
         raise ValueError(f"pixel mean and std need one value per channel ({channels}); got mean={mean}, std={std}")
     b, m, k = cubes.shape
-    mu = _channel_values(tuple(mean), cubes.dtype, cubes.device)
-    sd = _channel_values(tuple(std), cubes.dtype, cubes.device)
+    mu = channel_values(tuple(mean), cubes.dtype, cubes.device)
+    sd = channel_values(tuple(std), cubes.dtype, cubes.device)
     return (cubes.view(b, m, k // channels, channels) * sd + mu).view(b, m, k)
 
 
@@ -99,7 +100,7 @@ def _norm_pix_from_planes(
     centred = planes - planes.mean(dim=-1, keepdim=True)
     # unbiased std as the norm of the deviations: one reduction pass, no squared copy
     scale = torch.linalg.vector_norm(centred, dim=-1, keepdim=True) / math.sqrt(q - 1)
-    sd = _channel_values(tuple(std) if std is not None else (1.0,) * c, planes.dtype, planes.device)
+    sd = channel_values(tuple(std) if std is not None else (1.0,) * c, planes.dtype, planes.device)
     denom = scale + eps / sd[:, None]
     if torch.compiler.is_compiling():  # Dynamo breaks the graph on out=; inductor fuses the transpose anyway
         return (centred / denom).transpose(-1, -2).reshape(b, m, q * c)
