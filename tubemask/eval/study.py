@@ -15,9 +15,21 @@ import math
 import statistics
 from pathlib import Path
 
+from tubemask.atomic import atomic_path
 from tubemask.eval.paired_stats import paired_t_test, sign_test
 
-__all__ = ["Results", "load_results", "mean_se", "result_path", "summarise", "test_scores"]
+__all__ = [
+    "Results",
+    "differing_options",
+    "load_results",
+    "mean_se",
+    "plot_study",
+    "result_path",
+    "summarise",
+    "test_scores",
+    "with_baselines",
+    "write_json",
+]
 
 Results = dict[int, dict[str, dict]]
 """`{seed: {arm: result}}`."""
@@ -26,6 +38,14 @@ Results = dict[int, dict[str, dict]]
 def result_path(out: Path, seed: int, arm: str) -> Path:
     """Where the result of `arm` on `seed` lives under the study folder `out`."""
     return Path(out) / f"seed{seed}" / f"{arm}.json"
+
+
+def write_json(path: Path, obj: dict) -> None:
+    """Write `obj` as indented JSON, atomically (a reader never sees half a result file); makes the folder."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        Path(tmp).write_text(json.dumps(obj, indent=1, default=str))
 
 
 def load_results(out: Path, arms: tuple[str, ...]) -> Results:
@@ -98,3 +118,74 @@ def summarise(
         )
     lines += ["", f'Chance: {chance:.3f}. A verdict says "beats" only when the t interval excludes 0.']
     return "\n".join(lines) + "\n"
+
+
+def with_baselines(results: Results, baselines: Results, seeds: tuple[int, ...]) -> Results:
+    """`results` with the arms of `baselines` (another study's result files) added where `results` has none, for the
+    seeds in `seeds` or already in `results`; `results` is changed in place and returned."""
+    for seed, arms in baselines.items():
+        if seed in seeds or seed in results:
+            results.setdefault(seed, {})
+            for arm, result in arms.items():
+                results[seed].setdefault(arm, result)
+    return results
+
+
+def differing_options(theirs: dict, ours: dict, sections: tuple[str, ...], ignore: tuple[str, ...] = ()) -> dict:
+    """The option names that differ between two studies' configurations (`config.json` dicts), per section, leaving
+    out the names in `ignore`: `{section: [names]}`, empty when the studies agree."""
+    out = {}
+    for section in sections:
+        a = {k: v for k, v in theirs.get(section, {}).items() if k not in ignore}
+        b = {k: v for k, v in ours.get(section, {}).items() if k not in ignore}
+        if a != b:
+            out[section] = sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
+    return out
+
+
+def plot_study(
+    results: Results, histories: dict[int, list[dict]], arms: tuple[str, ...], *, chance: float, path: Path
+) -> None:
+    """One picture of a study: test accuracy per arm (mean +- SE bars, one dot per seed) and, per seed, the
+    pretraining curves (loss against its zero floor; linear probe and participation ratio / 20)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    ax = axes[0]
+    shown = [arm for arm in arms if any(arm in r for r in results.values())]
+    for i, arm in enumerate(shown):
+        values = list(test_scores(results, arm).values())
+        mean, se = mean_se(values)
+        ax.bar(
+            i,
+            mean,
+            yerr=0 if math.isnan(se) else se,
+            color="tab:blue" if "pretrained" in arm else "tab:grey",
+            alpha=0.6,
+        )
+        ax.scatter([i] * len(values), values, color="k", zorder=3, s=8)
+    ax.axhline(chance, ls="--", color="r", label="chance")
+    ax.set_xticks(range(len(shown)), [a.replace("_", "\n") for a in shown], fontsize=8)
+    ax.set_ylabel("test top-1")
+    ax.legend()
+    for seed, hist in sorted(histories.items()):
+        steps = [r["step"] for r in hist if "loss" in r]
+        axes[1].plot(steps, [r["loss"] for r in hist if "loss" in r], label=f"loss seed {seed}")
+        axes[1].plot(steps, [r["zero_floor"] for r in hist if "loss" in r], ls="--", label=f"floor seed {seed}")
+        all_steps = [r["step"] for r in hist]
+        axes[2].plot(all_steps, [r["probe_per_time"] for r in hist], label=f"probe seed {seed}")
+        axes[2].plot(all_steps, [r["participation_ratio"] / 20 for r in hist], ls=":", label=f"PR/20 seed {seed}")
+    axes[1].set_xlabel("pretraining step")
+    axes[1].set_title("loss vs zero floor")
+    axes[2].set_xlabel("pretraining step")
+    axes[2].set_title("linear probe (per-time features), participation ratio / 20")
+    for ax in axes[1:]:
+        if ax.lines:
+            ax.legend(fontsize=6)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)

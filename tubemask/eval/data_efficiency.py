@@ -1,0 +1,395 @@
+"""The pieces of the data-efficiency study (`recipes/data_efficiency.py`): its splits and its arms.
+
+The study renders disjoint labelled, validation and test sets of a synthetic motion task for each seed
+([make_splits][tubemask.eval.data_efficiency.make_splits]; the pretraining pool is the labelled clips themselves,
+VideoMAE's setting, or grows with unlabelled or out-of-domain clips), then runs its arms on the same splits:
+
+- fine-tuning ([train_classifier][tubemask.eval.data_efficiency.train_classifier]): a classifier trained with
+  label-preserving augmentation, the epoch with the best validation accuracy kept; the learning rate chosen on
+  validation over a grid ([choose_learning_rate][tubemask.eval.data_efficiency.choose_learning_rate]);
+- linear probes ([probe_arm][tubemask.eval.data_efficiency.probe_arm]): a linear classifier on frozen features,
+  its weight decay chosen on validation.
+
+Every choice is made on the validation set; the test set is scored once, for the choice.
+"""
+
+import math
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+
+from tubemask.data import normalize_batch
+from tubemask.data.scenes import SCENE_CLASSES, SceneBackground, render_scene_dataset
+from tubemask.data.synthetic import Background, render_motion_dataset
+from tubemask.eval.diagnostics import linear_probe_accuracy
+from tubemask.hog import HOGTarget
+from tubemask.masking import FrameMasker, RandomMasker, TubeMasker
+from tubemask.models import ViTSize, videomae_pretrain
+from tubemask.motion_aware import MotionAwareMasker
+from tubemask.motion_guided import MotionGuidedMasker
+from tubemask.teacher import TeacherTarget
+from tubemask.train.optim import build_adamw
+from tubemask.train.schedule import WarmupCosine
+
+__all__ = [
+    "PIXEL_MEAN",
+    "PIXEL_STD",
+    "DataConfig",
+    "ModelConfig",
+    "PretrainOptions",
+    "FinetuneOptions",
+    "vit_size",
+    "make_masker",
+    "make_target",
+    "effective_mask_ratio",
+    "Split",
+    "normalise",
+    "render",
+    "make_splits",
+    "augment",
+    "accuracy",
+    "train_classifier",
+    "choose_learning_rate",
+    "probe_arm",
+]
+
+PIXEL_MEAN = (0.5, 0.5, 0.5)
+"""The study's normalisation (its clips are synthetic: ImageNet statistics mean nothing here)."""
+PIXEL_STD = (0.25, 0.25, 0.25)
+
+
+@dataclass
+class DataConfig:
+    """The synthetic task and its splits."""
+
+    task: Literal["scenes", "motion"] = "scenes"
+    """`scenes`: [tubemask.data.scenes][] (8 classes, several objects, panning background); `motion`: the older
+    one-object task of [tubemask.data.synthetic][] (its first `num_classes` classes)."""
+    num_classes: int = 8
+    """Classes (the scenes task has exactly 8)."""
+    frames: int = 8
+    """Frames per clip."""
+    size: int = 32
+    """Frame height and width in pixels."""
+    background: Background = "black"
+    """The motion task's background: `texture`, `flat` or `black`."""
+    scene_background: SceneBackground = "panning"
+    """The scenes task's background: `panning`, `smooth` or `black`."""
+    distractors: int = 1
+    """Scenes task: objects crossing the frame in straight lines besides the actor and its partner."""
+    object_size: float = 0.13
+    """Scenes task: mean object radius as a share of the frame side."""
+    pool_factor: float = 1.0
+    """Pretraining pool in multiples of the labelled training set: 1 pretrains on the labelled clips alone (their
+    labels unused); `k > 1` adds `(k - 1)` times as many unlabelled clips of the same task."""
+    pool_domain: Literal["same", "shifted"] = "same"
+    """`same`: the pool described by `pool_factor`; `shifted`: an out-of-domain pool of `pool_factor` times the
+    labelled set's size instead, none of it from the task: the one-object task's 12 motions (moves, rotations,
+    scaling, fades, orbits) on textured backgrounds (the paper's domain-shift question: a larger pool from another
+    domain against a smaller one from the task's)."""
+    labels_per_class: int = 20
+    """Labelled training clips per class (the data-efficiency budget)."""
+    val_per_class: int = 20
+    """Validation clips per class (every choice: epoch, learning rate, probe weight decay)."""
+    test_per_class: int = 50
+    """Test clips per class (scored once per arm, after every choice)."""
+    probe_per_class: int = 30
+    """Labelled clips per class for the pretraining diagnostics' linear probe (never used for a choice)."""
+
+
+@dataclass
+class FinetuneOptions:
+    """Supervised training of the two fine-tuning arms on the labelled set (the same for both)."""
+
+    epochs: int = 60
+    """Epochs at most; the epoch with the best validation accuracy is kept (checked every `eval_every`)."""
+    eval_every: int = 2
+    """Validation every this many epochs (and after the last)."""
+    batch_size: int = 16
+    pretrained_lrs: tuple[float, ...] = (2.5e-4, 5e-4, 1e-3, 2e-3)
+    """The pretrained arm's learning-rate grid (peak AdamW lr, betas 0.9 / 0.999)."""
+    scratch_lrs: tuple[float, ...] = (1e-4, 2.5e-4, 5e-4, 1e-3, 2e-3, 4e-3)
+    """The scratch arm's learning-rate grid, wider: a model from scratch is tuned at least as hard as the pretrained
+    one."""
+    layer_decay: float = 0.75
+    """Layer-wise lr decay for both arms (the scratch arm gets the same optimiser)."""
+    weight_decay: float = 0.05
+    warmup_epochs: int = 5
+    drop_path: float = 0.1
+    head_dropout: float = 0.0
+    label_smoothing: float = 0.1
+    augment: bool = True
+    """Label-preserving augmentation for both arms: a random shift of the whole clip by up to `shift` pixels
+    (edges replicated) and brightness / contrast jitter of 10%. No flips: a mirror turns clockwise into
+    counter-clockwise."""
+    shift: int = 4
+    probe_weight_decays: tuple[float, ...] = (1e-3, 1e-2, 1e-1, 1.0)
+    """The probe arms' L2 grid (chosen on validation)."""
+
+
+@dataclass
+class ModelConfig:
+    """Encoder and decoder of the small ViT."""
+
+    patch_size: int = 8
+    tubelet_size: int = 2
+    embed_dim: int = 128
+    depth: int = 4
+    num_heads: int = 4
+    decoder_dim: int = 64
+    decoder_depth: int = 2
+    decoder_heads: int = 2
+
+
+@dataclass
+class PretrainOptions:
+    """Masked-autoencoder pretraining on the pool."""
+
+    steps: int = 2000
+    batch_size: int = 64
+    lr: float = 1.5e-3
+    """Peak AdamW learning rate (betas 0.9 / 0.95)."""
+    weight_decay: float = 0.05
+    warmup_steps: int = 100
+    mask: Literal["tube", "random", "frame", "motion_aware", "motion_guided"] = "tube"
+    """`motion_aware`: the encoder sees the most-moving cubes, the decoder reconstructs the next `query_ratio` of them
+    ([tubemask.motion_aware][]); `motion_guided`: tube-like masks carried along a block-matching flow
+    ([tubemask.motion_guided][])."""
+    mask_ratio: float = 0.75
+    """Asked ratio; the masked count is `int(ratio * units)` of the masker's units, so the effective ratio (logged and
+    saved in `pretrain.json`) can be lower, much lower for frame masking over few time slots."""
+    query_ratio: float | None = None
+    """`motion_aware` only: share of all cubes the decoder reconstructs (None: every hidden cube)."""
+    target: Literal["norm_pix", "pixels", "hog", "teacher"] = "pixels"
+    """`hog`: MaskFeat's HOG histograms ([tubemask.hog][]); `teacher`: the features of the frozen encoder saved at
+    `--pretrain.teacher` ([tubemask.teacher][])."""
+    teacher: Path | None = None
+    """`target teacher`: a `pretrained.pt` of this recipe (same model options) whose encoder is the teacher."""
+    flip: bool = True
+    """Random horizontal flips of pretraining clips (no labels are used, so mirrored classes are not confused)."""
+    probe_every: int = 500
+    """Diagnostics and linear probe every this many steps (and at the start and the end)."""
+
+
+@dataclass
+class Split:
+    """Clips (uint8 `[n 3 t h w]`) and their labels (`[n]`; -1 for the unlabelled pool)."""
+
+    clips: torch.Tensor
+    labels: torch.Tensor
+
+
+def normalise(clips: torch.Tensor) -> torch.Tensor:
+    """uint8 `[b 3 t h w]` -> float, normalised with `PIXEL_MEAN` / `PIXEL_STD`."""
+    return normalize_batch(clips, PIXEL_MEAN, PIXEL_STD)
+
+
+def vit_size(m: ModelConfig) -> ViTSize:
+    return ViTSize(m.embed_dim, m.depth, m.num_heads, m.decoder_dim, m.decoder_depth, m.decoder_heads)
+
+
+def render(d: DataConfig, count: int, seed: int) -> Split:
+    """`count` clips of the configured task with dataset seed `seed` (classes in turn)."""
+    if d.task == "scenes":
+        if d.num_classes != len(SCENE_CLASSES):
+            raise ValueError(f"--data.num-classes={d.num_classes}: the scenes task has {len(SCENE_CLASSES)} classes")
+        clips, labels = render_scene_dataset(
+            count,
+            num_frames=d.frames,
+            size=(d.size, d.size),
+            seed=seed,
+            background=d.scene_background,
+            distractors=d.distractors,
+            object_size=d.object_size,
+        )
+    else:
+        clips, labels = render_motion_dataset(
+            count,
+            num_classes=d.num_classes,
+            num_frames=d.frames,
+            size=(d.size, d.size),
+            seed=seed,
+            background=d.background,
+        )
+    return Split(clips, labels)
+
+
+def make_splits(d: DataConfig, seed: int) -> dict[str, Split]:
+    """Disjoint sets for one seed (each set has its own dataset seed, so no clip repeats across sets): `train`, `val`,
+    `test`, `probe_train`, `probe_test` and `pool`, the labelled training set plus `(pool_factor - 1)` times as many
+    clips of a further disjoint set (or, with `pool_domain="shifted"`, `pool_factor` times as many out-of-domain
+    clips instead)."""
+    if d.pool_factor < 1:
+        raise ValueError(f"--data.pool-factor={d.pool_factor}; must be >= 1 (1: the labelled clips alone)")
+    sizes = {
+        "train": d.labels_per_class * d.num_classes,
+        "val": d.val_per_class * d.num_classes,
+        "test": d.test_per_class * d.num_classes,
+        "probe_train": d.probe_per_class * d.num_classes,
+        "probe_test": d.probe_per_class * d.num_classes,
+    }
+    out = {
+        name: render(d, count, seed=10_000 * (seed + 1) + offset) for offset, (name, count) in enumerate(sizes.items())
+    }
+    if d.pool_domain == "shifted":
+        count = round(d.pool_factor * sizes["train"])
+        clips, _ = render_motion_dataset(
+            count,
+            num_classes=12,
+            num_frames=d.frames,
+            size=(d.size, d.size),
+            seed=10_000 * (seed + 1) + 8,
+            background="texture",
+        )
+        out["pool"] = Split(clips, torch.full((count,), -1))
+        return out
+    extra = round((d.pool_factor - 1) * sizes["train"])
+    extra_clips = render(d, extra, seed=10_000 * (seed + 1) + 9).clips
+    out["pool"] = Split(torch.cat([out["train"].clips, extra_clips]), torch.full((sizes["train"] + extra,), -1))
+    return out
+
+
+def make_masker(p: PretrainOptions):
+    """The pretraining masker of `--pretrain.mask` at `--pretrain.mask-ratio`."""
+    if p.mask == "motion_aware":
+        return MotionAwareMasker(p.mask_ratio, query_ratio=p.query_ratio)
+    if p.mask == "motion_guided":
+        return MotionGuidedMasker(p.mask_ratio)
+    return {"tube": TubeMasker, "random": RandomMasker, "frame": FrameMasker}[p.mask](p.mask_ratio)
+
+
+def make_target(p: PretrainOptions, m: ModelConfig):
+    """The reconstruction target of `--pretrain.target` (a built-in's name, or a HOG / teacher piece)."""
+    if p.target == "hog":
+        return HOGTarget()
+    if p.target == "teacher":
+        if p.teacher is None or not p.teacher.is_file():
+            raise FileNotFoundError(f"--pretrain.teacher: {p.teacher} is not a file (a pretrained.pt of this recipe)")
+        teacher = videomae_pretrain(vit_size(m), tubelet_size=m.tubelet_size, patch_size=m.patch_size)
+        teacher.load_state_dict(torch.load(p.teacher, map_location="cpu", weights_only=True))
+        return TeacherTarget(teacher)
+    return p.target
+
+
+def effective_mask_ratio(p: PretrainOptions, m: ModelConfig, d: DataConfig) -> float:
+    """The share of tokens actually masked: `num_masked / tokens` on the study's grid."""
+    grid = (d.frames // m.tubelet_size, d.size // m.patch_size, d.size // m.patch_size)
+    return make_masker(p).num_masked(grid) / math.prod(grid)
+
+
+def augment(video: torch.Tensor, shift: int, gen: torch.Generator) -> torch.Tensor:
+    """Label-preserving augmentation of a normalised batch `[b c t h w]`: each clip shifted by up to `shift` pixels
+    (edges replicated, the same shift for every frame) and its brightness and contrast jittered by up to 10%."""
+    b = video.shape[0]
+    out = torch.empty_like(video)
+    padded = F.pad(video, (shift, shift, shift, shift, 0, 0), mode="replicate") if shift else video
+    h, w = video.shape[-2:]
+    offsets = torch.randint(0, 2 * shift + 1, (b, 2), generator=gen)
+    for i in range(b):
+        y, x = int(offsets[i, 0]), int(offsets[i, 1])
+        out[i] = padded[i, :, :, y : y + h, x : x + w]
+    scale = 1 + 0.1 * (2 * torch.rand(b, 1, 1, 1, 1, generator=gen) - 1)
+    bias = 0.1 * (2 * torch.rand(b, 1, 1, 1, 1, generator=gen) - 1) / PIXEL_STD[0]
+    return out * scale + bias
+
+
+@torch.no_grad()
+def accuracy(model: torch.nn.Module, split: Split, batch: int = 128) -> float:
+    """Top-1 accuracy of a classifier on a split, in eval mode."""
+    model.eval()
+    correct = 0
+    for start in range(0, split.clips.shape[0], batch):
+        logits = model(normalise(split.clips[start : start + batch]))
+        correct += int((logits.argmax(dim=1) == split.labels[start : start + batch]).sum())
+    return correct / split.clips.shape[0]
+
+
+def train_classifier(
+    model: torch.nn.Module,
+    data: Mapping[str, Split],
+    f: FinetuneOptions,
+    *,
+    lr: float,
+    seed: int,
+    num_layers: int,
+) -> dict[str, float]:
+    """Train `model` (a built classifier, pretrained or not) on `data["train"]` with AdamW (layer-wise lr decay over
+    `num_layers` blocks), a warmup-cosine schedule and the options' augmentation; keep the epoch with the best
+    validation accuracy (ties: the earlier) and report its train / val / test accuracy and the epoch."""
+    optimizer = build_adamw(
+        model, lr=lr, weight_decay=f.weight_decay, betas=(0.9, 0.999), layer_decay=f.layer_decay, num_layers=num_layers
+    )
+    train = data["train"]
+    n = train.clips.shape[0]
+    per_epoch = math.ceil(n / f.batch_size)
+    total = f.epochs * per_epoch
+    schedule = WarmupCosine(total_steps=total, warmup_steps=f.warmup_epochs * per_epoch, base_lr=lr, min_lr=lr * 0.01)
+    gen = torch.Generator().manual_seed(seed)
+    step = 0
+    best = {"val": -1.0}
+    best_state = None
+    for epoch in range(1, f.epochs + 1):
+        order = torch.randperm(n, generator=gen)
+        model.train()
+        for start in range(0, n, f.batch_size):
+            idx = order[start : start + f.batch_size]
+            schedule.step(optimizer, step)
+            video = normalise(train.clips[idx])
+            if f.augment:
+                video = augment(video, f.shift, gen)
+            loss = F.cross_entropy(model(video), train.labels[idx], label_smoothing=f.label_smoothing)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+            optimizer.step()
+            step += 1
+        if epoch % f.eval_every == 0 or epoch == f.epochs:
+            val = accuracy(model, data["val"])
+            if val > best["val"]:  # ties keep the earlier epoch
+                best = {"val": val, "epoch": epoch}
+                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    model.load_state_dict(best_state)
+    return {**{name: accuracy(model, data[name]) for name in ("train", "val", "test")}, "epoch": best["epoch"]}
+
+
+def choose_learning_rate(
+    run: Callable[[float], dict], lrs: tuple[float, ...], log: Callable[[str], None] = print, prefix: str = ""
+) -> dict:
+    """`run(lr)` at every learning rate of the grid; the one with the best validation accuracy is chosen (ties: the
+    smaller). Returns every run, the choice and whether it sits on an edge of the grid (then the grid should grow)."""
+    runs = []
+    for lr in lrs:
+        t0 = time.perf_counter()
+        runs.append({"lr": lr, **run(lr), "seconds": round(time.perf_counter() - t0, 1)})
+        log(f"{prefix}lr={lr:g}: " + " ".join(f"{k}={v}" for k, v in runs[-1].items() if k != "lr"))
+    chosen = max(runs, key=lambda r: (r["val"], -r["lr"]))
+    edge = len(lrs) > 1 and chosen["lr"] in (min(lrs), max(lrs))
+    return {"runs": runs, "chosen": chosen, "chosen_on_grid_edge": edge}
+
+
+def probe_arm(
+    features: Callable[[torch.Tensor], torch.Tensor],
+    data: Mapping[str, Split],
+    weight_decays: tuple[float, ...],
+    num_classes: int,
+) -> dict:
+    """A linear classifier on frozen `features(clips)`: the weight decay chosen on validation (ties: the stronger
+    penalty), then scored on test once."""
+    x = {name: features(data[name].clips) for name in ("train", "val", "test")}
+    y = {name: data[name].labels for name in ("train", "val", "test")}
+    runs = []
+    for wd in weight_decays:
+        val = linear_probe_accuracy(
+            x["train"], y["train"], x["val"], y["val"], weight_decay=wd, num_classes=num_classes
+        )
+        runs.append({"weight_decay": wd, "val": val})
+    chosen = max(runs, key=lambda r: (r["val"], r["weight_decay"]))
+    test = linear_probe_accuracy(
+        x["train"], y["train"], x["test"], y["test"], weight_decay=chosen["weight_decay"], num_classes=num_classes
+    )
+    return {"runs": runs, "chosen": {**chosen, "test": test}}
