@@ -1,7 +1,7 @@
 """Train step with the CPU flash-attention fast path (an autograd Function) vs plain `F.scaled_dot_product_attention`.
 
 The question (STYLE.md rule 13, issue 16): does the fast path that tubemask.layers carried until 2026-12-04 move a
-step-level figure? (It did not, and was removed: docs/performance.md, "CPU flash-attention fast path".) It called
+step-level figure? (It did not, and was removed: results/performance-history.md, "CPU flash-attention fast path".) It called
 SDPA's private CPU flash op `aten._scaled_dot_product_flash_attention_for_cpu` through an autograd Function whose
 backward stacked the q/k/v gradients token-major in one copy, and, under bf16, ran sequences of up to 256 tokens in
 float32 when a backward followed (so its bf16 numbers depended on grad mode). The candidate is copied here
