@@ -101,7 +101,7 @@ class FinetuneConfig(TrainConfig):
     sampling_rate: int | None = None
     """Frame stride (paper: 4; synthetic: 2)."""
     input_size: int | None = None
-    """Crop size in pixels (paper: 224; synthetic: 64)."""
+    """Crop size in pixels (paper: 224; synthetic: 32)."""
     repeated_sampling: int | None = None
     """Clips drawn per decoded video, each augmented independently (paper: 2); batch clips = batch-size x this."""
     test_clips: int | None = None

@@ -76,7 +76,7 @@ class PretrainConfig(TrainConfig):
     sampling_rate: int | None = None
     """Frame stride (paper: 4; synthetic: 2)."""
     input_size: int | None = None
-    """Crop size in pixels (paper: 224; synthetic: 64)."""
+    """Crop size in pixels (paper: 224; synthetic: 32)."""
     repeated_sampling: int = 1
     """Clips drawn per decoded video (each an independent augmentation); batch clips = batch-size x this."""
     vis_every: int | None = None
@@ -85,7 +85,7 @@ class PretrainConfig(TrainConfig):
     """Log encoder-token norm and participation ratio every N steps (collapse shows as a ratio near 1)."""
     probe_every: int | None = None
     """Linear probe of the frozen encoder every N optimizer steps, at the start and at the end (0 = off; synthetic
-    preset: 100; paper preset: off, as the probe clips are held in memory)."""
+    preset: 250; paper preset: off, as the probe clips are held in memory)."""
     probe_videos_per_class: int | None = None
     """Labelled training videos per class for the probe: the first half of them fit it, the second half score it."""
     synthetic_videos_per_class: int = 200
