@@ -4,8 +4,8 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 echo "== ruff"
-ruff check tubemask tests recipes benchmarks scripts
-ruff format --check tubemask tests recipes benchmarks scripts
+ruff check tubemask tests recipes benchmarks scripts docs/*.py
+ruff format --check tubemask tests recipes benchmarks scripts docs/*.py
 echo "== mkdocs build --strict"
 NO_MKDOCS_2_WARNING=1 mkdocs build --strict --quiet --site-dir "$(mktemp -d)"
 echo "== pytest"

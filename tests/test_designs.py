@@ -1,0 +1,52 @@
+"""tubemask.eval.designs: designs read from study folders, paired with a reference over common seeds, plotted."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tubemask.eval.designs import compare_designs, main, read_design
+
+
+def write_study(folder: Path, scores: dict[int, tuple[float, float]], mask="tube", ratio=0.75, effective=0.75):
+    for seed, (finetuned, probe) in scores.items():
+        d = folder / f"seed{seed}"
+        d.mkdir(parents=True, exist_ok=True)
+        (d / "pretrained.json").write_text(json.dumps({"chosen": {"test": finetuned, "val": finetuned, "lr": 1e-3}}))
+        (d / "pretrained_probe.json").write_text(json.dumps({"chosen": {"test": probe, "weight_decay": 0.1}}))
+        meta = {"seed": seed, "mask": mask, "mask_ratio": ratio, "effective_mask_ratio": effective, "pool_clips": 160}
+        (d / "pretrain.json").write_text(json.dumps({**meta, "history": []}))
+    return folder
+
+
+def test_designs_are_paired_with_the_reference_over_common_seeds(tmp_path):
+    ref = write_study(tmp_path / "tube-0.75", {0: (0.60, 0.40), 1: (0.62, 0.42), 2: (0.61, 0.41)})
+    worse = write_study(
+        tmp_path / "frame-0.75", {0: (0.50, 0.30), 1: (0.51, 0.33), 2: (0.49, 0.30), 7: (0.9, 0.9)}, mask="frame"
+    )
+    same = write_study(tmp_path / "random-0.75", {0: (0.65, 0.40), 1: (0.55, 0.44)}, mask="random")
+    table = compare_designs([read_design(worse), read_design(same)], read_design(ref))
+    assert "| **tube-0.75** (reference) | tube | 0.75 / 0.750 | 160 |" in table
+    assert "| frame-0.75 | frame | 0.75 / 0.750 | 160 | 0.600 +- 0.100 (4) |" in table  # seed 7 is in its own row
+    assert "| pretrained | frame-0.75 - tube-0.75 | 3 | -0.110 |" in table  # seed 7 is not paired
+    assert table.count("| worse |") == 2
+    assert "| pretrained | random-0.75 - tube-0.75 | 2 | -0.010 |" in table and "no difference shown" in table
+
+
+def test_a_folder_is_one_design(tmp_path):
+    folder = write_study(tmp_path / "mixed", {0: (0.5, 0.3)})
+    write_study(folder, {1: (0.5, 0.3)}, mask="random")
+    with pytest.raises(ValueError, match="pretrained differently"):
+        read_design(folder)
+    with pytest.raises(FileNotFoundError, match="no result file"):
+        read_design((tmp_path / "empty").mkdir() or tmp_path / "empty")
+
+
+def test_cli_writes_the_table_and_the_plot(tmp_path, capsys):
+    ref = write_study(tmp_path / "tube-0.9", {0: (0.6, 0.4), 1: (0.62, 0.42)}, ratio=0.9, effective=0.875)
+    other = write_study(tmp_path / "tube-0.5", {0: (0.5, 0.3), 1: (0.52, 0.31)}, ratio=0.5, effective=0.5)
+    assert main([str(other), "--reference", str(ref), "--output", str(tmp_path / "out" / "masks")]) == 0
+    assert (tmp_path / "out" / "masks.md").read_text().startswith("| design |")
+    assert (tmp_path / "out" / "masks.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert main([str(tmp_path / "nowhere"), "--reference", str(ref), "--output", str(tmp_path / "x")]) == 2
+    assert "nowhere: not a study folder" in capsys.readouterr().out
