@@ -13,6 +13,9 @@ PAGES = [
     "methods/motion_guided.md",
     "methods/hog_targets.md",
     "methods/teacher_targets.md",
+    "howto/own_videos.md",
+    "howto/checkpoints.md",
+    "howto/custom_masker.md",
 ]
 PYTHON_BLOCK = re.compile(r"^```python[^\n]*\n(.*?)^```", re.DOTALL | re.MULTILINE)
 
