@@ -189,6 +189,25 @@ def test_resume_is_exact(ava, tmp_path: Path) -> None:
     assert a["map"] == b["map"]
 
 
+def test_training_fits_the_training_keyframes(ava, tmp_path: Path) -> None:
+    """The loop learns: 24 steps fit the training keyframes. Tested on those keyframes with their own boxes as the
+    person detections (score 1), through the recipe's test path, the frame mAP rises far above the untrained model's
+    (~0.86 against ~0.48 at seeds 0-2) and the BCE falls to a fraction of its start (0.69, log 2). A step that trains
+    nothing (no parameters in the optimizer, a zero lr, labels that do not follow the boxes, scores written to the
+    wrong boxes) fails it. The synthetic default's held-out figure cannot tell this: see docs/detection.md."""
+    boxes = sorted({tuple(line.split(",")[:6]) for line in ava.train_csv.read_text().splitlines()})
+    detections = tmp_path / "train_boxes_as_detections.csv"
+    detections.write_text("".join(",".join(box) + ",,1.0\n" for box in boxes))
+    fit = dict(val_csv=ava.train_csv, val_detections=detections, scale_jitter=(48, 48), box_jitter=0.0, lr=1e-3)
+    fit.update(warmup_epochs=0.0, drop_path=0.0, head_dropout=0.0, layer_decay=1.0, eval_every=0)
+    untrained = run(**tiny_options(ava, tmp_path / "untrained", **fit, max_steps=0))
+    trained = run(**tiny_options(ava, tmp_path / "trained", **fit, epochs=8))
+    losses = [r["loss"] for r in read_metrics(tmp_path / "trained") if "loss" in r]
+    assert trained["step"] == len(losses) == 24
+    assert sum(losses[-3:]) / 3 < 0.3 * losses[0], losses
+    assert trained["map"] > untrained["map"] + 0.25, (trained["map"], untrained["map"])
+
+
 @pytest.mark.slow  # four runs of two processes started by torchrun
 @pytest.mark.parametrize("sharding", ["ddp", "fsdp"])
 def test_two_processes_match_one_with_the_same_global_batch(sharding: str, ava, tmp_path: Path) -> None:
