@@ -26,6 +26,7 @@ is generated once into `.cache/` and a CPU-sized run trains on it. Writes checkp
 `tubemask.train`; this file is the method.
 """
 
+import dataclasses
 from collections.abc import Mapping
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -286,6 +287,7 @@ def train(cfg: DetectConfig) -> dict:
         data, batch_size=cfg.batch_size, seed=cfg.seed, workers=cfg.workers, collate_fn=collate_ava, generator=generator
     )
     accum_steps = accumulation(cfg, ctx.world_size)
+    run.cfg = cfg = dataclasses.replace(cfg, accum_steps=accum_steps)  # the step tail divides each micro-step by it
     loop = TrainLoop(loader, sampler, data, accum_steps=accum_steps, epochs=cfg.epochs, max_steps=cfg.max_steps)
     clips_per_step = cfg.batch_size * ctx.world_size * accum_steps
     lr, lr_note = cfg.peak_lr(clips_per_step)

@@ -208,6 +208,15 @@ def test_training_fits_the_training_keyframes(ava, tmp_path: Path) -> None:
     assert trained["map"] > untrained["map"] + 0.25, (trained["map"], untrained["map"])
 
 
+def test_total_batch_divides_each_micro_step(ava, tmp_path: Path) -> None:
+    """--total-batch 8 at batch 4 accumulates 2 micro-steps, each loss divided by 2: the logged loss is their mean,
+    the BCE of a fresh head near log 2 (not their sum, near 2 log 2)."""
+    out = tmp_path / "run"
+    run(**tiny_options(ava, out, total_batch=8, max_steps=1, eval_every=0, drop_path=0.0, head_dropout=0.0))
+    (first,) = [r["loss"] for r in read_metrics(out) if "loss" in r]
+    assert 0.5 < first < 0.9, first
+
+
 @pytest.mark.slow  # four runs of two processes started by torchrun
 @pytest.mark.parametrize("sharding", ["ddp", "fsdp"])
 def test_two_processes_match_one_with_the_same_global_batch(sharding: str, ava, tmp_path: Path) -> None:
