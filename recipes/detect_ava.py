@@ -37,21 +37,18 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
-from tubemask.data import (
-    AVADataset,
-    AVAFiles,
-    DecodeOptions,
-    collate_ava,
-    make_synthetic_ava,
-    read_ava_boxes,
-    read_ava_exclusions,
-    read_ava_label_map,
-)
-from tubemask.data.ava_person_boxes import read_person_detections
+from tubemask.data import AVADataset, AVAFiles, DecodeOptions, collate_ava, make_synthetic_ava, read_ava_boxes
+from tubemask.data.ava import AVAFileOptions
 from tubemask.detection import ActionDetector, videomae_action_detector
-from tubemask.eval.ava_files import read_official_ground_truth
-from tubemask.eval.ava_protocol import ACTIVITYNET_CAP, AVATestResult, evaluate_official, write_test_outputs
-from tubemask.eval.ava_scoring import score_person_boxes
+from tubemask.eval.ava_protocol import (
+    ACTIVITYNET_CAP,
+    AVATestAnnotations,
+    AVATestResult,
+    describe_test,
+    read_test_annotations,
+    write_test_outputs,
+)
+from tubemask.eval.ava_scoring import evaluate_detector
 from tubemask.interop.finetune_weights import load_pretrained_encoder
 from tubemask.models import SIZES
 from tubemask.pos_embed import ResizedSinusoidPositionEmbedding
@@ -68,28 +65,10 @@ TUBELET = 2  # frames per cube, as in every VideoMAE checkpoint
 
 
 @dataclass
-class DetectConfig(TrainConfig):
-    """Options of the AVA detection recipe (and the run options of every recipe, see TrainConfig). `None` means "the
-    preset's value" (full AVA with --data-root, a CPU-sized run on synthetic data without)."""
+class DetectConfig(AVAFileOptions, TrainConfig):
+    """Options of the AVA detection recipe (AVA's files: AVAFileOptions; the run options of every recipe: TrainConfig).
+    `None` means "the preset's value" (full AVA with --data-root, a CPU-sized run on synthetic data without)."""
 
-    data_root: Path | None = None
-    """AVA layout (videos/ + annotations/); absent: the built-in synthetic AVA."""
-    video_dir: Path | None = None
-    """Folder of the videos, `<video_id>.<ext>` (default: <data-root>/videos)."""
-    train_csv: Path | None = None
-    """Ground-truth boxes to train on (default: annotations/ava_train_v2.2.csv)."""
-    val_csv: Path | None = None
-    """Ground-truth boxes to test against (default: annotations/ava_val_v2.2.csv)."""
-    val_detections: Path | None = None
-    """Person boxes to classify: a CSV (default: annotations/ava_detection_val_boxes_and_labels.csv) or a JSON."""
-    val_image_map: Path | None = None
-    """Image ids of JSON person detections (default: annotations/ava_val_v2.2_min.json)."""
-    time_offset: float = 900.0
-    """Movie second at which each video file starts: 900 for AVA's 15-minute cuts, 0 for full movies."""
-    label_map: Path | None = None
-    """pbtxt of the evaluated classes (default: annotations/ava_action_list_v2.2_for_activitynet_2019.pbtxt)."""
-    exclusions: Path | None = None
-    """Timestamps left out of the evaluation (default: annotations/ava_val_excluded_timestamps_v2.2.csv)."""
     output_dir: Path = Path("outputs/detect_ava")
     """Checkpoints, metrics, test results and final.pt go here."""
     finetune: Path | None = None
@@ -167,17 +146,10 @@ def resolve(cfg: DetectConfig) -> DetectConfig:
 def ava_files(cfg: DetectConfig, run: Run) -> AVAFiles:
     """The AVA files under --data-root (each overridable), or the synthetic AVA generated once on rank 0."""
     if cfg.data_root is not None:
-        names = ("video_dir", "train_csv", "val_csv", "val_detections", "label_map", "exclusions", "val_image_map")
-        overrides = {name: getattr(cfg, name) for name in names}
-        try:
-            return AVAFiles.from_root(cfg.data_root, train=not cfg.eval_only, time_offset=cfg.time_offset, **overrides)
-        except FileNotFoundError as error:
-            raise SystemExit(str(error)) from None
+        return cfg.files_under_root(train=not cfg.eval_only)
     root = REPO / ".cache" / f"synthetic_ava_{cfg.synthetic_videos}x{cfg.synthetic_seconds}s"  # a folder per size
     size = dict(num_videos=cfg.synthetic_videos, seconds=cfg.synthetic_seconds, seed=0)
-    ava = run.rank0_first(lambda: make_synthetic_ava(root, **size))
-    paths = (ava.video_root, ava.train_csv, ava.val_csv, ava.val_detections_csv, ava.label_map, ava.exclusions)
-    return AVAFiles(*paths, time_offset=cfg.time_offset)
+    return run.rank0_first(lambda: make_synthetic_ava(root, **size)).files(time_offset=cfg.time_offset)
 
 
 def build_dataset(cfg: DetectConfig, frames: Mapping, files: AVAFiles, *, train: bool) -> AVADataset:
@@ -257,29 +229,15 @@ def train(cfg: DetectConfig) -> dict:
 
     # ---- data -------------------------------------------------------------------------------------------------
     files = ava_files(cfg, run)
-    val_truth = read_official_ground_truth(files.val_csv)  # one instance per row, as the official evaluator counts
-    val_boxes = read_person_detections(
-        files.val_detections,
-        image_map=files.val_image_map,
-        min_score=cfg.detection_threshold,
-        num_classes=cfg.num_classes,
-    )
-    label_map = read_ava_label_map(files.label_map)
-    class_ids = sorted(label_map)
-    if class_ids[-1] > cfg.num_classes:
-        raise SystemExit(f"{files.label_map}: class id {class_ids[-1]} is above --num-classes {cfg.num_classes}")
-    excluded = read_ava_exclusions(files.exclusions) if files.exclusions is not None else set()
-    test_set = build_dataset(cfg, val_boxes, files, train=False)
+    test = read_test_annotations(files, min_score=cfg.detection_threshold, num_classes=cfg.num_classes)
+    test_set = build_dataset(cfg, test.person_boxes, files, train=False)
     test_set.failures.journal = run.journal
-    run.log(
-        f"test: {len(val_boxes)} keyframes with person detections >= {cfg.detection_threshold} ({files.val_detections})"
-        f", {len(val_truth)} with ground truth, {len(class_ids)} evaluated of {cfg.num_classes} classes, "
-        f"{len(excluded)} excluded timestamps; time offset {files.time_offset:g} s"
-    )
+    about = test.describe(min_score=cfg.detection_threshold, num_classes=cfg.num_classes, source=files.val_detections)
+    run.log(f"test: {about}; time offset {files.time_offset:g} s")
 
     model = build_model(cfg)
     if cfg.eval_only:
-        return evaluate_only(cfg, run, model, test_set, val_truth, label_map, excluded)
+        return evaluate_only(cfg, run, model, test_set, test)
     train_frames = read_ava_boxes(files.train_csv, kind="ground_truth", num_classes=cfg.num_classes)
     data = build_dataset(cfg, train_frames, files, train=True)
     generator = torch.Generator().manual_seed(cfg.seed)  # keeps the global RNG (drop path) off the loader's seed
@@ -319,9 +277,7 @@ def train(cfg: DetectConfig) -> dict:
     )
 
     def frame_map(show: bool) -> AVATestResult:  # under FSDP2 every rank makes as many (collective) calls
-        return score_test_set(
-            cfg, run, model, test_set, val_truth, label_map, excluded, show=show, calls=run.eval_calls
-        )
+        return score_test_set(cfg, run, model, test_set, test, show=show, calls=run.eval_calls)
 
     run.open_metrics(resume_step=loop.step, tensorboard=cfg.tensorboard, total_steps=loop.end_step, desc="detect-train")
     for _ in loop.epochs():
@@ -352,11 +308,11 @@ def train(cfg: DetectConfig) -> dict:
     result = frame_map(show=run.is_main)
     bad = run.report_bad_videos()  # every process's bad videos (training and test; workers and ranks)
     run.log_values(loop.step, test_map=result.map, test_map_top50=result.map_top50)
-    extra = dict(label_map={str(k): v for k, v in label_map.items()}, step=loop.step, epoch=loop.epoch)
+    extra = dict(label_map={str(k): v for k, v in test.label_map.items()}, step=loop.step, epoch=loop.epoch)
     run.checkpointer.save_final(out / "final.pt", **extra, test={"map": result.map, "map_top50": result.map_top50})
     run.finish()
     if run.is_main:
-        report_test(cfg, run, result, label_map, step=loop.step)
+        report_test(cfg, run, result, test.label_map, step=loop.step)
         if loop.step > 0:
             plot_loss_curve(out / "metrics.jsonl", out / "loss.png")
         run.log(f"done: {loop.step} steps; wrote final.pt, test_results.json, detections.csv, metrics.jsonl to {out}")
@@ -364,26 +320,16 @@ def train(cfg: DetectConfig) -> dict:
     return summary | {"map": result.map, "map_top50": result.map_top50, "bad_videos": len(bad.counts)}
 
 
-def score_test_set(
-    cfg, run, model, test_set, val_truth, label_map, excluded, *, show, calls=lambda b: None
-) -> AVATestResult:
+def score_test_set(cfg, run, model, test_set, test: AVATestAnnotations, *, show, calls=lambda b: None) -> AVATestResult:
     """Score every person box of the test set (split over the processes) and evaluate it as the official code does."""
-    found = score_person_boxes(
-        model,
-        test_set,
-        batch_size=cfg.batch_size,
-        workers=cfg.workers,
-        device=run.device,
-        autocast=run.autocast,
-        rank=run.ctx.rank,
-        world_size=run.ctx.world_size,
-        calls=calls,
-        show=show,
+    scoring = dict(batch_size=cfg.batch_size, workers=cfg.workers, device=run.device, autocast=run.autocast)
+    scoring.update(rank=run.ctx.rank, world_size=run.ctx.world_size, calls=calls, show=show)
+    return evaluate_detector(
+        model, test_set, test.ground_truth, class_ids=test.class_ids, excluded=test.excluded, **scoring
     )
-    return evaluate_official(found, val_truth, class_ids=sorted(label_map), excluded=excluded)
 
 
-def evaluate_only(cfg, run, model, test_set, val_truth, label_map, excluded) -> dict:
+def evaluate_only(cfg, run, model, test_set, test: AVATestAnnotations) -> dict:
     """--eval-only: load --finetune's detector (head included), score the test set, write the results."""
     report = load_pretrained_encoder(model, cfg.finetune)
     run.log(f"--finetune: {report}")
@@ -391,11 +337,11 @@ def evaluate_only(cfg, run, model, test_set, val_truth, label_map, excluded) -> 
         raise SystemExit(
             f"--eval-only: {cfg.finetune} has no detection head of {cfg.num_classes} classes to score with"
         )
-    result = score_test_set(cfg, run, model.to(run.device), test_set, val_truth, label_map, excluded, show=run.is_main)
+    result = score_test_set(cfg, run, model.to(run.device), test_set, test, show=run.is_main)
     bad = run.report_bad_videos()
     run.finish()
     if run.is_main:
-        report_test(cfg, run, result, label_map, step=None)
+        report_test(cfg, run, result, test.label_map, step=None)
     return {"step": 0, "map": result.map, "map_top50": result.map_top50, "bad_videos": len(bad.counts)}
 
 
@@ -405,11 +351,7 @@ def report_test(cfg, run, result: AVATestResult, label_map, *, step) -> None:
     protocol.update(short_side=cfg.short_side, frames=f"{cfg.num_frames} x {cfg.sampling_rate}")
     about = dict(protocol=protocol, step=step, finetune=cfg.finetune and str(cfg.finetune), eval_only=cfg.eval_only)
     report = write_test_outputs(run.out, result, label_map, **about)
-    run.log(
-        f"test: frame mAP@0.5 {result.map:.4f} (every detection, as VideoMAE / SlowFast: the paper's table), "
-        f"{result.map_top50:.4f} (top {ACTIVITYNET_CAP} per frame, the ActivityNet script) over {len(label_map)} "
-        f"classes, {result.every_detection.num_frames} keyframes; {report['detections_csv']} rows in detections.csv"
-    )
+    run.log(describe_test(result, num_classes=len(label_map), rows=report["detections_csv"]))
 
 
 if __name__ == "__main__":

@@ -29,6 +29,7 @@ from tubemask.data.annotations import AnnotationError
 
 __all__ = [
     "AVA_NUM_CLASSES",
+    "AVAFileOptions",
     "AVAFiles",
     "AVAFrame",
     "BoxKind",
@@ -345,3 +346,42 @@ class AVAFiles:
                 "time_offset": float(time_offset),
             }
         )
+
+
+@dataclass
+class AVAFileOptions:
+    """AVA's file options, as a mixin for a recipe's config dataclass (as `tubemask.train.layouts` does for the
+    classification datasets): `--data-root` and each file under it, overridable."""
+
+    data_root: Path | None = None
+    """AVA layout (videos/ + annotations/); absent: the built-in synthetic AVA."""
+    video_dir: Path | None = None
+    """Folder of the videos, `<video_id>.<ext>` (default: <data-root>/videos)."""
+    train_csv: Path | None = None
+    """Ground-truth boxes to train on (default: annotations/ava_train_v2.2.csv)."""
+    val_csv: Path | None = None
+    """Ground-truth boxes to test against (default: annotations/ava_val_v2.2.csv)."""
+    val_detections: Path | None = None
+    """Person boxes to classify: a CSV (default: annotations/ava_detection_val_boxes_and_labels.csv) or a JSON."""
+    val_image_map: Path | None = None
+    """Image ids of JSON person detections (default: annotations/ava_val_v2.2_min.json)."""
+    time_offset: float = 900.0
+    """Movie second at which each video file starts: 900 for AVA's 15-minute cuts, 0 for full movies."""
+    label_map: Path | None = None
+    """pbtxt of the evaluated classes (default: annotations/ava_action_list_v2.2_for_activitynet_2019.pbtxt)."""
+    exclusions: Path | None = None
+    """Timestamps left out of the evaluation (default: annotations/ava_val_excluded_timestamps_v2.2.csv)."""
+
+    def files_under_root(self, *, train: bool) -> AVAFiles:
+        """[AVAFiles.from_root][tubemask.data.ava.AVAFiles.from_root] of `data_root` with the options' overrides
+        (`train`: whether the training ground truth is needed).
+
+        Raises:
+            SystemExit: naming the option of a missing file (see `from_root`).
+        """
+        names = ("video_dir", "train_csv", "val_csv", "val_detections", "label_map", "exclusions", "val_image_map")
+        overrides = {name: getattr(self, name) for name in names}
+        try:
+            return AVAFiles.from_root(self.data_root, train=train, time_offset=self.time_offset, **overrides)
+        except FileNotFoundError as error:
+            raise SystemExit(str(error)) from None

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from tubemask.data.ava import AVAFiles
 from tubemask.data.decoding import require_torchcodec
 from tubemask.data.synthetic import random_colour_pair, random_texture, write_dataset_once
 
@@ -56,6 +57,12 @@ class SyntheticAVA:
     exclusions: Path
     class_names: tuple[str, ...]
     time_offset: int
+
+    def files(self, *, time_offset: float | None = None) -> AVAFiles:
+        """The paths as a detection run reads them ([AVAFiles][tubemask.data.ava.AVAFiles]); `time_offset`: the
+        dataset's unless given."""
+        paths = (self.video_root, self.train_csv, self.val_csv, self.val_detections_csv, self.label_map)
+        return AVAFiles(*paths, self.exclusions, time_offset=self.time_offset if time_offset is None else time_offset)
 
 
 def _paths(root: Path, num_classes: int, time_offset: int) -> SyntheticAVA:

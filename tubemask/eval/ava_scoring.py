@@ -1,10 +1,12 @@
 """Scoring the person boxes of an AVA test set with an action detector, batched within videos and split over ranks.
 
-The result is what [frame_average_precision][tubemask.eval.ava.frame_average_precision] reads: per keyframe, the
-normalised person boxes and a score per action, `sigmoid(logit) x` the box's detection score.
+The result is what [frame_average_precision][tubemask.eval.ava.frame_average_precision] and
+[evaluate_official][tubemask.eval.ava_protocol.evaluate_official] read: per keyframe, the normalised person boxes and
+a score per action, `sigmoid(logit) x` the box's detection score.
+[evaluate_detector][tubemask.eval.ava_scoring.evaluate_detector] does both steps.
 """
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
 
 import torch
@@ -14,9 +16,11 @@ from tqdm import tqdm
 
 from tubemask.data.ava import FrameKey
 from tubemask.data.ava_dataset import AVADataset, collate_ava
+from tubemask.eval.ava_files import GroundTruthBox
+from tubemask.eval.ava_protocol import AVATestResult, evaluate_official
 from tubemask.train.even_calls import pad_calls
 
-__all__ = ["video_batches", "score_person_boxes"]
+__all__ = ["video_batches", "score_person_boxes", "evaluate_detector"]
 
 
 def video_batches(dataset: AVADataset, indices: range, batch_size: int) -> list[list[int]]:
@@ -95,3 +99,19 @@ def score_person_boxes(
         torch.distributed.all_gather_object(parts, found)
         found = {key: value for part in parts for key, value in part.items()}
     return found
+
+
+def evaluate_detector(
+    model: torch.nn.Module,
+    dataset: AVADataset,
+    ground_truth: Mapping[FrameKey, Sequence[GroundTruthBox]],
+    *,
+    class_ids: Sequence[int],
+    excluded: Collection[FrameKey] = (),
+    **scoring,
+) -> AVATestResult:
+    """Score every person box of `dataset` ([score_person_boxes][tubemask.eval.ava_scoring.score_person_boxes],
+    which takes `scoring`: batch size, workers, device, ranks ...) and evaluate the scores as the official code does
+    ([evaluate_official][tubemask.eval.ava_protocol.evaluate_official]), on every rank."""
+    found = score_person_boxes(model, dataset, **scoring)
+    return evaluate_official(found, ground_truth, class_ids=class_ids, excluded=excluded)
