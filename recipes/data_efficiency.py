@@ -6,8 +6,8 @@
 
 For each seed:
 
-1. Render the task's sets in memory (default: [tubemask.data.scenes][], several objects on a smooth, panning
-   background, one actor whose motion is the class; `--data.task motion` is the older one-object task): a labelled
+1. Render the task's sets in memory (default: [tubemask.data.scenes][] on a black background, an actor whose path
+   shape or relation to a partner is the class; `--data.task motion` is the older one-object task): a labelled
    training set, a validation set and a test set, all disjoint, and the pretraining pool: the labelled training
    clips themselves (`--data.pool-factor 1`, VideoMAE's setting of pretraining on the same small dataset), or with
    `(k - 1)` times as many unlabelled clips added (`--data.pool-factor k`).
