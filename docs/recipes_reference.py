@@ -212,7 +212,8 @@ def get(cfg: Any, name: str) -> Any:
 
 
 def row(cells: list[str]) -> str:
-    return "| " + " | ".join(cells) + " |"
+    """A table row; a `|` inside a cell is escaped so that it cannot split the cell."""
+    return "| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |"
 
 
 def code(value: Any) -> str:
@@ -225,23 +226,23 @@ def section(title: str, recipes: list[Recipe], modules: list[types.ModuleType]) 
     values = [resolved(c, modules) for c in cols]
     scripts = ", ".join(f"`{r.path}` (`{r.config.__name__}`)" for r in recipes)
     lines = [f"## {title}", "", f"{scripts}.", ""]
-    lines += [row(["option", "type", "default", *(c.title for c in cols), "help"])]
+    lines += [row(["option", "help", "type", "default", *(c.title for c in cols)])]
     lines += [row(["---"] * (4 + len(cols)))]
     for name, kind, f, owner in options(base.config):
-        cells = [flag(name, kind), f"`{type_text(kind)}`", code(default(f))]
+        cells = [flag(name, kind), help_text(owner, name), f"`{type_text(kind)}`", code(default(f))]
         for column, value in zip(cols, values, strict=True):
             v = get(value, name)
             cells.append("*given*" if name in column.given else "" if v == default(f) else code(v))
-        lines.append(row([*cells, help_text(owner, name)]))
+        lines.append(row(cells))
     lines.append("")
 
     own = [(r, o) for r in recipes[1:] for o in options(r.config) if o[0] not in field_names(base.config)]
     if own:
         lines += [f"Options that only the siblings of `{base.path}` have (the dataset's files):", ""]
-        lines += [row(["recipe", "option", "type", "default", "help"]), row(["---"] * 5)]
+        lines += [row(["option", "help", "recipe", "type", "default"]), row(["---"] * 5)]
         for r, (name, kind, f, owner) in own:
-            cells = [f"`{Path(r.path).name}`", flag(name, kind), f"`{type_text(kind)}`", code(default(f))]
-            lines.append(row([*cells, help_text(owner, name)]))
+            cells = [flag(name, kind), help_text(owner, name), f"`{Path(r.path).name}`", f"`{type_text(kind)}`"]
+            lines.append(row([*cells, code(default(f))]))
         lines.append("")
 
     synthetic = [c for c in cols if c.title.startswith("synthetic")]

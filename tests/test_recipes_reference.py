@@ -84,6 +84,6 @@ def test_preset_columns_are_the_recipes_own_values(generated):
     _, page, _ = generated
     by_title = sections(page)
     epochs = next(line for line in by_title["Pretraining"].splitlines() if line.startswith("| `--epochs`"))
-    assert [c.strip() for c in epochs.split("|")[4:8]] == ["`3200`", "`4800`", "`800`", "`800`"]
+    assert [c.strip() for c in epochs.split(" | ")[4:8]] == ["`3200`", "`4800`", "`800`", "`800`"]
     layer_decay = next(line for line in by_title["Fine-tuning"].splitlines() if line.startswith("| `--layer-decay`"))
-    assert layer_decay.split("|")[4].strip() == "`0.7`"
+    assert layer_decay.split(" | ")[4].strip() == "`0.7`"
