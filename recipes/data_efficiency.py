@@ -255,8 +255,9 @@ COMPARISONS = (
 
 PRETRAINING_FREE = ("scratch", "random_probe", "handmade")
 """Arms whose result does not depend on the pretraining design (same splits, model and fine-tuning options)."""
-POOL_FIELDS = ("pool_factor", "pool_domain")
-"""Data options that change only the pretraining pool (a `--baselines-dir` study may differ in them)."""
+PRETRAINED_ONLY = ("pool_factor", "pool_domain", "pretrained_lrs")
+"""Options that only the pretraining-dependent arms read (a `--baselines-dir` study may differ in them): the pool and
+the pretrained arm's learning-rate grid."""
 
 
 def check_baselines(cfg: ExperimentConfig) -> None:
@@ -265,7 +266,7 @@ def check_baselines(cfg: ExperimentConfig) -> None:
     if not path.is_file():
         raise FileNotFoundError(f"--baselines-dir: {path} does not exist (not a study folder)")
     theirs, ours = json.loads(path.read_text()), json.loads(json.dumps(dataclasses.asdict(cfg), default=str))
-    for section, changed in differing_options(theirs, ours, ("data", "model", "finetune"), POOL_FIELDS).items():
+    for section, changed in differing_options(theirs, ours, ("data", "model", "finetune"), PRETRAINED_ONLY).items():
         raise ValueError(f"--baselines-dir {cfg.baselines_dir}: its {section} options differ in {changed}")
 
 

@@ -201,6 +201,8 @@ def test_baselines_come_from_another_study_with_the_same_splits(recipe, tmp_path
     assert (tmp_path / "design" / "seed0" / "random_probe.json").exists()  # the base study had none: run here
     assert "| pretrained - scratch |" not in (tmp_path / "design" / "summary.md").read_text()  # one seed: no test
     assert "| scratch | 1 |" in (tmp_path / "design" / "summary.md").read_text()
+    grid = dataclasses.replace(design, finetune=dataclasses.replace(design.finetune, pretrained_lrs=(2e-3,)))
+    recipe.check_baselines(grid)  # the pretrained arm's grid does not touch the shared arms
     other = dataclasses.replace(design, finetune=dataclasses.replace(design.finetune, epochs=3))
     with pytest.raises(ValueError, match=r"finetune options differ in \['epochs'\]"):
         recipe.main(other)
