@@ -1,32 +1,20 @@
 """Does VideoMAE pretraining make a ViT data-efficient? A seeded, pre-registered comparison on synthetic motion clips.
 
     python recipes/data_efficiency.py --quick          # CI-sized: a few minutes on 2 CPU cores
-    python recipes/data_efficiency.py --seeds 0 1 2 --output-dir docs/results/data_efficiency/explore
-    python recipes/data_efficiency.py --summarise-only --output-dir docs/results/data_efficiency/explore
+    python recipes/data_efficiency.py --threads 1 --seeds 100 102 --output-dir docs/results/data_efficiency/confirm
+    python recipes/data_efficiency.py --summarise-only --output-dir docs/results/data_efficiency/confirm
 
-For each seed:
+Per seed: render disjoint labelled, validation and test sets of the task ([tubemask.data.scenes][] by default) and
+the pretraining pool (the labelled clips themselves, VideoMAE's setting, or more with `--data.pool-factor`); pretrain
+a small VideoMAE on the pool, logging the loss against its floor, token statistics and a linear probe; then run the
+arms on the same splits: `pretrained` and `scratch` (fine-tuning over each arm's lr grid, the best validation epoch
+and lr kept), `pretrained_probe`, `random_probe` and `handmade` (linear classifiers, weight decay chosen on
+validation). The test set is scored once per arm, after every choice.
 
-1. Render the task's sets in memory (default: [tubemask.data.scenes][] on a black background, an actor whose path
-   shape or relation to a partner is the class; `--data.task motion` is the older one-object task): a labelled
-   training set, a validation set and a test set, all disjoint, and the pretraining pool: the labelled training
-   clips themselves (`--data.pool-factor 1`, VideoMAE's setting of pretraining on the same small dataset), or with
-   `(k - 1)` times as many unlabelled clips added (`--data.pool-factor k`).
-2. Pretrain a small VideoMAE on the pool (tube masking). Every `--pretrain.probe-every` steps log the loss next to
-   its trivial floor, token norm, participation ratio and a linear probe of frozen features (diagnostics only).
-3. Run the arms, each on the same splits: `pretrained` (fine-tune the pretrained encoder), `scratch` (the same
-   classifier from VideoMAE's initialisation), `pretrained_probe` and `random_probe` (a linear classifier on the
-   frozen per-time-slot features of the pretrained / a randomly initialised encoder) and `handmade` (a linear
-   classifier on hand-made motion features, [tubemask.eval.motion_features][]). Fine-tuning arms train at every
-   learning rate of their grid with label-preserving augmentation, keep the epoch with the best validation accuracy
-   and, of the grid, the learning rate with the best validation accuracy; probe arms choose their weight decay on
-   validation. Only then is the test set scored.
-
-Each (seed, arm) writes `seed{N}/{arm}.json` when it finishes and is skipped when that file exists, so a study
-resumes where it stopped; `seed{N}/pretrain.json` holds the pretraining history and `seed{N}/pretrained.pt` the
-weights (for reuse; not meant to be committed). `summary.md` is rebuilt from whatever result files exist: per arm
-mean and standard error, and paired comparisons (two-sided paired t-test with its 95% interval, exact sign test).
-Nothing is downloaded. The study's pieces (its options, splits, maskers and targets, the fine-tuning loop, the probes)
-live in [tubemask.eval.data_efficiency][]; the result files and their tables in [tubemask.eval.study][].
+Each (seed, arm) writes `seed{N}/{arm}.json` and is skipped when it exists, so a study resumes where it stopped;
+`summary.md` and the plot are rebuilt from the files (per arm mean and SE; paired t-tests with 95% intervals and
+sign tests). Nothing is downloaded. The pieces live in [tubemask.eval.data_efficiency][] and [tubemask.eval.study][];
+the frozen design and its plan in docs/data_efficiency.md.
 """
 
 import dataclasses
@@ -53,6 +41,7 @@ from tubemask.eval.data_efficiency import (
     Split,
     choose_learning_rate,
     effective_mask_ratio,
+    frozen_features,
     make_masker,
     make_splits,
     make_target,
@@ -61,7 +50,7 @@ from tubemask.eval.data_efficiency import (
     train_classifier,
     vit_size,
 )
-from tubemask.eval.diagnostics import ProbeSet, plot_diagnostics, pooled_features, probe_encoder
+from tubemask.eval.diagnostics import ProbeSet, plot_diagnostics, probe_encoder
 from tubemask.eval.motion_features import motion_features
 from tubemask.eval.study import (
     differing_options,
@@ -224,25 +213,6 @@ def finetune(
     return train_classifier(model, data, f, lr=lr, seed=seed, num_layers=m.depth)
 
 
-@torch.no_grad()
-def encoder_features(cfg: ExperimentConfig, state: dict | None, seed: int, clips: torch.Tensor) -> torch.Tensor:
-    """Frozen per-time-slot features `[n e]` of the pretraining encoder with weights `state` (None: its random
-    initialisation under `seed`)."""
-    m = cfg.model
-    torch.manual_seed(seed)
-    model = videomae_pretrain(vit_size(m), tubelet_size=m.tubelet_size, patch_size=m.patch_size)
-    if state is not None:
-        model.load_state_dict(state)
-    model.eval()
-    slots = cfg.data.frames // m.tubelet_size
-    return torch.cat(
-        [
-            pooled_features(model.forward_features(normalise(clips[i : i + 128])), slots)[1]
-            for i in range(0, len(clips), 128)
-        ]
-    )
-
-
 COMPARISONS = (
     ("pretrained", "scratch"),
     ("pretrained", "handmade"),
@@ -375,7 +345,7 @@ def main(cfg: ExperimentConfig) -> dict[int, dict[str, dict]]:
                 features = motion_features
                 if arm != "handmade":
                     weights = state if arm == "pretrained_probe" else None
-                    features = functools.partial(encoder_features, cfg, weights, seed)
+                    features = functools.partial(frozen_features, cfg.model, cfg.data.frames, weights, seed)
                 result = probe_arm(features, data, cfg.finetune.probe_weight_decays, cfg.data.num_classes)
             result = {"seed": seed, "arm": arm, **result, "seconds": round(time.perf_counter() - t0, 1)}
             write_json(result_path(cfg.output_dir, seed, arm), result)

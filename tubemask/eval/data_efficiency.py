@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from tubemask.data import normalize_batch
 from tubemask.data.scenes import SCENE_CLASSES, SceneBackground, render_scene_dataset
 from tubemask.data.synthetic import Background, render_motion_dataset
-from tubemask.eval.diagnostics import linear_probe_accuracy
+from tubemask.eval.diagnostics import linear_probe_accuracy, pooled_features
 from tubemask.hog import HOGTarget
 from tubemask.masking import FrameMasker, RandomMasker, TubeMasker
 from tubemask.models import ViTSize, videomae_pretrain
@@ -54,6 +54,7 @@ __all__ = [
     "augment",
     "accuracy",
     "train_classifier",
+    "frozen_features",
     "choose_learning_rate",
     "probe_arm",
 ]
@@ -358,6 +359,24 @@ def train_classifier(
                 best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     model.load_state_dict(best_state)
     return {**{name: accuracy(model, data[name]) for name in ("train", "val", "test")}, "epoch": best["epoch"]}
+
+
+@torch.no_grad()
+def frozen_features(m: ModelConfig, frames: int, state: dict | None, seed: int, clips: torch.Tensor) -> torch.Tensor:
+    """Frozen per-time-slot features `[n e]` of the pretraining encoder with weights `state` (None: its random
+    initialisation under `seed`), for the probe arms."""
+    torch.manual_seed(seed)
+    model = videomae_pretrain(vit_size(m), tubelet_size=m.tubelet_size, patch_size=m.patch_size)
+    if state is not None:
+        model.load_state_dict(state)
+    model.eval()
+    slots = frames // m.tubelet_size
+    return torch.cat(
+        [
+            pooled_features(model.forward_features(normalise(clips[i : i + 128])), slots)[1]
+            for i in range(0, len(clips), 128)
+        ]
+    )
 
 
 def choose_learning_rate(
