@@ -45,3 +45,8 @@ for seed in "${five[@]}"; do  # each seed's teacher is its own confirmatory enco
   designs --seeds "$seed" --pretrain.target teacher --pretrain.teacher "$R/confirm/seed$seed/pretrained.pt" \
     --output-dir "$R/method-teacher"
 done
+
+# 6. Motion-aware at the same compute as tube 0.75 (issue 19): 2.43x the steps (4870), from the per-clip forward FLOPs
+#    of benchmarks/common.forward_flops on this grid (18.3 vs 44.6 MFLOP); its warm-up stays 100 steps.
+designs --seeds "${five[@]}" --pretrain.mask motion_aware --pretrain.mask-ratio 0.9 --pretrain.query-ratio 0.3 \
+  --pretrain.steps 4870 --output-dir "$R/method-motion-aware-4870"

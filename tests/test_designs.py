@@ -8,7 +8,12 @@ import pytest
 from tubemask.eval.designs import compare_designs, main, read_design
 
 
-def write_study(folder: Path, scores: dict[int, tuple[float, float]], mask="tube", ratio=0.75, effective=0.75):
+def write_study(
+    folder: Path, scores: dict[int, tuple[float, float]], mask="tube", ratio=0.75, effective=0.75, config=None
+):
+    if config is not None:
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "config.json").write_text(json.dumps({"pretrain": config}))
     for seed, (finetuned, probe) in scores.items():
         d = folder / f"seed{seed}"
         d.mkdir(parents=True, exist_ok=True)
@@ -26,8 +31,8 @@ def test_designs_are_paired_with_the_reference_over_common_seeds(tmp_path):
     )
     same = write_study(tmp_path / "random-0.75", {0: (0.65, 0.40), 1: (0.55, 0.44)}, mask="random")
     table = compare_designs([read_design(worse), read_design(same)], read_design(ref))
-    assert "| **tube-0.75** (reference) | tube | 0.75 / 0.750 | 160 |" in table
-    assert "| frame-0.75 | frame | 0.75 / 0.750 | 160 | 0.600 +- 0.100 (4) |" in table  # seed 7 is in its own row
+    assert "| **tube-0.75** (reference) | tube | 0.75 / 0.750 | - | - | 160 |" in table
+    assert "| frame-0.75 | frame | 0.75 / 0.750 | - | - | 160 | 0.600 +- 0.100 (4) |" in table  # seed 7: own row
     assert "| pretrained | frame-0.75 - tube-0.75 | 3 | -0.110 |" in table  # seed 7 is not paired
     assert table.count("| worse |") == 2
     assert "| pretrained | random-0.75 - tube-0.75 | 2 | -0.010 |" in table and "no difference shown" in table
@@ -50,3 +55,15 @@ def test_cli_writes_the_table_and_the_plot(tmp_path, capsys):
     assert (tmp_path / "out" / "masks.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert main([str(tmp_path / "nowhere"), "--reference", str(ref), "--output", str(tmp_path / "x")]) == 2
     assert "nowhere: not a study folder" in capsys.readouterr().out
+
+
+def test_the_target_and_step_count_come_from_the_study_config(tmp_path):
+    ref = write_study(
+        tmp_path / "confirm", {0: (0.6, 0.4), 1: (0.62, 0.42)}, config={"target": "pixels", "steps": 2000}
+    )
+    hog = write_study(tmp_path / "hog", {0: (0.7, 0.5), 1: (0.71, 0.52)}, config={"target": "hog", "steps": 4870})
+    design = read_design(hog)
+    assert (design.target, design.steps) == ("hog", 4870)
+    table = compare_designs([design], read_design(ref))
+    assert "| **confirm** (reference) | tube | 0.75 / 0.750 | pixels | 2000 | 160 |" in table
+    assert "| hog | tube | 0.75 / 0.750 | hog | 4870 | 160 |" in table

@@ -6,7 +6,8 @@ HOG targets) are several study folders that share their splits. [compare_designs
 reads them into one table: per design and arm the mean test accuracy and its standard error, and each design paired
 with a reference design over the seeds both ran (mean difference, 95% Student-t interval, p-value, sign test).
 [plot_mask_designs][tubemask.eval.designs.plot_mask_designs] draws accuracy against the *effective* mask ratio
-(read from each folder's `seed{N}/pretrain.json`), one line per mask type.
+(read from each folder's `seed{N}/pretrain.json`), one line per mask type (and target and step count, where designs
+differ in them: those come from the folder's `config.json`).
 
     python -m tubemask.eval.designs STUDY_DIR [STUDY_DIR ...] --reference STUDY_DIR --output PREFIX
 
@@ -31,7 +32,8 @@ DESIGN_ARMS = ("pretrained", "pretrained_probe")
 
 @dataclass
 class Design:
-    """One study folder: its name, its result files and what its pretraining was (from `pretrain.json`)."""
+    """One study folder: its name, its result files and what its pretraining was (the mask and pool from the seeds'
+    `pretrain.json`, the target and step count from the folder's `config.json`; `None` where a file lacks them)."""
 
     name: str
     results: Results
@@ -39,6 +41,8 @@ class Design:
     mask_ratio: float | None
     effective_mask_ratio: float | None
     pool_clips: int | None
+    target: str | None = None
+    steps: int | None = None
 
 
 def read_design(folder: Path, arms: tuple[str, ...] = DESIGN_ARMS) -> Design:
@@ -55,7 +59,9 @@ def read_design(folder: Path, arms: tuple[str, ...] = DESIGN_ARMS) -> Design:
     if len(kinds) > 1:
         raise ValueError(f"{folder}: its seeds were pretrained differently ({sorted(kinds, key=str)}); one design each")
     mask, ratio, effective, pool = kinds.pop() if kinds else (None, None, None, None)
-    return Design(folder.name, results, mask, ratio, effective, pool)
+    config = folder / "config.json"
+    pretrain = json.loads(config.read_text()).get("pretrain", {}) if config.is_file() else {}
+    return Design(folder.name, results, mask, ratio, effective, pool, pretrain.get("target"), pretrain.get("steps"))
 
 
 def _cell(values: list[float]) -> str:
@@ -66,12 +72,14 @@ def _cell(values: list[float]) -> str:
 
 
 def compare_designs(designs: list[Design], reference: Design, arms: tuple[str, ...] = DESIGN_ARMS) -> str:
-    """Markdown: one row per design (mask, effective ratio, pool, per arm mean +- SE and seeds), then per arm each
+    """Markdown: one row per design (mask, effective ratio, target, pretraining steps, pool, per arm mean +- SE and
+    seeds), then per arm each
     design minus the reference, paired over their common seeds (at least 2): mean difference, 95% t interval,
     p-value, sign test and the verdict ("better" / "worse" only when the interval excludes 0)."""
     everyone = [reference] + [d for d in designs if d.name != reference.name]
-    head = "| design | mask | ratio asked / effective | pool clips | " + " | ".join(f"{a} (seeds)" for a in arms) + " |"
-    lines = [head, "|" + "---|" * (4 + len(arms))]
+    head = "| design | mask | ratio asked / effective | target | steps | pool clips | "
+    head += " | ".join(f"{a} (seeds)" for a in arms) + " |"
+    lines = [head, "|" + "---|" * (6 + len(arms))]
     for d in everyone:
         ratio = "-" if d.mask_ratio is None else f"{d.mask_ratio:g} / {d.effective_mask_ratio:.3f}"
         cells = []
@@ -79,7 +87,8 @@ def compare_designs(designs: list[Design], reference: Design, arms: tuple[str, .
             scores = list(test_scores(d.results, arm).values())
             cells.append(f"{_cell(scores)} ({len(scores)})")
         name = f"**{d.name}** (reference)" if d is reference else d.name
-        lines.append(f"| {name} | {d.mask or '-'} | {ratio} | {d.pool_clips or '-'} | " + " | ".join(cells) + " |")
+        pretraining = f"{d.mask or '-'} | {ratio} | {d.target or '-'} | {d.steps or '-'} | {d.pool_clips or '-'}"
+        lines.append(f"| {name} | {pretraining} | " + " | ".join(cells) + " |")
     lines += [
         "",
         "| arm | design - reference | seeds | mean difference | 95% interval (t) | p (t-test) | wins / losses / ties "
@@ -104,18 +113,23 @@ def compare_designs(designs: list[Design], reference: Design, arms: tuple[str, .
 
 
 def plot_mask_designs(designs: list[Design], path: Path, arms: tuple[str, ...] = DESIGN_ARMS) -> None:
-    """Test accuracy (mean +- SE over seeds) against the effective mask ratio, one line per mask type, one panel per
-    arm. Designs without pretraining metadata are left out."""
+    """Test accuracy (mean +- SE over seeds) against the effective mask ratio, one line per mask type (per mask,
+    target and step count where the designs differ in those), one panel per arm. Designs without pretraining
+    metadata are left out."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, len(arms), figsize=(5 * len(arms), 4), squeeze=False)
+    several_targets = len({d.target for d in designs}) > 1
+    several_steps = len({d.steps for d in designs}) > 1
     by_mask: dict[str, list[Design]] = {}
     for d in designs:
         if d.mask is not None and d.effective_mask_ratio is not None:
-            by_mask.setdefault(d.mask, []).append(d)
+            label = d.mask + (f", {d.target}" if several_targets else "")
+            label += f", {d.steps} steps" if several_steps else ""
+            by_mask.setdefault(label, []).append(d)
     for ax, arm in zip(axes[0], arms, strict=True):
         for mask, group in sorted(by_mask.items()):
             group = sorted(group, key=lambda d: d.effective_mask_ratio)
