@@ -146,6 +146,24 @@ def metric_rows(out) -> list[dict]:
     ]
 
 
+def test_a_run_resumed_under_another_batch_layout_is_refused(tmp_path, single_process_env) -> None:
+    out = tmp_path / "run"
+    train(toy_config(out, max_steps=2))
+    assert load_checkpoint(out / "checkpoint-00000002.pt")["batch_layout"] == {
+        "world_size": 1,
+        "batch_size": 2,
+        "accum_steps": 2,
+    }
+    with pytest.raises(
+        ValueError,
+        match=r"written by 1 process\(es\) x batch 2 x 2 micro-step\(s\) = 4 clips, this "
+        r"run has 1 process\(es\) x batch 2 x 1 micro-step\(s\) = 2 clips",
+    ):
+        train(toy_config(out, resume=True, accum_steps=1))
+    with pytest.raises(ValueError, match="--batch-size and --accum-steps"):
+        train(toy_config(out, resume=True, batch_size=1, accum_steps=4))
+
+
 def test_stopped_and_resumed_run_equals_the_straight_run(tmp_path, single_process_env, capsys) -> None:
     straight = train(toy_config(tmp_path / "straight"))
     assert straight["loop"] == {"step": 9, "epoch": 3, "batch_in_epoch": 0} and not straight["resumed"]

@@ -21,11 +21,12 @@ Example:
 """
 
 from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass
 from typing import Any, Protocol, runtime_checkable
 
 from tubemask.train.logs import ThroughputMeter
 
-__all__ = ["TrainLoop"]
+__all__ = ["TrainLoop", "BatchLayout"]
 
 
 @runtime_checkable
@@ -154,3 +155,38 @@ class TrainLoop:
             f"{self.steps_per_epoch} steps per epoch, {self.epochs_total} epochs = {self.total_steps} steps, warmup "
             f"{warmup_steps} steps{early}"
         )
+
+
+@dataclass(frozen=True)
+class BatchLayout:
+    """What one optimizer step is made of: processes x clips per process and micro-step x accumulation micro-steps.
+
+    A checkpoint part ([Checkpointer.attach][tubemask.train.checkpointer.Checkpointer.attach]): a checkpoint records
+    its run's layout, and resuming it under another layout raises, because the data position (micro-batches of this
+    process into the epoch), the steps per epoch and so the learning-rate schedule would no longer continue the run
+    that was stopped. Checkpoints written before layouts were recorded resume unchecked.
+    """
+
+    world_size: int
+    batch_size: int | None
+    accum_steps: int
+
+    def describe(self) -> str:
+        total = "" if self.batch_size is None else f" = {self.world_size * self.batch_size * self.accum_steps} clips"
+        return f"{self.world_size} process(es) x batch {self.batch_size} x {self.accum_steps} micro-step(s){total}"
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"batch_layout": asdict(self)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> str | None:
+        saved = state.get("batch_layout")
+        if saved is None:
+            return "the checkpoint does not record its batch layout (an older one): resumed without checking it"
+        theirs = BatchLayout(**saved)
+        if theirs != self:
+            raise ValueError(
+                f"--resume: the checkpoint was written by {theirs.describe()}, this run has {self.describe()}; its data "
+                "position and learning-rate schedule would not continue. Resume with the same number of processes, "
+                "--batch-size and --accum-steps, or start a new run in another --output-dir from its weights."
+            )
+        return None

@@ -49,7 +49,7 @@ from tubemask.train.config import TrainConfig, config_dict
 from tubemask.train.distributed import DistributedContext, cleanup, is_distributed, setup_distributed
 from tubemask.train.even_calls import max_over_ranks
 from tubemask.train.logs import JsonlLogger, TensorBoardWriter
-from tubemask.train.loop import TrainLoop
+from tubemask.train.loop import BatchLayout, TrainLoop
 from tubemask.train.nonfinite import NonFiniteGuard
 from tubemask.train.prepare import PreparedModel, prepare_model
 from tubemask.train.sampler import ResumableDistributedSampler, resumable_loader
@@ -241,7 +241,9 @@ class Run:
             ema=ema,
             model=prepared.model,
         )
-        self.checkpointer.attach(prepared, loop=loop, stepper=self.stepper)
+        batch_size = getattr(loop.sampler, "batch_size", cfg.batch_size)  # the resumable sampler's, resolved
+        layout = BatchLayout(self.ctx.world_size, batch_size, loop.accum_steps)
+        self.checkpointer.attach(prepared, loop=loop, stepper=self.stepper, layout=layout)
         if reseed_per_rank:
             torch.manual_seed(rank_seed(cfg.seed, self.ctx.rank))
         if self.state is not None:
