@@ -12,6 +12,14 @@ cd "$root"
 venv="${TUBEMASK_VENV:-$root/.venv}"
 py="${PYTHON:-python3}"
 
+# Two commands started at once (scripts/studies.sh's two lanes) would both install: one at a time, the second then
+# finds everything in place.
+mkdir -p "$venv"
+if command -v flock >/dev/null; then
+    exec 9>"$venv/.tubemask-env.lock"
+    flock 9
+fi
+
 if ! ldconfig -p 2>/dev/null | grep -q 'libavcodec\.so'; then
     echo "[with-env] installing FFmpeg shared libraries (apt: ffmpeg)" >&2
     sudo_cmd=""
@@ -42,6 +50,7 @@ if [ ! -x "$venv/bin/python" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; 
     "$venv/bin/python" -m pip install -q --no-cache-dir -c constraints.txt -e ".[dev,docs]"
     echo "$want" > "$stamp"
 fi
+exec 9>&-  # release the lock (a no-op without flock)
 export PATH="$venv/bin:$PATH"
 export VIRTUAL_ENV="$venv"
 exec "$@"
