@@ -2,6 +2,7 @@ import os
 
 import pytest
 import torch
+import torch.distributed as dist
 import torch.multiprocessing as mp
 from recipe_helpers import free_port
 from torch import nn
@@ -219,3 +220,25 @@ def test_two_gloo_processes_match_single_process(tmp_path) -> None:
         assert bf16["policy"] in (None, ["torch.bfloat16", "torch.float32"]), bf16
         for got, want in zip(bf16["grads"], [p.grad for p in net.parameters()], strict=True):
             torch.testing.assert_close(got, want, atol=3e-2, rtol=3e-2)
+
+
+def test_cleanup_waits_at_a_barrier_only_on_a_clean_exit(single_process_env, monkeypatch) -> None:
+    """A clean exit: barrier, then destroy. While an exception propagates: destroy at once (another rank may be stuck in
+    a collective this one never joins, so a barrier could hang where the failure should surface)."""
+    barriers = []
+    monkeypatch.setattr(dist, "barrier", lambda *args, **kwargs: barriers.append(1))
+    for failing in (False, True):
+        dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{free_port()}", rank=0, world_size=1)
+        try:
+            if failing:
+                with pytest.raises(RuntimeError, match="rank failed"):
+                    try:
+                        raise RuntimeError("rank failed")
+                    finally:
+                        cleanup()
+            else:
+                cleanup()
+        finally:
+            if dist.is_initialized():
+                dist.destroy_process_group()
+        assert barriers == [1] and not dist.is_initialized(), failing

@@ -15,6 +15,7 @@ Example:
 
 import logging
 import os
+import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -136,9 +137,18 @@ def setup_distributed(device: str = "auto") -> DistributedContext:
 
 
 def cleanup() -> None:
-    """Destroy the process group, if one was started."""
-    if is_distributed():
-        dist.destroy_process_group()
+    """Destroy the process group, if one was started.
+
+    On a clean exit every rank first waits at a barrier, so that no rank tears the group down while another still
+    talks to it (full-suite runs saw a gloo rank abort in teardown: "terminate called without an active exception").
+    Called while an exception propagates (this rank failed; another may be blocked in a collective that will never
+    complete), it destroys the group at once, so the failure surfaces instead of a hang at the barrier.
+    """
+    if not is_distributed():
+        return
+    if sys.exc_info()[0] is None:
+        dist.barrier()
+    dist.destroy_process_group()
 
 
 def is_distributed() -> bool:

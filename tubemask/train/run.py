@@ -46,7 +46,7 @@ from tqdm import tqdm
 from tubemask.data.failures import FailureLog
 from tubemask.train.checkpointer import Checkpointer
 from tubemask.train.config import TrainConfig, config_dict
-from tubemask.train.distributed import DistributedContext, cleanup, is_distributed, setup_distributed
+from tubemask.train.distributed import DistributedContext, cleanup, setup_distributed
 from tubemask.train.even_calls import max_over_ranks
 from tubemask.train.logs import JsonlLogger, TensorBoardWriter
 from tubemask.train.loop import BatchLayout, TrainLoop
@@ -334,11 +334,7 @@ class Run:
             self.metrics.close()
         if self.tensorboard is not None:
             self.tensorboard.close()
-        if is_distributed():
-            # every rank's pending collectives finish (a gloo barrier waits for them) before any rank tears the group
-            # down: one full-suite run saw a rank abort in teardown ("terminate called without an active exception")
-            torch.distributed.barrier()
-        cleanup()
+        cleanup()  # a barrier first on a clean exit, none while an exception propagates
 
 
 def script_main(main: Callable[[Any], Any], config: Any) -> None:
