@@ -36,7 +36,6 @@ if [ ! -x "$venv/bin/python" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; 
     # early with the figures rather than let pip die half way with "No space left on device".
     need_kib=$((7 * 1024 * 1024))
     if [ -z "${TUBEMASK_SKIP_DISK_CHECK:-}" ] && [ ! -x "$venv/bin/python" ]; then
-        mkdir -p "$(dirname "$venv")"
         free_kib="$(df -Pk "$(dirname "$venv")" | awk 'NR == 2 {print $4}')"
         if [ -n "$free_kib" ] && [ "$free_kib" -lt "$need_kib" ]; then
             echo "[with-env] not enough disk for $venv: $((free_kib / 1024)) MiB free on $(dirname "$venv")," \

@@ -73,9 +73,9 @@ def _cell(values: list[float]) -> str:
 
 def compare_designs(designs: list[Design], reference: Design, arms: tuple[str, ...] = DESIGN_ARMS) -> str:
     """Markdown: one row per design (mask, effective ratio, target, pretraining steps, pool, per arm mean +- SE and
-    seeds), then per arm each
-    design minus the reference, paired over their common seeds (at least 2): mean difference, 95% t interval,
-    p-value, sign test and the verdict ("better" / "worse" only when the interval excludes 0)."""
+    seeds), then per arm each design minus the reference, paired over their common seeds (at least 2): mean
+    difference, 95% t interval, p-value, sign test and the verdict ("better" / "worse" only when the interval
+    excludes 0)."""
     everyone = [reference] + [d for d in designs if d.name != reference.name]
     head = "| design | mask | ratio asked / effective | target | steps | pool clips | "
     head += " | ".join(f"{a} (seeds)" for a in arms) + " |"
