@@ -76,7 +76,8 @@ class DetectConfig(AVAFileOptions, TrainConfig):
     eval_only: bool = False
     """Score --finetune's detector on the test set and stop: no training set is read."""
     total_batch: int | None = None
-    """Clips per optimizer step over all processes, reached by accumulation (--data-root default: 128, as official)."""
+    """Clips per optimizer step over all processes, reached by accumulation (--data-root default: 128, as official,
+    unless --accum-steps is given)."""
     num_classes: int = 80
     """Logits of the head (AVA's action ids 1..80; only the label map's classes are evaluated)."""
     layer_decay: float | None = None
@@ -139,8 +140,12 @@ SYNTHETIC = dict(
 
 
 def resolve(cfg: DetectConfig) -> DetectConfig:
-    """Fill every `None` option from the preset (full AVA with --data-root, synthetic without)."""
-    return fill_from_preset(cfg, FULL if cfg.data_root is not None else SYNTHETIC)
+    """Fill every `None` option from the preset (full AVA with --data-root, synthetic without). An explicit
+    --accum-steps replaces the preset's --total-batch: the two are one choice, the accumulation."""
+    preset = FULL if cfg.data_root is not None else SYNTHETIC
+    if cfg.accum_steps != 1:
+        preset = dict(preset, total_batch=None)
+    return fill_from_preset(cfg, preset)
 
 
 def ava_files(cfg: DetectConfig, run: Run) -> AVAFiles:

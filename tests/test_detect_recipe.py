@@ -3,6 +3,7 @@ by the evaluator CLI), loading a pretraining checkpoint, exact resume, the evalu
 official-layout AVA checkpoint, and two processes under torchrun."""
 
 import argparse
+import dataclasses
 import json
 import math
 import shutil
@@ -92,6 +93,10 @@ def test_presets_resolve_without_running() -> None:
     assert full.peak_lr(128)[0] == pytest.approx(2.5e-4)  # 5e-4 x 128 / 256, the official scripts' lr
     with pytest.raises(SystemExit, match=r"--total-batch 128 must be a multiple of .* = 8 x 3 = 24"):
         module.accumulation(full, world_size=3)
+    explicit = module.resolve(module.DetectConfig(data_root=Path("/data"), accum_steps=4))
+    assert explicit.total_batch is None and module.accumulation(explicit, world_size=3) == 4  # not the preset's 128
+    with pytest.raises(SystemExit, match=r"without --accum-steps \(4\)"):  # both given: which one is meant?
+        module.accumulation(dataclasses.replace(explicit, total_batch=128), world_size=1)
     synthetic = module.resolve(module.DetectConfig(model="small"))
     assert synthetic.model == "small" and synthetic.patch_size == 8  # given options win over the preset
     assert synthetic.flip == 0.0  # the synthetic actions are directions: a flip would swap left and right
