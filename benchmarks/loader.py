@@ -51,8 +51,8 @@ from tubemask.data import (
     collate_repeated,
     read_clip,
 )
+from tubemask.data.motion_clips import render_motion_clip
 from tubemask.data.sampling import dense_indices
-from tubemask.data.synthetic import render_motion_clip
 
 MODES = ("decode", "+aug uint8", "+aug float")
 

@@ -24,8 +24,8 @@ from contextlib import contextmanager
 import torch
 
 from tubemask.data import parse_randaugment
+from tubemask.data.motion_clips import render_motion_clip
 from tubemask.data.randaugment import RANDAUGMENT_OPS, TORCHVISION_OPS
-from tubemask.data.synthetic import render_motion_clip
 
 SPEC = "rand-m7-n4-mstd0.5-inc1"
 

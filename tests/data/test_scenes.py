@@ -7,8 +7,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tubemask.data.motion_clips import render_motion_dataset
 from tubemask.data.scenes import SCENE_CLASSES, _trajectories, render_scene_clip, render_scene_dataset
-from tubemask.data.synthetic import render_motion_dataset
 from tubemask.eval.diagnostics import linear_probe_accuracy
 from tubemask.eval.motion_features import motion_features
 

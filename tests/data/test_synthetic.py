@@ -13,7 +13,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tubemask.data import VideoReader, cached_synthetic_ucf101, make_synthetic_ucf101, read_ucf101, synthetic
-from tubemask.data.synthetic import MOTION_CLASSES, render_motion_clip, synthetic_ucf101_root
+from tubemask.data.motion_clips import MOTION_CLASSES, render_motion_clip
+from tubemask.data.synthetic import synthetic_ucf101_root
 
 
 def need_torchcodec() -> None:

@@ -1,7 +1,7 @@
 """A harder synthetic motion task: several objects on a smooth, possibly panning background, one actor whose motion
 pattern is the class.
 
-[tubemask.data.synthetic][] shows one object on a static background, and a few hand-made features (centroid, area
+[tubemask.data.motion_clips][] shows one object on a static background, and a few hand-made features (centroid, area
 and intensity change per frame) nearly solve it. Here every clip holds four objects drawn from the same appearance
 distribution: the *actor*, whose trajectory defines the class; a *partner* that stays put (except when the actor
 pushes it); and two *distractors* that cross the frame in straight lines. The background is a smooth random colour
@@ -29,7 +29,7 @@ import torch
 from jaxtyping import Int64, UInt8
 from torch import Tensor
 
-from tubemask.data.synthetic import random_colour_pair, render_object
+from tubemask.data.motion_clips import random_colour_pair, render_object
 from tubemask.shapes import typechecked
 
 __all__ = ["SCENE_CLASSES", "SceneBackground", "render_scene_clip", "render_scene_dataset"]

@@ -22,7 +22,8 @@ from torch import Tensor
 
 from tubemask.data.ava import AVAFiles
 from tubemask.data.decoding import require_torchcodec
-from tubemask.data.synthetic import random_colour_pair, random_texture, write_dataset_once
+from tubemask.data.motion_clips import random_colour_pair, random_texture
+from tubemask.data.synthetic import write_dataset_once
 
 __all__ = ["SYNTHETIC_AVA_CLASSES", "SyntheticAVA", "make_synthetic_ava"]
 

@@ -24,8 +24,8 @@ import torch
 import torch.nn.functional as F
 
 from tubemask.data import normalize_batch
+from tubemask.data.motion_clips import Background, render_motion_dataset
 from tubemask.data.scenes import SCENE_CLASSES, SceneBackground, render_scene_dataset
-from tubemask.data.synthetic import Background, render_motion_dataset
 from tubemask.eval.diagnostics import linear_probe_accuracy, pooled_features
 from tubemask.hog import HOGTarget
 from tubemask.masking import FrameMasker, RandomMasker, TubeMasker
@@ -70,7 +70,7 @@ class DataConfig:
 
     task: Literal["scenes", "motion"] = "scenes"
     """`scenes`: [tubemask.data.scenes][] (8 classes: the shape of an actor's path or its relation to a partner); `motion`: the older
-    one-object task of [tubemask.data.synthetic][] (its first `num_classes` classes)."""
+    one-object task of [tubemask.data.motion_clips][] (its first `num_classes` classes)."""
     num_classes: int = 8
     """Classes (the scenes task has exactly 8)."""
     frames: int = 8

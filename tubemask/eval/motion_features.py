@@ -6,7 +6,7 @@ energy (mean), the share of pixels that changed (above `threshold`), its centroi
 change complete the set. This is the family of features a person would write first to tell motions apart (where the
 change is, how much, how it moves, how it turns); fed to a linear classifier
 ([linear_probe_accuracy][tubemask.eval.diagnostics.linear_probe_accuracy]) they nearly solve the one-object task of
-[tubemask.data.synthetic][] and are the hand-made baseline of `recipes/data_efficiency.py`.
+[tubemask.data.motion_clips][] and are the hand-made baseline of `recipes/data_efficiency.py`.
 """
 
 import torch

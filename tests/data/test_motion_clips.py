@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from tubemask.data.synthetic import MOTION_CLASSES, render_motion_clip, render_motion_dataset
+from tubemask.data.motion_clips import MOTION_CLASSES, render_motion_clip, render_motion_dataset
 
 
 def test_dataset_is_deterministic_balanced_and_seeded():
