@@ -27,8 +27,9 @@ from PIL import Image
 from torch import Tensor
 
 from tubemask.data.decoding import VideoReader
+from tubemask.data.model_input import normalize
 from tubemask.data.sampling import dense_indices
-from tubemask.data.transforms import center_crop, normalize, resize_short_side
+from tubemask.data.transforms import center_crop, resize_short_side
 from tubemask.masking import FrameMasker, Masker, RandomMasker, RunningCellMasker, TubeMasker, draw_mask
 from tubemask.motion_aware import MotionAwareMasker
 from tubemask.motion_guided import MotionGuidedMasker

@@ -75,7 +75,7 @@ def test_repeated_sampling_on_gpu_frames_equals_stacked_calls(normalize: bool) -
     and must give the clips, random draws and layout of stacking separate calls. RandAugment's CPU shortcuts fall back
     to torchvision's ops on GPU tensors."""
     from tubemask.data import PretrainPipeline, parse_randaugment
-    from tubemask.data.transforms import stack_clips
+    from tubemask.data.model_input import stack_clips
 
     frames = torch.randint(0, 256, (4, 3, 40, 56), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
     frames = frames.cuda().contiguous(memory_format=torch.channels_last)

@@ -1,7 +1,7 @@
 """The per-channel pixel statistics VideoMAE normalises its clips with, shared by the data and the model side.
 
-The data pipelines normalise clips with them ([`normalize`][tubemask.data.transforms.normalize],
-[`normalize_batch`][tubemask.data.transforms.normalize_batch]) and the reconstruction targets undo that normalisation
+The data pipelines normalise clips with them ([`normalize`][tubemask.data.model_input.normalize],
+[`normalize_batch`][tubemask.data.model_input.normalize_batch]) and the reconstruction targets undo that normalisation
 ([`PixelTarget`][tubemask.targets.PixelTarget]), so both must read the same numbers. This module imports nothing, so
 either layer may use it (importing it does not load torchvision).
 """

@@ -7,16 +7,14 @@ from hypothesis import strategies as st
 from torchvision.transforms.v2 import functional as F
 
 from tubemask.data import EvalPipeline, FinetunePipeline, PretrainPipeline, normalize_batch
+from tubemask.data.model_input import channels_first, normalize, stack_clips
 from tubemask.data.transforms import (
     center_crop,
-    channels_first,
     horizontal_flip,
     multi_scale_crop,
-    normalize,
     random_erasing,
     random_resized_crop,
     resize_short_side,
-    stack_clips,
     three_crop,
 )
 

@@ -3,9 +3,9 @@
 `import tubemask.data` does not need torchcodec; decoding imports it when first asked (see
 [`tubemask.data.decoding`][]). Frames travel as uint8 `[t c h w]` until a pipeline normalizes them into the model
 input, float `[c t h w]`, or (with `normalize=False`) hands uint8 `[c t h w]` clips to the training loop, which
-normalizes the batch on its device with [`normalize_batch`][tubemask.data.transforms.normalize_batch]. Those uint8
+normalizes the batch on its device with [`normalize_batch`][tubemask.data.model_input.normalize_batch]. Those uint8
 clips keep the decoder's channels-last memory (`[t h w c]` storage) through repeats and the collate
-([`stack_clips`][tubemask.data.transforms.stack_clips]); `normalize_batch` returns a contiguous float batch.
+([`stack_clips`][tubemask.data.model_input.stack_clips]); `normalize_batch` returns a contiguous float batch.
 
 This namespace holds what a training script calls: annotation readers, decoding, samplers, pipelines, datasets and
 their collate functions, the failure log, Mixup and RandAugment, the synthetic dataset makers and the AVA readers and
@@ -34,12 +34,12 @@ from tubemask.data.datasets import (
 from tubemask.data.decoding import DecodeError, MissingDecoderError, VideoReader, read_clip
 from tubemask.data.failures import FailureLog
 from tubemask.data.mixup import Mixup
+from tubemask.data.model_input import normalize_batch
 from tubemask.data.pipelines import EvalPipeline, FinetunePipeline, PretrainPipeline
 from tubemask.data.randaugment import RandAugment, parse_randaugment
 from tubemask.data.sampling import DenseSampler, SegmentSampler
 from tubemask.data.synthetic import cached_synthetic_ucf101, make_synthetic_ucf101
 from tubemask.data.synthetic_ava import make_synthetic_ava
-from tubemask.data.transforms import normalize_batch
 
 __all__ = [
     # annotation files -> VideoRecord lists

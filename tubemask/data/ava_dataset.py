@@ -24,7 +24,8 @@ from tubemask.data.ava_augment import extend_boxes, hsv_jitter, official_box_jit
 from tubemask.data.datasets import DecodeOptions, SampleKey, load_with_substitutes, sample_generator, split_key
 from tubemask.data.decoding import DecodeError, VideoReader, read_clip
 from tubemask.data.failures import FailureLog
-from tubemask.data.transforms import draw_int, draw_uniform, normalize, resize
+from tubemask.data.model_input import normalize
+from tubemask.data.transforms import draw_int, draw_uniform, resize
 from tubemask.pixel_stats import IMAGENET_MEAN, IMAGENET_STD
 from tubemask.shapes import typechecked
 

@@ -35,8 +35,8 @@ from torch.utils.data import Dataset, default_collate
 from tubemask.data.annotations import VideoRecord
 from tubemask.data.decoding import DecodeError, SeekMode, VideoReader, read_clip
 from tubemask.data.failures import FailureLog
+from tubemask.data.model_input import stack_clips
 from tubemask.data.sampling import DenseSampler, FrameSampler, check_int_fields
-from tubemask.data.transforms import stack_clips
 
 __all__ = [
     "RecordClips",
@@ -299,7 +299,7 @@ class PretrainDataset(_ClipDataset):
     """Unlabelled clips for masked-autoencoder pretraining.
 
     `dataset[i]` is a normalized float clip `[c t h w]`, or `[r c t h w]` with `repeats=r > 1`; uint8 with a
-    `normalize=False` pipeline (then apply [`normalize_batch`][tubemask.data.transforms.normalize_batch] to each
+    `normalize=False` pipeline (then apply [`normalize_batch`][tubemask.data.model_input.normalize_batch] to each
     batch on the training device: 4x less memory and DataLoader IPC, and a repeat costs about 2-3 ms on one core
     (crop and resize in uint8, written channels-last into its slot of the batch) instead of about 8 ms as float).
     A pipeline with a `repeat(frames, r, generator=g) -> [r c t h w]` method (as
@@ -428,9 +428,9 @@ def collate_repeated(batch: list[Any]) -> Any:
 
     Items `[r c t h w]` become a batch `[(b r) c t h w]`; `(clips [r ...], labels [r])` items become
     `(clips [(b r) ...], labels [(b r)])`. Works for `repeats=1` items too (then it gives the default collate's
-    values). Clips are stacked in their own memory order ([`stack_clips`][tubemask.data.transforms.stack_clips]):
+    values). Clips are stacked in their own memory order ([`stack_clips`][tubemask.data.model_input.stack_clips]):
     uint8 clips of a `normalize=False` pipeline stay channels-last, a plain copy instead of a transposition per clip,
-    and [`normalize_batch`][tubemask.data.transforms.normalize_batch] on the training device makes them contiguous.
+    and [`normalize_batch`][tubemask.data.model_input.normalize_batch] on the training device makes them contiguous.
     """
     if isinstance(batch[0], Tensor):
         clips = stack_clips(batch, stack=default_collate)

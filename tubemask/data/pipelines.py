@@ -1,8 +1,8 @@
 """Ready-made clip pipelines: decoded uint8 frames `[t c h w]` in, normalized float clip(s) `[c t h w]` out.
 
 With `normalize=False` a pipeline returns uint8 `[c t h w]` (a view, see
-[`channels_first`][tubemask.data.transforms.channels_first]) and the training loop normalizes the batch on its
-device with [`normalize_batch`][tubemask.data.transforms.normalize_batch]: same values, a quarter of the bytes through
+[`channels_first`][tubemask.data.model_input.channels_first]) and the training loop normalizes the batch on its
+device with [`normalize_batch`][tubemask.data.model_input.normalize_batch]: same values, a quarter of the bytes through
 the DataLoader, and the float work off the loader's CPU cores.
 
 Each pipeline is a small frozen dataclass called as `pipeline(frames, generator=g)`; the datasets take any callable
@@ -22,10 +22,11 @@ import torch
 from jaxtyping import Shaped, UInt8
 from torch import Tensor
 
+from tubemask.data.model_input import channels_first, stack_clips
+from tubemask.data.model_input import normalize as normalize_clip
 from tubemask.data.randaugment import RandAugment, parse_randaugment
 from tubemask.data.transforms import (
     center_crop,
-    channels_first,
     horizontal_flip,
     horizontal_flip_unchecked,
     multi_scale_crop,
@@ -33,11 +34,7 @@ from tubemask.data.transforms import (
     random_erasing,
     random_resized_crop,
     resize_short_side,
-    stack_clips,
     three_crop,
-)
-from tubemask.data.transforms import (
-    normalize as normalize_clip,
 )
 from tubemask.pixel_stats import IMAGENET_MEAN, IMAGENET_STD
 from tubemask.shapes import typechecked
@@ -56,7 +53,7 @@ class PretrainPipeline:
         mean: Normalization mean.
         std: Normalization std.
         normalize: True: float32 normalized clips. False: uint8 `[c t h w]` clips; normalize the batch on the
-            training device with [`normalize_batch`][tubemask.data.transforms.normalize_batch]`(batch, mean, std)`.
+            training device with [`normalize_batch`][tubemask.data.model_input.normalize_batch]`(batch, mean, std)`.
     """
 
     input_size: int = 224
@@ -84,7 +81,7 @@ class PretrainPipeline:
         The values and memory layout of `stack_clips([self(frames, generator=generator) for _ in range(repeats)])`
         (the same random draws in the same order), but each crop is resized straight into its slot of the batch:
         no per-clip output and no stacking copy. uint8 batches are `[r c t h w]` views of `[r t h w c]` memory, as
-        [`stack_clips`][tubemask.data.transforms.stack_clips] makes them; float batches are contiguous.
+        [`stack_clips`][tubemask.data.model_input.stack_clips] makes them; float batches are contiguous.
         [`PretrainDataset`][tubemask.data.datasets.PretrainDataset] calls this for `repeats > 1`.
         """
         if repeats < 1:
@@ -131,7 +128,7 @@ class FinetunePipeline:
         mean: Normalization mean.
         std: Normalization std.
         normalize: False returns uint8 `[c t h w]` for
-            [`normalize_batch`][tubemask.data.transforms.normalize_batch] on the training device; random erasing
+            [`normalize_batch`][tubemask.data.model_input.normalize_batch] on the training device; random erasing
             works on normalized clips, so it then needs `erase_p=0`.
     """
 
@@ -174,7 +171,7 @@ class FinetunePipeline:
         The values of `stack_clips([self(frames, generator=generator) for _ in range(repeats)])` (the same random
         draws in the same order). Normalized clips are written straight into their slot of the float batch and erased
         there: no per-clip float tensor and no stacking copy (about 5 ms per pair of 16 x 224 x 224 clips on one
-        core). uint8 clips (`normalize=False`) are stacked by [`stack_clips`][tubemask.data.transforms.stack_clips].
+        core). uint8 clips (`normalize=False`) are stacked by [`stack_clips`][tubemask.data.model_input.stack_clips].
         [`FinetuneDataset`][tubemask.data.datasets.FinetuneDataset] calls this for `repeats > 1`.
         """
         if repeats < 1:
@@ -210,7 +207,7 @@ class EvalPipeline:
         mean: Normalization mean.
         std: Normalization std.
         normalize: False returns uint8 `[c t h w]` views for
-            [`normalize_batch`][tubemask.data.transforms.normalize_batch].
+            [`normalize_batch`][tubemask.data.model_input.normalize_batch].
     """
 
     crop_size: int = 224

@@ -14,7 +14,8 @@ import torch
 from jaxtyping import Float
 
 from tubemask.data.decoding import DecodeError, VideoReader
-from tubemask.data.transforms import center_crop, normalize_batch, resize_short_side
+from tubemask.data.model_input import normalize_batch
+from tubemask.data.transforms import center_crop, resize_short_side
 from tubemask.extract.feature_model import ClipFeatureModel
 from tubemask.extract.windows import window_indices
 from tubemask.pixel_stats import IMAGENET_MEAN, IMAGENET_STD
