@@ -277,8 +277,8 @@ def test_load_refuses_pickled_objects(tmp_path):
 # ---------------------------------------------------------------- Hugging Face parity
 
 transformers = pytest.importorskip("transformers")
-from tubemask.interop.hf import hf_qv_bias, hf_qv_bias_field  # noqa: E402
 from tubemask.interop.hf_classification import classifier_from_hf, classifier_to_hf  # noqa: E402
+from tubemask.interop.hf_keys import hf_qv_bias, hf_qv_bias_field  # noqa: E402
 
 HF_CONFIGS = [
     dict(patch_size=8, tubelet_size=2, image_size=16, layer_norm_eps=1e-12, qv_bias=True),

@@ -22,7 +22,7 @@ from tubemask.interop import (
     tubemask_to_hf_state_dict,
     tubemask_to_official_state_dict,
 )
-from tubemask.interop.hf import fit_hf_layout, hf_qv_bias, hf_qv_bias_field
+from tubemask.interop.hf_keys import fit_hf_layout, hf_qv_bias, hf_qv_bias_field
 from tubemask.interop.widths import mlp_ratio_for
 from tubemask.layers import Block
 from tubemask.masking import RandomMasker, TubeMasker

@@ -56,7 +56,7 @@ def test_the_student_trains_and_the_teacher_stays_out_of_it():
 def test_an_hf_checkpoint_as_teacher():
     transformers = pytest.importorskip("transformers")
     from tubemask.interop import from_hf
-    from tubemask.interop.hf import hf_qv_bias_field
+    from tubemask.interop.hf_keys import hf_qv_bias_field
 
     config = transformers.VideoMAEConfig(
         image_size=16,

@@ -14,15 +14,9 @@
 """
 
 from tubemask.interop.finetune_weights import LoadReport, load_pretrained_encoder
-from tubemask.interop.hf import (
-    HFEncoderParts,
-    from_hf,
-    hf_qv_bias,
-    hf_to_tubemask_state_dict,
-    to_hf,
-    tubemask_to_hf_state_dict,
-)
+from tubemask.interop.hf import HFEncoderParts, from_hf, to_hf
 from tubemask.interop.hf_classification import classifier_from_hf, classifier_to_hf
+from tubemask.interop.hf_keys import hf_qv_bias, hf_to_tubemask_state_dict, tubemask_to_hf_state_dict
 from tubemask.interop.official import (
     OfficialLayout,
     infer_official_layout,

@@ -25,12 +25,11 @@ from tubemask.classification import VideoClassifier
 from tubemask.encoders import ViTEncoder
 from tubemask.grid import token_grid
 from tubemask.heads import ClassificationHead
-from tubemask.interop.hf import (
-    encoder_parts_from_config,
+from tubemask.interop.hf import encoder_parts_from_config, import_transformers
+from tubemask.interop.hf_keys import (
     fit_hf_layout,
     hf_qv_bias_field,
     hf_to_tubemask_state_dict,
-    import_transformers,
     tubemask_to_hf_state_dict,
 )
 from tubemask.pos_embed import SinusoidPositionEmbedding
