@@ -27,7 +27,7 @@ from tubemask.data import (
     collate_repeated,
     read_ucf101,
 )
-from tubemask.data.datasets import RecordClips
+from tubemask.data.loading import RecordClips
 
 SAMPLER = DenseSampler(clip_len=8, stride=2)
 
@@ -58,7 +58,7 @@ def test_deterministic_per_seed_epoch_index(train_records):
 
 
 def test_keys_carry_their_epoch(train_records):
-    from tubemask.data.datasets import split_key
+    from tubemask.data.loading import split_key
 
     ds = PretrainDataset(train_records, pipeline=PretrainPipeline(input_size=24), sampler=SAMPLER, seed=2)
     plain = PretrainDataset(train_records, pipeline=PretrainPipeline(input_size=24), sampler=SAMPLER, seed=2)
@@ -97,11 +97,11 @@ def test_persistent_workers_with_epoch_keys_give_each_epochs_clips(train_records
 
 
 def test_repeated_sampling_decodes_once_and_augments_independently(train_records, monkeypatch):
-    import tubemask.data.datasets as datasets
+    import tubemask.data.loading as loading
 
     opened = []
-    original = datasets.VideoReader
-    monkeypatch.setattr(datasets, "VideoReader", lambda *a, **k: opened.append(a[0]) or original(*a, **k))
+    original = loading.VideoReader
+    monkeypatch.setattr(loading, "VideoReader", lambda *a, **k: opened.append(a[0]) or original(*a, **k))
     ds = FinetuneDataset(
         train_records, pipeline=FinetunePipeline(input_size=24, erase_p=0.0), sampler=SAMPLER, repeats=4
     )

@@ -24,15 +24,10 @@ from tubemask.data.annotations import (
 )
 from tubemask.data.ava import AVAFiles, AVAFrame, read_ava_boxes, read_ava_exclusions, read_ava_label_map
 from tubemask.data.ava_dataset import AVADataset, collate_ava
-from tubemask.data.datasets import (
-    DecodeOptions,
-    FinetuneDataset,
-    MultiViewDataset,
-    PretrainDataset,
-    collate_repeated,
-)
+from tubemask.data.datasets import FinetuneDataset, MultiViewDataset, PretrainDataset, collate_repeated
 from tubemask.data.decoding import DecodeError, MissingDecoderError, VideoReader, read_clip
 from tubemask.data.failures import FailureLog
+from tubemask.data.loading import DecodeOptions
 from tubemask.data.mixup import Mixup
 from tubemask.data.model_input import normalize_batch
 from tubemask.data.pipelines import EvalPipeline, FinetunePipeline, PretrainPipeline

@@ -21,9 +21,9 @@ from torch.utils.data import Dataset
 
 from tubemask.data.ava import AVAFrame, FrameKey
 from tubemask.data.ava_augment import extend_boxes, hsv_jitter, official_box_jitter
-from tubemask.data.datasets import DecodeOptions, SampleKey, load_with_substitutes, sample_generator, split_key
 from tubemask.data.decoding import DecodeError, VideoReader, read_clip
 from tubemask.data.failures import FailureLog
+from tubemask.data.loading import DecodeOptions, SampleKey, load_with_substitutes, sample_generator, split_key
 from tubemask.data.model_input import normalize
 from tubemask.data.transforms import draw_int, draw_uniform, resize
 from tubemask.pixel_stats import IMAGENET_MEAN, IMAGENET_STD
@@ -160,7 +160,7 @@ class AVADataset(Dataset):
       detector's, as reported.
 
     All randomness of sample `i` in epoch `e` comes from
-    [`sample_generator(seed, e, i)`][tubemask.data.datasets.sample_generator] in a fixed order (short side, crop
+    [`sample_generator(seed, e, i)`][tubemask.data.loading.sample_generator] in a fixed order (short side, crop
     offset, flip, box jitter, colour jitter); a key may also be an `(epoch, index)` pair, as in the other datasets.
     A video that is missing (no `<video_root>/<video_id><ext>` for any of `video_extensions`), does not decode, or
     is cut short before the keyframe (the header states more frames than decode) is counted in `failures` and

@@ -187,7 +187,7 @@ def multiview_segment_indices(num_frames: int, *, num_segments: int = 16, num_cl
 def check_int_fields(settings: object, *names: str, minimum: int = 1) -> None:
     """Raise a ValueError naming the first field of `names` that is not an int >= `minimum` (a config error caught
     when the settings object is built, not at the first sample in a DataLoader worker). Shared by the samplers and
-    [`DecodeOptions`][tubemask.data.datasets.DecodeOptions]."""
+    [`DecodeOptions`][tubemask.data.loading.DecodeOptions]."""
     for name in names:
         value = getattr(settings, name)
         if isinstance(value, bool) or not isinstance(value, int) or value < minimum:

@@ -25,7 +25,7 @@ class ResumableDistributedSampler(Sampler[int | tuple[int, int]]):
         seed: shuffle seed (shared by all ranks).
         shuffle: shuffle each epoch; False keeps the dataset order.
         with_epoch: yield `(epoch, index)` keys instead of indices, for the tubemask datasets
-            ([`SampleKey`][tubemask.data.datasets.SampleKey]): each sample then carries its epoch into the
+            ([`SampleKey`][tubemask.data.loading.SampleKey]): each sample then carries its epoch into the
             DataLoader's workers, so `persistent_workers=True` keeps every epoch's clips exact.
     """
 
@@ -103,7 +103,7 @@ def resumable_loader(
 
     The two go together: workers that outlive an epoch keep the epoch their dataset copy started with, so only keys
     that carry their epoch keep every epoch's clips exact (the tubemask datasets take them, see
-    [`SampleKey`][tubemask.data.datasets.SampleKey]); in exchange the loader does not re-fork its workers each epoch
+    [`SampleKey`][tubemask.data.loading.SampleKey]); in exchange the loader does not re-fork its workers each epoch
     (about 0.3 s per epoch with 2 workers on the synthetic set). Call `sampler.set_epoch(epoch, start_batch=...)`
     before iterating each epoch; incomplete batches are dropped.
 
