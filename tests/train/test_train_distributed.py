@@ -7,6 +7,8 @@ import torch.multiprocessing as mp
 from recipe_helpers import free_port
 from torch import nn
 
+from tubemask.train.checkpoint import CheckpointManager
+from tubemask.train.checkpointer import Checkpointer
 from tubemask.train.distributed import (
     DistributedContext,
     all_reduce_mean,
@@ -242,3 +244,35 @@ def test_cleanup_waits_at_a_barrier_only_on_a_clean_exit(single_process_env, mon
             if dist.is_initialized():
                 dist.destroy_process_group()
         assert barriers == [1] and not dist.is_initialized(), failing
+
+
+def resume_worker(rank: int, world_size: int, port: int, out_dir: str) -> None:
+    """Under `--resume` each rank reads the newest checkpoint of its own view of the output directory: one shared
+    folder, then one folder per rank (as on machines without a shared filesystem)."""
+    os.environ.update(
+        RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world_size), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port)
+    )
+    torch.set_num_threads(1)
+    ctx = setup_distributed("cpu")
+    try:
+        shared = Checkpointer(os.path.join(out_dir, "shared"), ctx=ctx).load_latest()
+        try:
+            Checkpointer(os.path.join(out_dir, f"rank{rank}"), ctx=ctx).load_latest()
+            split = "loaded"
+        except ValueError as error:
+            split = str(error)
+        torch.save({"shared": shared, "split": split}, os.path.join(out_dir, f"resume{rank}.pt"))
+    finally:
+        cleanup()
+
+
+@pytest.mark.slow
+def test_resume_refuses_ranks_that_found_different_checkpoints(tmp_path) -> None:
+    CheckpointManager(tmp_path / "shared").save(3, {"step": 3})
+    CheckpointManager(tmp_path / "rank0").save(5, {"step": 5})  # rank 1's folder has none: it would start afresh
+    mp.spawn(resume_worker, args=(2, free_port(), str(tmp_path)), nprocs=2, join=True)
+    results = [torch.load(tmp_path / f"resume{r}.pt", weights_only=True) for r in range(2)]
+    assert [r["shared"] for r in results] == [{"step": 3}, {"step": 3}]
+    for r in results:
+        assert "rank 0: checkpoint-00000005.pt, rank 1: none" in r["split"], r["split"]
+        assert "same --output-dir" in r["split"]

@@ -24,8 +24,9 @@ from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import torch
+import torch.distributed as dist
 
-from tubemask.train.checkpoint import CheckpointManager, rng_state, save_checkpoint, set_rng_state
+from tubemask.train.checkpoint import CheckpointManager, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from tubemask.train.distributed import DistributedContext
 from tubemask.train.prepare import PreparedModel
 
@@ -85,8 +86,26 @@ class Checkpointer:
         return self.manager.latest()
 
     def load_latest(self) -> dict[str, Any] | None:
-        """The newest checkpoint read on this rank with `weights_only=True`, or None."""
-        return self.manager.load_latest()
+        """The newest checkpoint read on this rank with `weights_only=True`, or None.
+
+        Under several processes every rank must find the same one (all call this): ranks that see different output
+        directories, e.g. machines without a shared `--output-dir`, would resume from different steps or some from
+        scratch, and their weights would silently diverge.
+
+        Raises:
+            ValueError: on every rank, naming what each rank found, when the ranks' newest checkpoints differ.
+        """
+        path = self.manager.latest()
+        if self.ctx.world_size > 1:
+            found: list[str | None] = [None] * self.ctx.world_size
+            dist.all_gather_object(found, None if path is None else path.name)
+            if len(set(found)) > 1:
+                seen = ", ".join(f"rank {rank}: {name or 'none'}" for rank, name in enumerate(found))
+                raise ValueError(
+                    f"--resume: the processes found different checkpoints in {self.manager.directory} ({seen}); "
+                    "every process must read the same --output-dir (on several machines, a shared filesystem)"
+                )
+        return None if path is None else load_checkpoint(path)
 
     def model_state(self) -> dict[str, torch.Tensor]:
         """The full model state on the CPU (a collective under FSDP2: every rank calls it)."""
