@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 from types import ModuleType
+from typing import NoReturn
 
 RECIPES = Path(__file__).resolve().parent.parent / "recipes"
 
@@ -61,6 +62,16 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def exit_worker() -> NoReturn:
+    """End a spawned test worker that has finished cleanly (results written, process group destroyed) without the
+    interpreter's teardown: gloo can abort there on exit ("terminate called without an active exception", SIGABRT,
+    seen in full-suite runs), which would fail a test whose work passed. Call it after the worker's try / finally, so
+    that an exception still propagates and fails the test."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def torchrun(recipe: str, options: dict, *, processes: int = 2, timeout: float = 300) -> None:

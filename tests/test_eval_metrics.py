@@ -11,6 +11,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from recipe_helpers import exit_worker
 
 from tubemask.eval import (
     MultiViewAccumulator,
@@ -143,6 +144,7 @@ def _rank_main(rank: int, world: int, init_file: str, out_file: str) -> None:
             torch.save({"probs": result.probs, "top1": result.top1, "missing": result.missing_views}, out_file)
     finally:
         dist.destroy_process_group()
+    exit_worker()
 
 
 @pytest.mark.slow

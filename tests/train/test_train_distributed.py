@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-from recipe_helpers import free_port
+from recipe_helpers import exit_worker, free_port
 from torch import nn
 
 from tubemask.train.checkpoint import CheckpointManager
@@ -123,6 +123,7 @@ def worker(rank: int, world_size: int, port: int, out_dir: str) -> None:
         )
     finally:
         cleanup()
+    exit_worker()
 
 
 def test_single_process_context_is_a_no_op(single_process_env, capsys) -> None:
@@ -264,6 +265,7 @@ def resume_worker(rank: int, world_size: int, port: int, out_dir: str) -> None:
         torch.save({"shared": shared, "split": split}, os.path.join(out_dir, f"resume{rank}.pt"))
     finally:
         cleanup()
+    exit_worker()
 
 
 @pytest.mark.slow

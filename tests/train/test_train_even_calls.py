@@ -7,7 +7,7 @@ import time
 import pytest
 import torch
 import torch.multiprocessing as mp
-from recipe_helpers import free_port
+from recipe_helpers import exit_worker, free_port
 from torch import nn
 
 from tubemask.train.distributed import DistributedContext, cleanup, setup_distributed, wrap_fsdp2
@@ -68,6 +68,7 @@ def evaluate_worker(rank: int, world_size: int, port: int, out_dir: str) -> None
         torch.save({"calls": calls, "flags": flags, "outputs": outputs}, os.path.join(out_dir, f"rank{rank}.pt"))
     finally:
         cleanup()
+    exit_worker()
 
 
 def run_two_processes(worker, out_dir: str) -> None:

@@ -8,7 +8,7 @@ from dataclasses import dataclass, replace
 import pytest
 import torch
 import torch.multiprocessing as mp
-from recipe_helpers import free_port
+from recipe_helpers import exit_worker, free_port
 from torch import nn
 from torch.nn import functional as F
 from torch.utils.data import Dataset
@@ -288,6 +288,7 @@ def fsdp_worker(rank: int, world_size: int, port: int, out_dir: str) -> None:
     finally:
         cleanup()
     torch.save(result, os.path.join(out_dir, f"rank{rank}.pt"))
+    exit_worker()
 
 
 def run_two_processes(worker, out_dir: str) -> None:
