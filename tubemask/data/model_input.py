@@ -16,12 +16,11 @@ import torch
 from jaxtyping import Float, Shaped
 from torch import Tensor
 
+from tubemask.data.transforms import Frames
 from tubemask.pixel_stats import IMAGENET_MEAN, IMAGENET_STD
 from tubemask.shapes import typechecked
 
 __all__ = ["channels_first", "normalize", "normalize_batch", "stack_clips"]
-
-Frames = Shaped[Tensor, "t c h w"]
 
 
 def _affine(peak: float, mean: Sequence[float], std: Sequence[float], device: torch.device) -> tuple[Tensor, Tensor]:
