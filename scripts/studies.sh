@@ -1,52 +1,120 @@
 #!/usr/bin/env bash
 # The data-efficiency studies on the frozen design (docs/data_efficiency.md, "The frozen design"), in their
-# pre-registered order. Two lanes share the seeds so that two processes (one thread each) use both cores:
+# pre-registered order, as a queue that workers share. Start one worker per core (each runs one thread):
 #
-#   bash scripts/with-env.sh bash scripts/studies.sh even &   # seeds 100, 102, 104, ...
-#   bash scripts/with-env.sh bash scripts/studies.sh odd  &   # seeds 101, 103, 105, ...
+#   bash scripts/with-env.sh bash scripts/studies.sh &
+#   bash scripts/with-env.sh bash scripts/studies.sh &
 #
-# Every (seed, arm) result is a file that is skipped when present, so a lane that is stopped resumes where it was;
-# commit docs/results/data_efficiency/ as files land. Tables: python -m tubemask.eval.designs (commands in the docs).
+# The plan below is a list of jobs, one (study folder, seed) each. A worker takes the first job in the list whose
+# result files are not all there and that no live worker holds, runs it, and goes on until the list is done. A claim
+# is a file naming the worker's process id under $TUBEMASK_STUDY_CLAIMS (a lock makes taking one atomic), so a job
+# whose worker was stopped is taken up by the next worker that reaches it, and the recipe itself skips every
+# (seed, arm) whose file exists: a stopped study resumes where it was. Stop a worker with its process group
+# (`kill -- -PGID`, or `setsid` it at the start) so that no recipe process outlives the worker that claimed its job.
+# Commit docs/results/data_efficiency/ as files land. Tables: python -m tubemask.eval.designs (commands in the docs).
+#
+#   bash scripts/studies.sh --list    # the jobs in order, each marked done, claimed (by whom) or waiting
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-lane="${1:?usage: studies.sh even|odd}"
-case "$lane" in
-  even) confirm=(100 102 104 106 108); five=(100 102 104); three=(100 102) ;;
-  odd) confirm=(101 103 105 107 109); five=(101 103); three=(101) ;;
-  *) echo "studies.sh: lane must be even or odd, got '$lane'" >&2; exit 2 ;;
-esac
 R=docs/results/data_efficiency
-study() { python recipes/data_efficiency.py --threads 1 "$@"; }
-designs() { study --arms pretrained pretrained_probe --baselines-dir "$R/confirm" "$@"; }
+claims="${TUBEMASK_STUDY_CLAIMS:-${TMPDIR:-/tmp}/tubemask-study-claims}"
+all_arms="pretrained scratch pretrained_probe random_probe handmade"
+design_arms="pretrained pretrained_probe"
+
+# One job per line: study folder | seed | arms | further options ({seed} stands for the job's seed).
+plan=()
+add() {  # add FOLDER "SEEDS" "ARMS" OPTIONS...
+  local folder="$1" seeds="$2" arms="$3" seed
+  shift 3
+  for seed in $seeds; do plan+=("$folder|$seed|$arms|$*"); done
+}
+designs() {  # designs FOLDER "SEEDS" OPTIONS...: the two pretraining arms, the rest taken from the confirmatory run
+  local folder="$1" seeds="$2"
+  shift 2
+  add "$folder" "$seeds" "$design_arms" --baselines-dir "$R/confirm" "$@"
+}
+five="100 101 102 103 104"
+three="100 101 102"
 
 # 1. Confirmatory run: every arm, seeds 100-109.
-study --seeds "${confirm[@]}" --output-dir "$R/confirm"
+add "$R/confirm" "100 101 102 103 104 105 106 107 108 109" "$all_arms"
 
 # 2. Pool sweep, seeds 100-104.
 for k in 5 20; do
-  designs --seeds "${five[@]}" --data.pool-factor "$k" --output-dir "$R/pool-${k}x"
+  designs "$R/pool-${k}x" "$five" --data.pool-factor "$k"
 done
 
 # 3. Domain shift against quantity, seeds 100-104: 5x the labelled set from another domain.
-designs --seeds "${five[@]}" --data.pool-domain shifted --data.pool-factor 5 --output-dir "$R/pool-shifted-5x"
+designs "$R/pool-shifted-5x" "$five" --data.pool-domain shifted --data.pool-factor 5
 
 # 4. Masking mini-study, seeds 100-102 (tube 0.75 is the confirmatory folder; frame 0.9 = frame 0.75 on this grid).
 for cell in tube-0.5 tube-0.9 random-0.5 random-0.75 random-0.9 frame-0.5 frame-0.75; do
-  designs --seeds "${three[@]}" --pretrain.mask "${cell%-*}" --pretrain.mask-ratio "${cell#*-}" \
-    --finetune.pretrained-lrs 0.002 0.004 --output-dir "$R/mask-$cell"
+  designs "$R/mask-$cell" "$three" --pretrain.mask "${cell%-*}" --pretrain.mask-ratio "${cell#*-}" \
+    --finetune.pretrained-lrs 0.002 0.004
 done
 
 # 5. Methods after VideoMAE (issue 19), seeds 100-104, the same 2000 pretraining steps.
-designs --seeds "${five[@]}" --pretrain.mask motion_aware --pretrain.mask-ratio 0.9 --pretrain.query-ratio 0.3 \
-  --output-dir "$R/method-motion-aware"
-designs --seeds "${five[@]}" --pretrain.mask motion_guided --output-dir "$R/method-motion-guided"
-designs --seeds "${five[@]}" --pretrain.target hog --output-dir "$R/method-hog"
-for seed in "${five[@]}"; do  # each seed's teacher is its own confirmatory encoder
-  designs --seeds "$seed" --pretrain.target teacher --pretrain.teacher "$R/confirm/seed$seed/pretrained.pt" \
-    --output-dir "$R/method-teacher"
-done
+designs "$R/method-motion-aware" "$five" --pretrain.mask motion_aware --pretrain.mask-ratio 0.9 \
+  --pretrain.query-ratio 0.3
+designs "$R/method-motion-guided" "$five" --pretrain.mask motion_guided
+designs "$R/method-hog" "$five" --pretrain.target hog
+# Each seed's teacher is its own confirmatory encoder.
+designs "$R/method-teacher" "$five" --pretrain.target teacher --pretrain.teacher "$R/confirm/seed{seed}/pretrained.pt"
 
 # 6. Motion-aware at the same compute as tube 0.75 (issue 19): 2.43x the steps (4870), from the per-clip forward FLOPs
 #    of benchmarks/common.forward_flops on this grid (18.3 vs 44.6 MFLOP); its warm-up stays 100 steps.
-designs --seeds "${five[@]}" --pretrain.mask motion_aware --pretrain.mask-ratio 0.9 --pretrain.query-ratio 0.3 \
-  --pretrain.steps 4870 --output-dir "$R/method-motion-aware-4870"
+designs "$R/method-motion-aware-4870" "$five" --pretrain.mask motion_aware --pretrain.mask-ratio 0.9 \
+  --pretrain.query-ratio 0.3 --pretrain.steps 4870
+
+done_job() {  # done_job FOLDER SEED "ARMS": every arm's result file is there
+  local arm
+  for arm in $3; do [ -f "$1/seed$2/$arm.json" ] || return 1; done
+}
+claim_file() { echo "$claims/$(echo "$1" | tr '/' '_')-seed$2"; }
+holder() {  # the live process holding a claim, or nothing
+  local pid
+  pid="$(cat "$1" 2>/dev/null || true)"
+  if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then echo "$pid"; fi
+}
+
+mkdir -p "$claims"
+if [ "${1:-}" = "--list" ]; then
+  for job in "${plan[@]}"; do
+    IFS='|' read -r folder seed arms options <<<"$job"
+    if done_job "$folder" "$seed" "$arms"; then state="done"
+    elif pid="$(holder "$(claim_file "$folder" "$seed")")" && [ -n "$pid" ]; then state="claimed by $pid"
+    else state="waiting"; fi
+    echo "$folder seed $seed: $state"
+  done
+  exit 0
+elif [ $# -gt 0 ]; then
+  echo "studies.sh: takes no arguments but --list, got '$*' (start one worker per core instead)" >&2
+  exit 2
+fi
+
+take_job() {  # print the next job this worker now holds, or nothing when none is left
+  exec 8>"$claims/.lock"
+  flock 8
+  local job folder seed arms options file
+  for job in "${plan[@]}"; do
+    IFS='|' read -r folder seed arms options <<<"$job"
+    done_job "$folder" "$seed" "$arms" && continue
+    file="$(claim_file "$folder" "$seed")"
+    [ -n "$(holder "$file")" ] && continue
+    echo $$ >"$file"
+    echo "$job"
+    break
+  done
+  exec 8>&-
+}
+
+while job="$(take_job)" && [ -n "$job" ]; do
+  IFS='|' read -r folder seed arms options <<<"$job"
+  echo "[studies $$] $(date +%H:%M:%S) $folder seed $seed"
+  # shellcheck disable=SC2086  # the options and arms are word lists
+  python recipes/data_efficiency.py --threads 1 --seeds "$seed" --arms $arms --output-dir "$folder" \
+    ${options//\{seed\}/$seed}
+  done_job "$folder" "$seed" "$arms" || { echo "studies.sh: $folder seed $seed ended without its results" >&2; exit 1; }
+  rm -f "$(claim_file "$folder" "$seed")"
+done
+echo "[studies $$] $(date +%H:%M:%S) every job is done or held by another worker"

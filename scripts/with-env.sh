@@ -12,7 +12,7 @@ cd "$root"
 venv="${TUBEMASK_VENV:-$root/.venv}"
 py="${PYTHON:-python3}"
 
-# Two commands started at once (scripts/studies.sh's two lanes) would both install: one at a time, the second then
+# Two commands started at once (scripts/studies.sh's two workers) would both install: one at a time, the second then
 # finds everything in place.
 mkdir -p "$venv"
 if command -v flock >/dev/null; then
