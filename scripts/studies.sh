@@ -13,7 +13,11 @@
 # (`kill -- -PGID`, or `setsid` it at the start) so that no recipe process outlives the worker that claimed its job.
 # Commit docs/results/data_efficiency/ as files land. Tables: python -m tubemask.eval.designs (commands in the docs).
 #
-#   bash scripts/studies.sh --list    # the jobs in order, each marked done, claimed (by whom) or waiting
+# A job whose recipe fails is marked failed (its claim file is kept as `NAME.failed`, holding the exit status) and the
+# worker goes on with the next; delete the marker to let a worker try it again.
+#
+#   bash scripts/studies.sh --list       # the jobs in order, each marked done, claimed (by whom), failed or waiting
+#   bash scripts/studies.sh --commands   # each job's recipe command, one per line (tests/test_studies.py parses them)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 R=docs/results/data_efficiency
@@ -77,18 +81,30 @@ holder() {  # the live process holding a claim, or nothing
   if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then echo "$pid"; fi
 }
 
+command_of() {  # the recipe's command line for one job
+  local folder seed arms options
+  IFS='|' read -r folder seed arms options <<<"$1"
+  echo "python recipes/data_efficiency.py --threads 1 --seeds $seed --arms $arms --output-dir $folder" \
+    "${options//\{seed\}/$seed}"
+}
+
 mkdir -p "$claims"
 if [ "${1:-}" = "--list" ]; then
   for job in "${plan[@]}"; do
     IFS='|' read -r folder seed arms options <<<"$job"
+    file="$(claim_file "$folder" "$seed")"
     if done_job "$folder" "$seed" "$arms"; then state="done"
-    elif pid="$(holder "$(claim_file "$folder" "$seed")")" && [ -n "$pid" ]; then state="claimed by $pid"
+    elif pid="$(holder "$file")" && [ -n "$pid" ]; then state="claimed by $pid"
+    elif [ -f "$file.failed" ]; then state="failed (exit status $(cat "$file.failed"); see the worker's log)"
     else state="waiting"; fi
     echo "$folder seed $seed: $state"
   done
   exit 0
+elif [ "${1:-}" = "--commands" ]; then
+  for job in "${plan[@]}"; do command_of "$job"; done
+  exit 0
 elif [ $# -gt 0 ]; then
-  echo "studies.sh: takes no arguments but --list, got '$*' (start one worker per core instead)" >&2
+  echo "studies.sh: takes no arguments but --list or --commands, got '$*' (start one worker per core instead)" >&2
   exit 2
 fi
 
@@ -100,6 +116,7 @@ take_job() {  # print the next job this worker now holds, or nothing when none i
     IFS='|' read -r folder seed arms options <<<"$job"
     done_job "$folder" "$seed" "$arms" && continue
     file="$(claim_file "$folder" "$seed")"
+    [ -f "$file.failed" ] && continue
     [ -n "$(holder "$file")" ] && continue
     echo $$ >"$file"
     echo "$job"
@@ -108,13 +125,21 @@ take_job() {  # print the next job this worker now holds, or nothing when none i
   exec 8>&-
 }
 
+failed=0
 while job="$(take_job)" && [ -n "$job" ]; do
   IFS='|' read -r folder seed arms options <<<"$job"
+  file="$(claim_file "$folder" "$seed")"
   echo "[studies $$] $(date +%H:%M:%S) $folder seed $seed"
-  # shellcheck disable=SC2086  # the options and arms are word lists
-  python recipes/data_efficiency.py --threads 1 --seeds "$seed" --arms $arms --output-dir "$folder" \
-    ${options//\{seed\}/$seed}
-  done_job "$folder" "$seed" "$arms" || { echo "studies.sh: $folder seed $seed ended without its results" >&2; exit 1; }
-  rm -f "$(claim_file "$folder" "$seed")"
+  status=0
+  # shellcheck disable=SC2046  # the command is a word list (no option holds a space)
+  $(command_of "$job") || status=$?
+  if [ "$status" = 0 ] && ! done_job "$folder" "$seed" "$arms"; then status="ended without its result files"; fi
+  if [ "$status" != 0 ]; then
+    echo "[studies $$] $(date +%H:%M:%S) $folder seed $seed FAILED: $status; going on with the next job" >&2
+    echo "$status" >"$file.failed"
+    failed=$((failed + 1))
+  fi
+  rm -f "$file"
 done
-echo "[studies $$] $(date +%H:%M:%S) every job is done or held by another worker"
+echo "[studies $$] $(date +%H:%M:%S) every job is done, failed or held by another worker; $failed failed here"
+[ "$failed" = 0 ]

@@ -1,0 +1,92 @@
+"""scripts/studies.sh: every job of the queued plan is a command the data-efficiency recipe accepts, on the frozen
+design, with the splits and model of the confirmatory study it is compared with. A typo in the plan would otherwise
+surface hours into an unattended run."""
+
+import dataclasses
+import json
+import shlex
+import subprocess
+from pathlib import Path
+
+import pytest
+import tyro
+from recipe_helpers import load_recipe
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = Path("docs/results/data_efficiency")
+SECTIONS = ("data", "model", "pretrain", "finetune")
+
+
+@pytest.fixture(scope="module")
+def recipe():
+    return load_recipe("data_efficiency")
+
+
+@pytest.fixture(scope="module")
+def jobs(recipe, tmp_path_factory):
+    claims = tmp_path_factory.mktemp("claims")
+    out = subprocess.run(
+        ["bash", "scripts/studies.sh", "--commands"],
+        cwd=ROOT,
+        env={"PATH": "/usr/bin:/bin", "TUBEMASK_STUDY_CLAIMS": str(claims)},
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    commands = [shlex.split(line) for line in out.splitlines()]
+    assert all(c[:2] == ["python", "recipes/data_efficiency.py"] for c in commands)
+    return [tyro.cli(recipe.ExperimentConfig, args=c[2:]) for c in commands]
+
+
+def committed_config(folder: Path) -> dict:
+    return json.loads((ROOT / folder / "config.json").read_text())
+
+
+def as_json(cfg) -> dict:
+    return json.loads(json.dumps(dataclasses.asdict(cfg), default=str))
+
+
+def test_plan_is_one_job_per_folder_and_seed_in_the_registered_order(jobs):
+    order = [str(cfg.output_dir.name) for cfg in jobs]
+    folders = list(dict.fromkeys(order))
+    assert folders == [
+        "confirm",
+        "pool-5x",
+        "pool-20x",
+        "pool-shifted-5x",
+        *(f"mask-{cell}" for cell in ("tube-0.5", "tube-0.9", "random-0.5", "random-0.75", "random-0.9")),
+        "mask-frame-0.5",
+        "mask-frame-0.75",
+        "method-motion-aware",
+        "method-motion-guided",
+        "method-hog",
+        "method-teacher",
+        "method-motion-aware-4870",
+    ]
+    seeds = {f: [cfg.seeds for cfg in jobs if cfg.output_dir.name == f] for f in folders}
+    assert seeds["confirm"] == [(s,) for s in range(100, 110)]
+    assert all(seeds[f] == [(s,) for s in range(100, 105)] for f in folders if not f.startswith(("confirm", "mask-")))
+    assert all(seeds[f] == [(100,), (101,), (102,)] for f in folders if f.startswith("mask-"))
+
+
+def test_every_job_runs_the_frozen_design_but_for_what_its_step_changes(recipe, jobs):
+    frozen = committed_config(RESULTS / "confirm")
+    for cfg in jobs:
+        if cfg.output_dir.name == "confirm":
+            assert set(cfg.arms) == set(recipe.ARMS) and cfg.baselines_dir is None
+            assert {s: as_json(cfg)[s] for s in SECTIONS} == {s: frozen[s] for s in SECTIONS}
+            continue
+        assert cfg.arms == ("pretrained", "pretrained_probe")
+        assert cfg.baselines_dir == RESULTS / "confirm"
+        assert cfg.threads == 1 and not cfg.quick
+        recipe.check_baselines(dataclasses.replace(cfg, baselines_dir=ROOT / RESULTS / "confirm"))
+        if cfg.pretrain.target == "teacher":
+            assert cfg.pretrain.teacher == RESULTS / "confirm" / f"seed{cfg.seeds[0]}" / "pretrained.pt"
+
+
+def test_jobs_resume_the_folders_already_committed(jobs):
+    """A folder with results on main was started with the options its job now gives (only seeds and arms differ)."""
+    for cfg in jobs:
+        if (ROOT / cfg.output_dir / "config.json").is_file():
+            theirs = committed_config(cfg.output_dir)
+            assert {s: as_json(cfg)[s] for s in SECTIONS} == {s: theirs[s] for s in SECTIONS}, cfg.output_dir
