@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from tubemask.eval.designs import compare_designs, main, read_design
+from tubemask.eval.designs import compare_designs, design_axis, main, read_design
 
 
 def write_study(
@@ -67,3 +67,42 @@ def test_the_target_and_step_count_come_from_the_study_config(tmp_path):
     table = compare_designs([design], read_design(ref))
     assert "| **confirm** (reference) | tube | 0.75 / 0.750 | pixels | 2000 | 160 |" in table
     assert "| hog | tube | 0.75 / 0.750 | hog | 4870 | 160 |" in table
+
+
+def test_the_plot_axis_follows_what_the_designs_vary(tmp_path):
+    scores = {0: (0.6, 0.4), 1: (0.62, 0.42)}
+    tube = read_design(write_study(tmp_path / "tube", scores, config={"target": "pixels", "steps": 2000}))
+    pixels = {"target": "pixels", "steps": 2000}
+    tube_09 = read_design(write_study(tmp_path / "tube-0.9", scores, ratio=0.9, effective=0.875, config=pixels))
+    hog = read_design(write_study(tmp_path / "hog", scores, config={"target": "hog", "steps": 2000}))
+    aware = read_design(write_study(tmp_path / "aware", scores, mask="motion_aware", ratio=0.9, effective=0.891))
+    assert design_axis([tube, tube_09, hog]) == "ratio"  # tube at two ratios: a sweep
+    assert design_axis([tube, hog, aware]) == "design"  # one ratio per kind: methods side by side
+    pools = []
+    for name, clips, domain in (("5x", 800, "same"), ("20x", 3200, "same"), ("shifted", 800, "shifted")):
+        folder = write_study(tmp_path / name, scores, config={"target": "pixels", "steps": 2000})
+        (folder / "config.json").write_text(
+            json.dumps({"pretrain": {"target": "pixels"}, "data": {"pool_domain": domain}})
+        )
+        for meta in folder.glob("seed*/pretrain.json"):
+            meta.write_text(json.dumps({**json.loads(meta.read_text()), "pool_clips": clips}))
+        pools.append(read_design(folder))
+    assert design_axis([tube, *pools]) == "pool"
+    assert design_axis([tube, pools[2]]) == "design"  # one size per domain
+    table = compare_designs(pools, tube)
+    assert "| shifted | tube | 0.75 / 0.750 | pixels | - | 800 (shifted) |" in table
+    assert "| 5x | tube | 0.75 / 0.750 | pixels | - | 800 |" in table
+
+
+def test_the_plot_draws_each_axis_with_the_reference_baselines(tmp_path):
+    ref = write_study(
+        tmp_path / "confirm", {0: (0.6, 0.4), 1: (0.62, 0.42), 2: (0.5, 0.3)}, config={"target": "pixels"}
+    )
+    for seed, score in ((0, 0.65), (1, 0.66), (2, 0.9)):
+        (ref / f"seed{seed}" / "scratch.json").write_text(json.dumps({"chosen": {"test": score}}))
+    hog = write_study(tmp_path / "hog", {0: (0.7, 0.5), 1: (0.71, 0.52)}, config={"target": "hog"})
+    half = write_study(tmp_path / "tube-0.5", {0: (0.5, 0.3), 1: (0.52, 0.31)}, ratio=0.5, effective=0.5)
+    for others, name in (([hog], "methods"), ([half], "ratios")):
+        argv = [*map(str, others), "--reference", str(ref), "--output", str(tmp_path / name)]
+        assert main(argv) == 0
+        assert (tmp_path / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -5,9 +5,11 @@ its seeds. Side-by-side questions (tube against random against frame masking; a 
 HOG targets) are several study folders that share their splits. [compare_designs][tubemask.eval.designs.compare_designs]
 reads them into one table: per design and arm the mean test accuracy and its standard error, and each design paired
 with a reference design over the seeds both ran (mean difference, 95% Student-t interval, p-value, sign test).
-[plot_mask_designs][tubemask.eval.designs.plot_mask_designs] draws accuracy against the *effective* mask ratio
-(read from each folder's `seed{N}/pretrain.json`), one line per mask type (and target and step count, where designs
-differ in them: those come from the folder's `config.json`).
+[plot_designs][tubemask.eval.designs.plot_designs] draws the designs against what they vary: the *effective* mask
+ratio (read from each folder's `seed{N}/pretrain.json`), one line per mask type (and target and step count, where
+designs differ in them: those come from the folder's `config.json`); or the number of clips pretrained on, one line per
+pool domain; or one position per design (methods side by side), with the reference folder's scratch, random-probe and
+hand-made results as dashed lines.
 
     python -m tubemask.eval.designs STUDY_DIR [STUDY_DIR ...] --reference STUDY_DIR --output PREFIX
 
@@ -24,7 +26,7 @@ from tubemask.atomic import atomic_path
 from tubemask.eval.paired_stats import paired_t_test, sign_test
 from tubemask.eval.study import Results, load_results, mean_se, test_scores
 
-__all__ = ["Design", "read_design", "compare_designs", "plot_mask_designs", "main"]
+__all__ = ["Design", "read_design", "compare_designs", "design_axis", "plot_designs", "main"]
 
 DESIGN_ARMS = ("pretrained", "pretrained_probe")
 """The arms a pretraining design changes (the others are the same in every design)."""
@@ -33,7 +35,8 @@ DESIGN_ARMS = ("pretrained", "pretrained_probe")
 @dataclass
 class Design:
     """One study folder: its name, its result files and what its pretraining was (the mask and pool from the seeds'
-    `pretrain.json`, the target and step count from the folder's `config.json`; `None` where a file lacks them)."""
+    `pretrain.json`; the target, step count and pool domain from the folder's `config.json`; `None` where a file
+    lacks them)."""
 
     name: str
     results: Results
@@ -43,6 +46,7 @@ class Design:
     pool_clips: int | None
     target: str | None = None
     steps: int | None = None
+    pool_domain: str | None = None
 
 
 def read_design(folder: Path, arms: tuple[str, ...] = DESIGN_ARMS) -> Design:
@@ -60,8 +64,19 @@ def read_design(folder: Path, arms: tuple[str, ...] = DESIGN_ARMS) -> Design:
         raise ValueError(f"{folder}: its seeds were pretrained differently ({sorted(kinds, key=str)}); one design each")
     mask, ratio, effective, pool = kinds.pop() if kinds else (None, None, None, None)
     config = folder / "config.json"
-    pretrain = json.loads(config.read_text()).get("pretrain", {}) if config.is_file() else {}
-    return Design(folder.name, results, mask, ratio, effective, pool, pretrain.get("target"), pretrain.get("steps"))
+    options = json.loads(config.read_text()) if config.is_file() else {}
+    pretrain, data = options.get("pretrain", {}), options.get("data", {})
+    return Design(
+        folder.name,
+        results,
+        mask,
+        ratio,
+        effective,
+        pool,
+        pretrain.get("target"),
+        pretrain.get("steps"),
+        data.get("pool_domain"),
+    )
 
 
 def _cell(values: list[float]) -> str:
@@ -87,7 +102,8 @@ def compare_designs(designs: list[Design], reference: Design, arms: tuple[str, .
             scores = list(test_scores(d.results, arm).values())
             cells.append(f"{_cell(scores)} ({len(scores)})")
         name = f"**{d.name}** (reference)" if d is reference else d.name
-        pretraining = f"{d.mask or '-'} | {ratio} | {d.target or '-'} | {d.steps or '-'} | {d.pool_clips or '-'}"
+        pool = f"{d.pool_clips or '-'}" + (f" ({d.pool_domain})" if d.pool_domain not in (None, "same") else "")
+        pretraining = f"{d.mask or '-'} | {ratio} | {d.target or '-'} | {d.steps or '-'} | {pool}"
         lines.append(f"| {name} | {pretraining} | " + " | ".join(cells) + " |")
     lines += [
         "",
@@ -112,39 +128,85 @@ def compare_designs(designs: list[Design], reference: Design, arms: tuple[str, .
     return "\n".join(lines) + "\n"
 
 
-def plot_mask_designs(designs: list[Design], path: Path, arms: tuple[str, ...] = DESIGN_ARMS) -> None:
-    """Test accuracy (mean +- SE over seeds) against the effective mask ratio, one line per mask type (per mask,
-    target and step count where the designs differ in those), one panel per arm. Designs without pretraining
-    metadata are left out."""
+BASELINES = {"pretrained": ("scratch", "handmade"), "pretrained_probe": ("random_probe", "handmade")}
+"""Per design arm, the pretraining-free arms of the reference folder drawn beside it as horizontal lines."""
+
+
+def design_axis(designs: list[Design]) -> str:
+    """What the plot's x axis shows: the effective mask ratio where one mask type was run at several ratios, the pool
+    size where one pool domain was run at several sizes, otherwise one position per design."""
+    ratios: dict[tuple, set] = {}
+    pools: dict[str | None, set] = {}
+    for d in designs:
+        ratios.setdefault((d.mask, d.target, d.steps), set()).add(d.effective_mask_ratio)
+        pools.setdefault(d.pool_domain or "same", set()).add(d.pool_clips)
+    if any(len(r - {None}) > 1 for r in ratios.values()):
+        return "ratio"
+    if any(len(p - {None}) > 1 for p in pools.values()):
+        return "pool"
+    return "design"
+
+
+def plot_designs(
+    designs: list[Design], path: Path, baselines: Results | None = None, arms: tuple[str, ...] = DESIGN_ARMS
+) -> None:
+    """Test accuracy (mean +- SE) of each design, one panel per arm, on the seeds that the designs after the first
+    (the reference) ran, so that every point and line averages the same seeds. The x axis is what the designs vary
+    ([design_axis][tubemask.eval.designs.design_axis]): the *effective* mask ratio, one line per mask type (and
+    target and step count, where designs differ in those); or the pool size (clips pretrained on, log scale), one
+    line per pool domain; or one position per design. `baselines` (the reference folder's pretraining-free arms)
+    are drawn as dashed horizontal lines."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(arms), figsize=(5 * len(arms), 4), squeeze=False)
+    seeds = {s for d in designs[1:] for s in d.results} or {s for d in designs for s in d.results}
+
+    def scores(results: Results, arm: str) -> list[float]:
+        return [v for s, v in test_scores(results, arm).items() if s in seeds]
+
+    axis = design_axis(designs)
     several_targets = len({d.target for d in designs}) > 1
     several_steps = len({d.steps for d in designs}) > 1
-    by_mask: dict[str, list[Design]] = {}
-    for d in designs:
-        if d.mask is not None and d.effective_mask_ratio is not None:
-            label = d.mask + (f", {d.target}" if several_targets else "")
+    lines: dict[str, list[tuple[float, Design]]] = {}
+    for i, d in enumerate(designs):
+        if axis == "ratio" and d.effective_mask_ratio is not None:
+            label = (d.mask or "-") + (f", {d.target}" if several_targets else "")
             label += f", {d.steps} steps" if several_steps else ""
-            by_mask.setdefault(label, []).append(d)
+            lines.setdefault(label, []).append((d.effective_mask_ratio, d))
+        elif axis == "pool" and d.pool_clips is not None:
+            lines.setdefault(f"{d.pool_domain or 'same'} domain", []).append((float(d.pool_clips), d))
+        elif axis == "design":
+            lines.setdefault(d.name, []).append((float(i), d))
+    fig, axes = plt.subplots(1, len(arms), figsize=(5 * len(arms), 4), squeeze=False)
     for ax, arm in zip(axes[0], arms, strict=True):
-        for mask, group in sorted(by_mask.items()):
-            group = sorted(group, key=lambda d: d.effective_mask_ratio)
-            points = [(d.effective_mask_ratio, list(test_scores(d.results, arm).values())) for d in group]
+        for label, points in sorted(lines.items()):
+            points = sorted((x, scores(d.results, arm)) for x, d in points)
             points = [(x, v) for x, v in points if v]
             if not points:
                 continue
-            means = [mean_se(v)[0] for _, v in points]
-            errors = [0.0 if math.isnan(mean_se(v)[1]) else mean_se(v)[1] for _, v in points]
-            ax.errorbar([x for x, _ in points], means, yerr=errors, marker="o", capsize=3, label=mask)
-        ax.set_xlabel("effective mask ratio")
-        ax.set_ylabel("test top-1")
+            stats = [mean_se(v) for _, v in points]
+            errors = [0.0 if math.isnan(se) else se for _, se in stats]
+            ax.errorbar([x for x, _ in points], [m for m, _ in stats], yerr=errors, marker="o", capsize=3, label=label)
+        for k, other in enumerate(BASELINES.get(arm, ()) if baselines else ()):
+            values = scores(baselines, other)
+            if values:
+                ax.axhline(mean_se(values)[0], color=f"C{7 + k}", linestyle="--", label=other.replace("_", " "))
+        if axis == "ratio":
+            ax.set_xlabel("effective mask ratio")
+        elif axis == "pool":
+            ax.set_xscale("log")
+            ticks = sorted({x for points in lines.values() for x, _ in points})
+            ax.set_xticks(ticks, [f"{x:.0f}" for x in ticks], minor=False)
+            ax.set_xticks([], minor=True)
+            ax.set_xlabel("clips pretrained on")
+        else:
+            ax.set_xticks(range(len(designs)), [d.name for d in designs], rotation=30, ha="right")
+        ax.set_ylabel(f"test top-1 (seeds {', '.join(map(str, sorted(seeds)))})" if len(seeds) <= 5 else "test top-1")
         ax.set_title(arm.replace("_", " "))
         if ax.lines:
-            ax.legend()
+            ax.legend(fontsize="small")
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=100)
@@ -167,7 +229,10 @@ def main(argv: list[str] | None = None) -> int:
     args.output.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(args.output.with_suffix(".md")) as tmp:
         Path(tmp).write_text(table)
-    plot_mask_designs([reference] + designs, args.output.with_suffix(".png"))
+    baselines = load_results(args.reference, tuple(sorted({a for arms in BASELINES.values() for a in arms})))
+    plot_designs(
+        [reference] + [d for d in designs if d.name != reference.name], args.output.with_suffix(".png"), baselines
+    )
     print(table)
     return 0
 
