@@ -23,7 +23,8 @@ from tubemask.data import (
     read_ava_exclusions,
     read_ava_label_map,
 )
-from tubemask.data.ava_dataset import KeyframeOutsideVideo, jitter_boxes
+from tubemask.data.ava_augment import jitter_boxes
+from tubemask.data.ava_dataset import KeyframeOutsideVideo
 from tubemask.pixel_stats import IMAGENET_MEAN, IMAGENET_STD
 
 

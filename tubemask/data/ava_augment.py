@@ -1,5 +1,6 @@
 """The box and colour augmentations of VideoMAE's AVA code, options of
-[`AVADataset`][tubemask.data.ava_dataset.AVADataset].
+[`AVADataset`][tubemask.data.ava_dataset.AVADataset], and a plain symmetric box jitter
+([`jitter_boxes`][tubemask.data.ava_augment.jitter_boxes]).
 
 VideoMAE's AVA fine-tuning (the AlphAction code base, Tang et al. 2020) trains on ground-truth boxes whose four edges
 are each moved at random, mostly outwards ([`official_box_jitter`][tubemask.data.ava_augment.official_box_jitter]),
@@ -16,12 +17,30 @@ from torch import Tensor
 from tubemask.data.transforms import draw_int
 from tubemask.shapes import typechecked
 
-__all__ = ["OFFICIAL_TEST_EXTENSION", "extend_boxes", "hsv_jitter", "official_box_jitter"]
+__all__ = ["OFFICIAL_TEST_EXTENSION", "extend_boxes", "hsv_jitter", "jitter_boxes", "official_box_jitter"]
 
 OFFICIAL_TEST_EXTENSION = (0.1, 0.05)
 """Test-box extension of VideoMAE's AVA model: the width grows by 10%, the height by 5%, about the centre."""
 
 _OUT_IN = ((0.2, 0.1), (0.1, 0.05))  # (outward, inward) reach of an x edge and of a y edge, as a fraction of the size
+
+
+@typechecked
+def jitter_boxes(boxes: Float[Tensor, "r 4"], amount: float, generator: torch.Generator) -> Float[Tensor, "r 4"]:
+    """Shift each box by up to `amount` x its width / height and scale its sides by a factor in `1 +- amount`.
+
+    For training on jittered ground-truth boxes (VideoMAE's AVA protocol). Works on normalised boxes; the result is
+    clipped to [0, 1] and stays ordered (`x1 <= x2`, `y1 <= y2`). Draws `4 r` uniforms from `generator`.
+    """
+    if amount < 0:
+        raise ValueError(f"box jitter {amount} must be >= 0")
+    wh = boxes[:, 2:] - boxes[:, :2]
+    centre = (boxes[:, :2] + boxes[:, 2:]) / 2
+    u = torch.rand(boxes.shape[0], 4, generator=generator, dtype=torch.float32) * 2 - 1  # [r 4] in [-1, 1)
+    centre = centre + u[:, :2] * amount * wh
+    half = wh * (1 + u[:, 2:] * amount).clamp(min=0) / 2
+    out = torch.cat([centre - half, centre + half], dim=1).clamp(0, 1)
+    return torch.cat([out[:, :2], torch.maximum(out[:, :2], out[:, 2:])], dim=1)
 
 
 @typechecked

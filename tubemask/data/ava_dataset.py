@@ -20,16 +20,16 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from tubemask.data.ava import AVAFrame, FrameKey
-from tubemask.data.ava_augment import extend_boxes, hsv_jitter, official_box_jitter
+from tubemask.data.ava_augment import extend_boxes, hsv_jitter, jitter_boxes, official_box_jitter
+from tubemask.data.clip_geometry import ClipGeometry, draw_train_geometry, eval_geometry
 from tubemask.data.decoding import DecodeError, VideoReader, read_clip
 from tubemask.data.failures import FailureLog
 from tubemask.data.loading import DecodeOptions, SampleKey, load_with_substitutes, sample_generator, split_key
 from tubemask.data.model_input import normalize
-from tubemask.data.transforms import draw_int, draw_uniform, resize
 from tubemask.pixel_stats import IMAGENET_MEAN, IMAGENET_STD
 from tubemask.shapes import typechecked
 
-__all__ = ["AVABatch", "AVADataset", "AVASample", "KeyframeOutsideVideo", "collate_ava", "jitter_boxes"]
+__all__ = ["AVABatch", "AVADataset", "AVASample", "KeyframeOutsideVideo", "collate_ava"]
 
 
 class KeyframeOutsideVideo(ValueError):
@@ -52,64 +52,6 @@ class KeyframeOutsideVideo(ValueError):
             "900 (--time-offset 900), full movies at 0 (--time-offset 0)"
         )
         self.path, self.key, self.time_offset, self.length = str(path), key, time_offset, length
-
-
-@typechecked
-def jitter_boxes(boxes: Float[Tensor, "r 4"], amount: float, generator: torch.Generator) -> Float[Tensor, "r 4"]:
-    """Shift each box by up to `amount` x its width / height and scale its sides by a factor in `1 +- amount`.
-
-    For training on jittered ground-truth boxes (VideoMAE's AVA protocol). Works on normalised boxes; the result is
-    clipped to [0, 1] and stays ordered (`x1 <= x2`, `y1 <= y2`). Draws `4 r` uniforms from `generator`.
-    """
-    if amount < 0:
-        raise ValueError(f"box jitter {amount} must be >= 0")
-    wh = boxes[:, 2:] - boxes[:, :2]
-    centre = (boxes[:, :2] + boxes[:, 2:]) / 2
-    u = torch.rand(boxes.shape[0], 4, generator=generator, dtype=torch.float32) * 2 - 1  # [r 4] in [-1, 1)
-    centre = centre + u[:, :2] * amount * wh
-    half = wh * (1 + u[:, 2:] * amount).clamp(min=0) / 2
-    out = torch.cat([centre - half, centre + half], dim=1).clamp(0, 1)
-    return torch.cat([out[:, :2], torch.maximum(out[:, :2], out[:, 2:])], dim=1)
-
-
-@dataclass(frozen=True)
-class _Geometry:
-    """How a decoded frame becomes the clip: resize to `resized`, crop `out` at `(top, left)`, maybe mirror."""
-
-    resized: tuple[int, int]
-    top: int
-    left: int
-    out: tuple[int, int]
-    flip: bool
-
-    def frames(self, frames: Tensor) -> Tensor:
-        frames = resize(frames, self.resized)
-        frames = frames[..., self.top : self.top + self.out[0], self.left : self.left + self.out[1]]
-        return frames.flip(-1) if self.flip else frames
-
-    def boxes(self, norm_boxes: Tensor) -> Tensor:
-        """Normalised `[r 4]` boxes to pixel boxes of the clip, clipped to it (ordered and inside, by construction)."""
-        (h, w), (oh, ow) = self.resized, self.out
-        scale = torch.tensor([w, h, w, h], dtype=torch.float32)
-        shift = torch.tensor([self.left, self.top, self.left, self.top], dtype=torch.float32)
-        limit = torch.tensor([ow, oh, ow, oh], dtype=torch.float32)
-        boxes = torch.minimum((norm_boxes * scale - shift).clamp(min=0), limit)
-        if self.flip:
-            boxes = torch.stack([ow - boxes[:, 2], boxes[:, 1], ow - boxes[:, 0], boxes[:, 3]], dim=1)
-        return boxes
-
-
-def _round_to(value: float, multiple: int) -> int:
-    return max(multiple, int(round(value / multiple)) * multiple)
-
-
-def _resized(h: int, w: int, short: int, multiple: int | None) -> tuple[int, int]:
-    """`(h, w)` with the short side `short` and the aspect kept; each side rounded to `multiple` when given."""
-    long = max(h, w) * short / min(h, w)
-    new_h, new_w = (short, long) if h <= w else (long, short)
-    if multiple is None:
-        return int(round(new_h)), int(round(new_w))
-    return _round_to(new_h, multiple), _round_to(new_w, multiple)
 
 
 @typechecked
@@ -148,7 +90,7 @@ class AVADataset(Dataset):
     - Training (`train=True`): the short side is resized to a random integer in `scale_jitter`, a random
       `crop_size` square is cut (no crop with `crop_size=None`: then each side is rounded to `size_multiple`),
       the clip is mirrored with probability `flip`, and each box is jittered by up to `box_jitter` of its size
-      ([`jitter_boxes`][tubemask.data.ava_dataset.jitter_boxes]), or with `official_box_jitter` each edge as
+      ([`jitter_boxes`][tubemask.data.ava_augment.jitter_boxes]), or with `official_box_jitter` each edge as
       VideoMAE's AVA code does ([`official_box_jitter`][tubemask.data.ava_augment.official_box_jitter]); with
       `colour_jitter` the clip is recoloured in HSV space ([`hsv_jitter`][tubemask.data.ava_augment.hsv_jitter]).
       A box that the crop cuts away keeps its row with zero width or height (as SlowFast does), so a sample always
@@ -312,23 +254,12 @@ class AVADataset(Dataset):
             )
         return frames
 
-    def _geometry(self, h: int, w: int, generator: torch.Generator) -> _Geometry:
+    def _geometry(self, h: int, w: int, generator: torch.Generator) -> ClipGeometry:
         if not self.train:
-            size = _resized(h, w, self.short_side, self.size_multiple)
-            return _Geometry(size, 0, 0, size, False)
-        low, high = self.scale_jitter
-        short = low + draw_int(generator, high - low + 1)
-        if self.crop_size is None:
-            size = _resized(h, w, short, self.size_multiple)
-            top = left = 0
-            out = size
-        else:
-            size = _resized(h, w, short, None)
-            top = draw_int(generator, size[0] - self.crop_size + 1)
-            left = draw_int(generator, size[1] - self.crop_size + 1)
-            out = (self.crop_size, self.crop_size)
-        flip = draw_uniform(generator) < self.flip  # drawn even for flip=0, so the later draws do not depend on it
-        return _Geometry(size, top, left, out, flip)
+            return eval_geometry(h, w, self.short_side, self.size_multiple)
+        return draw_train_geometry(
+            h, w, self.scale_jitter, self.crop_size, self.size_multiple, self.flip, generator=generator
+        )
 
     def __getitem__(self, index: SampleKey) -> AVASample:
         epoch, index = split_key(index, self.epoch)
