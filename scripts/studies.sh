@@ -81,6 +81,16 @@ holder() {  # the live process holding a claim, or nothing
   if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then echo "$pid"; fi
 }
 
+job_state() {  # job_state JOB: done, claimed by PID, failed (with its exit status) or waiting
+  local folder seed arms options file pid
+  IFS='|' read -r folder seed arms options <<<"$1"
+  file="$(claim_file "$folder" "$seed")"
+  if done_job "$folder" "$seed" "$arms"; then echo "done"
+  elif pid="$(holder "$file")" && [ -n "$pid" ]; then echo "claimed by $pid"
+  elif [ -f "$file.failed" ]; then echo "failed (exit status $(cat "$file.failed"); see the worker's log)"
+  else echo "waiting"; fi
+}
+
 command_of() {  # the recipe's command line for one job
   local folder seed arms options
   IFS='|' read -r folder seed arms options <<<"$1"
@@ -92,12 +102,7 @@ mkdir -p "$claims"
 if [ "${1:-}" = "--list" ]; then
   for job in "${plan[@]}"; do
     IFS='|' read -r folder seed arms options <<<"$job"
-    file="$(claim_file "$folder" "$seed")"
-    if done_job "$folder" "$seed" "$arms"; then state="done"
-    elif pid="$(holder "$file")" && [ -n "$pid" ]; then state="claimed by $pid"
-    elif [ -f "$file.failed" ]; then state="failed (exit status $(cat "$file.failed"); see the worker's log)"
-    else state="waiting"; fi
-    echo "$folder seed $seed: $state"
+    echo "$folder seed $seed: $(job_state "$job")"
   done
   exit 0
 elif [ "${1:-}" = "--commands" ]; then
@@ -111,14 +116,11 @@ fi
 take_job() {  # print the next job this worker now holds, or nothing when none is left
   exec 8>"$claims/.lock"
   flock 8
-  local job folder seed arms options file
+  local job folder seed arms options
   for job in "${plan[@]}"; do
+    [ "$(job_state "$job")" = waiting ] || continue
     IFS='|' read -r folder seed arms options <<<"$job"
-    done_job "$folder" "$seed" "$arms" && continue
-    file="$(claim_file "$folder" "$seed")"
-    [ -f "$file.failed" ] && continue
-    [ -n "$(holder "$file")" ] && continue
-    echo $$ >"$file"
+    echo $$ >"$(claim_file "$folder" "$seed")"
     echo "$job"
     break
   done
