@@ -102,6 +102,14 @@ def _block_flops(n: int, d: int) -> float:
     return 24 * n * d * d + 4 * n * n * d
 
 
+def encoder_flops(size: ViTSize, *, tokens: int, embedded: int | None = None) -> float:
+    """Forward FLOPs of one clip through the cube embedding and the encoder on `tokens` tokens (a classifier's trunk:
+    its pooling and linear head are negligible). `embedded`: the cubes embedded (default: `tokens`)."""
+    embedded = tokens if embedded is None else embedded
+    flops = 2 * embedded * TUBELET * PATCH * PATCH * 3 * size.embed_dim
+    return float(flops + size.depth * _block_flops(tokens, size.embed_dim))
+
+
 def forward_flops(size: ViTSize, *, visible: int, decoded: int, embedded: int | None = None) -> float:
     """Forward FLOPs of one clip: cube embedding, encoder on `visible` tokens, decoder on `visible + decoded`, head.
 
@@ -109,9 +117,7 @@ def forward_flops(size: ViTSize, *, visible: int, decoded: int, embedded: int | 
     embedded (default: only the visible ones, the useful work).
     """
     k = TUBELET * PATCH * PATCH * 3
-    embedded = visible if embedded is None else embedded
-    flops = 2 * embedded * k * size.embed_dim
-    flops += size.depth * _block_flops(visible, size.embed_dim)
+    flops = encoder_flops(size, tokens=visible, embedded=embedded)
     flops += 2 * visible * size.embed_dim * size.decoder_dim
     flops += size.decoder_depth * _block_flops(visible + decoded, size.decoder_dim)
     flops += 2 * decoded * size.decoder_dim * k

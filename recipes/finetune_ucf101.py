@@ -47,6 +47,7 @@ from tubemask.data import (
 )
 from tubemask.eval.metrics import MultiViewResult, evaluate_multiview, write_classification_report
 from tubemask.interop.finetune_weights import load_pretrained_encoder
+from tubemask.motion_aware import MotionAwareMasker
 from tubemask.shapes import shape_checks_disabled
 from tubemask.train.config import DatasetPreset, TrainConfig, fill_from_preset
 from tubemask.train.layouts import synthetic_ucf101_records
@@ -110,6 +111,9 @@ class FinetuneConfig(TrainConfig):
     """Spatial views per test clip: 3 along the long side, or the centre (paper: 3; synthetic: 1, frames are square)."""
     eval_every: int = 1
     """Single-view (centre clip, centre crop) evaluation on the test list every N epochs; 0 = only the final test."""
+    motion_drop: float = 0.0
+    """Share of each clip's cubes dropped before the encoder, the least moving first, at training and test alike
+    (EVEREST's fine-tuning, arXiv 2211.10636, drops 0.4): the encoder's cost falls with the tokens; 0 = every cube."""
     ema: bool = False
     """Keep an exponential moving average of the weights; it is what gets evaluated and tested."""
     ema_decay: float | None = None
@@ -174,13 +178,17 @@ def frame_sampler(cfg: FinetuneConfig, dataset: DatasetPreset) -> DenseSampler |
 
 
 def build_model(cfg: FinetuneConfig, num_classes: int) -> VideoClassifier:
-    """The fine-tuning VideoMAE: encoder without final norm, mean pooling, fc_norm, dropout, linear head."""
+    """The fine-tuning VideoMAE: encoder without final norm, mean pooling, fc_norm, dropout, linear head; with
+    `--motion-drop`, over the clip's most moving cubes only."""
+    if not 0.0 <= cfg.motion_drop < 1.0:
+        raise ValueError(f"--motion-drop {cfg.motion_drop}: the share of cubes dropped must be in [0, 1)")
     return videomae_classifier(
         cfg.model,
         num_classes=num_classes,
         patch_size=cfg.patch_size,
         drop_path_rate=cfg.drop_path,
         head_dropout=cfg.head_dropout,
+        selector=MotionAwareMasker(mask_ratio=cfg.motion_drop) if cfg.motion_drop > 0 else None,
     )
 
 
@@ -253,6 +261,13 @@ def train(cfg: FinetuneConfig, dataset: DatasetPreset) -> dict:
         f"{cfg.random_erasing}, flip {cfg.flip}" + (f", EMA {cfg.ema_decay}" if ema is not None else "")
     )
     run.log(f"test: {cfg.test_clips} clips x {cfg.test_crops} crops per video, softmax per view then mean")
+    if cfg.motion_drop > 0:
+        grid = model.grid((1, 3, cfg.num_frames, cfg.input_size, cfg.input_size))
+        n = grid[0] * grid[1] * grid[2]
+        kept = n - MotionAwareMasker(mask_ratio=cfg.motion_drop).num_masked(grid)
+        run.log(
+            f"--motion-drop {cfg.motion_drop}: the encoder sees the {kept} most moving of {n} cubes (train and test)"
+        )
 
     eval_model = ema.module if ema is not None else model
 

@@ -115,3 +115,13 @@ def test_motion_aware_step_benchmark_quick() -> None:
     flops = float(re.search(r"^ratio flops tube/motion-aware: ([\d.]+)$", out, re.M)[1])
     assert flops > 1.5, out
     assert re.search(r"^ratio step_time tube/motion-aware: [\d.]+$", out, re.M), out
+
+
+def test_motion_aware_finetune_benchmark_quick() -> None:
+    """The smoke run prints both rows and the three ratios; the FLOPs ratio is the analytic one (tiny, 39 of 64 cubes)."""
+    out = run_script("motion_aware_finetune.py", "--quick", "--threads", "1")
+    assert "  every cube " in out and "  motion-aware " in out, out
+    flops = float(re.search(r"^ratio flops every-cube/motion-aware: ([\d.]+)$", out, re.M)[1])
+    assert 1.5 < flops < 1.8, out
+    for figure in ("train_step", "inference"):
+        assert re.search(rf"^ratio {figure} every-cube/motion-aware: [\d.]+$", out, re.M), out

@@ -5,14 +5,19 @@ import warnings
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from torch import nn
 
 from tubemask.classification import VideoClassifier, videomae_classifier
 from tubemask.heads import ClassificationHead
 from tubemask.interop.finetune_weights import interpolate_pos_embed, load_pretrained_encoder
 from tubemask.layers import Block
+from tubemask.masking import TubeMasker
 from tubemask.models import ViTSize, videomae_pretrain
+from tubemask.motion_aware import MotionAwareMasker
 from tubemask.pos_embed import LearnedPositionEmbedding, sinusoid_table
+from tubemask.tokens import split_ids
 
 TINY = ViTSize(32, 2, 2, 16, 1, 2)  # embed 32, depth 2, heads 2; decoder 16 x 1, 2 heads
 CLIP = (2, 3, 4, 16, 16)  # patch 8, tubelet 2 -> grid (2, 2, 2), 8 tokens
@@ -404,3 +409,100 @@ def test_classifier_to_hf_names_each_layout_hf_cannot_express(case):
         warnings.simplefilter("ignore")  # the fc_norm eps notice is not the point here
         with pytest.raises(ValueError, match=message):
             classifier_to_hf(model, num_frames=4, image_size=16)
+
+
+# ---- token selection: `model(video, mask)` and `selector=` (EVEREST's fine-tuning) ----------------------------------
+
+
+def test_an_all_kept_mask_is_the_plain_path():
+    model = _perturb(_classifier()).eval()
+    x = _clip()
+    keep_all = torch.zeros(2, 8, dtype=torch.bool)
+    torch.testing.assert_close(model(x, keep_all), model(x), rtol=0, atol=1e-6)
+    torch.testing.assert_close(model.forward_features(x, keep_all, num_masked=0), model.forward_features(x))
+
+
+def test_dropped_cubes_match_the_manual_pipeline_over_the_kept_tokens():
+    """The encoder runs over the kept cubes only, in raster order, each with its own position; the head pools them."""
+    model = _perturb(_classifier()).eval()
+    x = _clip()
+    mask = torch.tensor([[1, 0, 0, 1, 0, 1, 1, 0], [0, 0, 1, 1, 1, 0, 1, 0]], dtype=torch.bool)
+    tokens = model.tokenizer.proj(x).flatten(2).transpose(1, 2) + sinusoid_table(8, 32)
+    kept = torch.stack([tokens[i][~mask[i]] for i in range(2)])  # [2 4 32]
+    for block in model.encoder.blocks:
+        kept = block(kept)
+    pooled = nn.functional.layer_norm(kept.mean(1), (32,), model.head.fc_norm.weight, model.head.fc_norm.bias, eps=1e-6)
+    expected = pooled @ model.head.head.weight.T + model.head.head.bias
+    torch.testing.assert_close(model(x, mask), expected, rtol=0, atol=1e-5)
+    torch.testing.assert_close(model.forward_features(x, mask, num_masked=4), kept, rtol=0, atol=1e-5)
+
+
+def test_kept_tokens_are_the_pretraining_encoders_visible_tokens(tmp_path):
+    """With the pretraining encoder's weights (and its final norm), the classifier's tokens over the kept cubes are
+    `MAEWrapper.forward_encoder`'s over the same visible cubes (the path checked against HF transformers)."""
+    pre = _perturb(_pretrained()).eval()
+    torch.save({"model": pre.state_dict()}, tmp_path / "final.pt")
+    clf = _classifier(final_norm=True).eval()
+    load_pretrained_encoder(clf, tmp_path / "final.pt", strict=True)
+    x = _clip(3)
+    mask = TubeMasker(0.5)(2, (2, 2, 2), generator=torch.Generator().manual_seed(0))
+    visible = split_ids(mask)[0]
+    torch.testing.assert_close(clf.forward_features(x, mask), pre.forward_encoder(x, visible), rtol=0, atol=0)
+
+
+def _moving_square(batch: int = 2, frames: int = 4, side: int = 16) -> torch.Tensor:
+    """A bright 4-pixel square moving right 2 pixels per frame over a static background."""
+    video = torch.zeros(batch, 3, frames, side, side)
+    for f in range(frames):
+        video[:, :, f, 2:6, 2 * f : 2 * f + 4] = 1.0
+    return video
+
+
+def test_the_selector_applies_the_motion_aware_mask_in_training_and_evaluation():
+    masker = MotionAwareMasker(mask_ratio=0.5)
+    model = _perturb(_classifier(selector=masker))
+    x = _moving_square()
+    grid = model.grid(x.shape)
+    mask = masker(2, grid, generator=torch.Generator().manual_seed(0), video=x)
+    model.eval()
+    torch.testing.assert_close(model(x), model(x, mask), rtol=0, atol=0)  # evaluation: ties drawn from seed 0
+    assert torch.equal(model.select(x)[0], mask) and model.select(x)[1] == 4
+    model.train()  # no dropout or drop path here: only the selection differs between calls
+    torch.manual_seed(5)
+    first = model(x)
+    torch.manual_seed(5)
+    torch.testing.assert_close(model(x), first, rtol=0, atol=0)  # training: ties from the global RNG
+
+
+def test_evaluation_with_a_selector_is_deterministic_on_a_static_clip():
+    """Every cube ties on a static clip: evaluation still gives the same logits on every call."""
+    model = _perturb(_classifier(selector=MotionAwareMasker(mask_ratio=0.5))).eval()
+    x = torch.zeros(2, 3, 4, 16, 16)
+    x[:, 0] = _clip(4)[:, 0, :1]  # one frame repeated: no motion anywhere
+    torch.manual_seed(0)
+    first = model(x)
+    torch.manual_seed(1)
+    torch.testing.assert_close(model(x), first, rtol=0, atol=0)
+
+
+@settings(max_examples=15, deadline=None)
+@given(ratio=st.floats(0.0, 0.95), batch=st.integers(1, 3), seed=st.integers(0, 2**16))
+def test_the_encoder_sees_the_kept_count_for_any_drop_ratio(ratio: float, batch: int, seed: int):
+    """For any drop ratio, the encoder's sequence holds `n - int(ratio * n)` tokens and the logits are finite."""
+    model = _classifier(selector=MotionAwareMasker(mask_ratio=ratio)).eval()
+    x = _clip(seed, (batch, 3, 4, 16, 16))
+    mask, dropped = model.select(x)
+    assert dropped == int(ratio * 8) and mask.sum(1).tolist() == [dropped] * batch
+    assert model.forward_features(x, mask, num_masked=dropped).shape == (batch, 8 - dropped, 32)
+    assert torch.isfinite(model(x)).all()
+
+
+def test_a_bad_mask_names_what_is_wrong():
+    model = _classifier().eval()
+    x = _clip()
+    with pytest.raises(ValueError, match="mask has 6 tokens per row"):
+        model(x, torch.zeros(2, 6, dtype=torch.bool))
+    uneven = torch.zeros(2, 8, dtype=torch.bool)
+    uneven[0, 0] = True
+    with pytest.raises(ValueError, match="same number of tokens in every row"):
+        model(x, uneven)

@@ -237,6 +237,19 @@ def test_linear_probe_trains_only_the_head(ucf: Path, tmp_path: Path) -> None:
     assert state["config"]["mixup"] == 0.0 and state["config"]["linear_probe"] is True
 
 
+def test_motion_drop_trains_and_tests_on_the_most_moving_cubes(ucf: Path, tmp_path: Path, capsys) -> None:
+    """`--motion-drop 0.5`: the encoder sees 32 of the 64 cubes in training and test (EVEREST's fine-tuning); the
+    run writes its outputs like any other; a share outside [0, 1) is refused by name."""
+    out = tmp_path / "run"
+    result = run(**tiny_options(ucf, out, motion_drop=0.5, max_steps=2))
+    assert result["step"] == 2
+    assert "--motion-drop 0.5: the encoder sees the 32 most moving of 64 cubes" in capsys.readouterr().out
+    assert final(out)["config"]["motion_drop"] == 0.5
+    assert json.loads((out / "test_results.json").read_text())["num_videos"] == 6
+    with pytest.raises(ValueError, match="--motion-drop 1.0"):
+        run(**tiny_options(ucf, tmp_path / "bad", motion_drop=1.0, max_steps=1))
+
+
 @pytest.mark.slow  # four runs: over 10 s on a busy 2-core machine
 def test_resume_is_exact_with_ema_mixup_and_drop_path(ucf: Path, tmp_path: Path) -> None:
     # 12 videos / 4 per step = 3 steps per epoch, 2 epochs; every source of randomness switched on

@@ -4,19 +4,26 @@ The fine-tuned VideoMAE (Tong et al., arXiv 2203.12602) is [videomae_classifier]
 the pretraining encoder without its final norm, mean pooling, `fc_norm`, dropout 0.5 and a linear layer, with drop path
 0.2. Load pretrained weights into it with
 [load_pretrained_encoder][tubemask.interop.finetune_weights.load_pretrained_encoder].
+
+A classifier may drop cubes before its encoder, at training and test alike: pass a `mask` to its forward, or build it
+with a `selector` (a masker) that draws one from each clip. With
+[MotionAwareMasker][tubemask.motion_aware.MotionAwareMasker] that is EVEREST's fine-tuning (Hwang et al., arXiv
+2211.10636): the encoder sees only the cubes that move most.
 """
 
 import torch
-from jaxtyping import Float
+from jaxtyping import Bool, Float
 from torch import Tensor, nn
 
 from tubemask.encoders import ViTEncoder
 from tubemask.heads import ClassificationHead
 from tubemask.mae import set_encoder_grad_checkpointing
+from tubemask.masking import Masker, draw_mask
 from tubemask.models import ViTSize, size_preset
 from tubemask.pos_embed import SinusoidPositionEmbedding
 from tubemask.shapes import typechecked
 from tubemask.tokenizers import CubeEmbedding
+from tubemask.tokens import split_ids
 
 __all__ = ["WholeClipModel", "VideoClassifier", "videomae_classifier", "init_finetune_weights", "finetune_encoder"]
 
@@ -84,7 +91,8 @@ class WholeClipModel(nn.Module):
 
 
 class VideoClassifier(WholeClipModel):
-    """A clip classifier: `head(encoder(tokenizer(video) + pos_embed))` over every token of the clip.
+    """A clip classifier: `head(encoder(tokenizer(video) + pos_embed))` over every token of the clip, or over the cubes
+    a mask keeps.
 
     State-dict names are those of [WholeClipModel][tubemask.classification.WholeClipModel] plus the head's
     (`head.fc_norm.*`, `head.head.*` for a [ClassificationHead][tubemask.heads.ClassificationHead]).
@@ -96,17 +104,73 @@ class VideoClassifier(WholeClipModel):
         logits = model(video)  # video: [b, 3, 16, 224, 224] -> logits: [b, 101]
         ```
 
+    Token selection: `model(video, mask)` drops the cubes where `mask` is True before the encoder (only the kept
+    cubes are embedded, as in pretraining's encoder; the head pools them). With `selector` set, a forward
+    without a mask draws one from the clip with [draw_mask][tubemask.masking.draw_mask], in training and evaluation
+    alike: EVEREST's fine-tuning is `selector=MotionAwareMasker(mask_ratio=0.4)`. Ties in the ranking (static
+    cubes) are broken by the global RNG in training and by a generator seeded 0 in evaluation, so evaluation is
+    deterministic.
+
     Args:
         encoder: any module mapping `[b n d] -> [b n d]` (a [ViTEncoder][tubemask.encoders.ViTEncoder] gives
             intermediates and activation checkpointing).
         tokenizer: the cube embedding.
         head: a module mapping tokens `[b n d]` to logits `[b classes]`.
         pos_embed: position embedding called as `pos_embed(ids, grid, like)`; default VideoMAE's fixed sinusoid.
+        selector: a masker (True = dropped) that every forward without a `mask` applies; None: every cube.
     """
+
+    def __init__(
+        self,
+        encoder: nn.Module,
+        *,
+        tokenizer: CubeEmbedding,
+        head: nn.Module,
+        pos_embed: nn.Module | None = None,
+        selector: Masker | None = None,
+    ) -> None:
+        super().__init__(encoder, tokenizer=tokenizer, head=head, pos_embed=pos_embed)
+        self.selector = selector
+
+    @typechecked
+    def select(self, video: Float[Tensor, "b c t h w"]) -> tuple[Bool[Tensor, "b n"] | None, int | None]:
+        """`(mask, num_masked)` that the selector draws for `video` (True = dropped); `(None, None)` without one."""
+        if self.selector is None:
+            return None, None
+        grid = self.grid(video.shape)
+        generator = None if self.training else torch.Generator(video.device).manual_seed(0)
+        mask = draw_mask(self.selector, video.shape[0], grid, generator=generator, device=video.device, video=video)
+        return mask, self.selector.num_masked(grid)
+
+    @typechecked
+    def forward_features(
+        self,
+        video: Float[Tensor, "b c t h w"],
+        mask: Bool[Tensor, "b n"] | None = None,
+        *,
+        num_masked: int | None = None,
+    ) -> Float[Tensor, "b v d"]:
+        """The encoder's output tokens (after its final norm, if it has one), before the head.
+
+        Args:
+            video: normalised clips.
+            mask: True = dropped before the encoder, the same count in every row; None: every cube (the selector is
+                not applied here, only in `forward`). The kept tokens stay in raster order.
+            num_masked: the dropped count per row when known (no read back from the device); None: counted here.
+        """
+        if mask is None:
+            return self.encoder(self.embed(video))
+        grid = self.grid(video.shape)
+        n = grid[0] * grid[1] * grid[2]
+        if mask.shape[1] != n:
+            raise ValueError(f"mask has {mask.shape[1]} tokens per row, clips of shape {tuple(video.shape)} have {n}")
+        kept = split_ids(mask, num_masked)[0]  # [b v], ascending
+        x = self.tokenizer(video, kept)  # only the kept cubes are embedded
+        return self.encoder(x + self.pos_embed(kept, grid, x))
 
     @typechecked
     def forward_intermediates(self, video: Float[Tensor, "b c t h w"]) -> list[Float[Tensor, "b n d"]]:
-        """The output of every encoder block, `[b n d]` each, before any final norm.
+        """The output of every encoder block over every cube, `[b n d]` each, before any final norm.
 
         Raises:
             TypeError: when the encoder has no `forward_intermediates` method.
@@ -117,9 +181,17 @@ class VideoClassifier(WholeClipModel):
         return method(self.embed(video))
 
     @typechecked
-    def forward(self, video: Float[Tensor, "b c t h w"]) -> Float[Tensor, "b classes"]:
-        """Logits for normalised clips."""
-        return self.head(self.forward_features(video))
+    def forward(
+        self,
+        video: Float[Tensor, "b c t h w"],
+        mask: Bool[Tensor, "b n"] | None = None,
+        *,
+        num_masked: int | None = None,
+    ) -> Float[Tensor, "b classes"]:
+        """Logits for normalised clips, over the cubes `mask` keeps (None: the selector's draw, or every cube)."""
+        if mask is None:
+            mask, num_masked = self.select(video)
+        return self.head(self.forward_features(video, mask, num_masked=num_masked))
 
 
 def init_finetune_weights(module: nn.Module) -> nn.Module:
@@ -192,6 +264,7 @@ def videomae_classifier(
     norm_eps: float = 1e-6,
     init_scale: float = 0.001,
     pos_embed: nn.Module | None = None,
+    selector: Masker | None = None,
 ) -> VideoClassifier:
     """The fine-tuning VideoMAE classifier for a size preset, initialised as VideoMAE V1 fine-tuning does.
 
@@ -216,6 +289,8 @@ def videomae_classifier(
         init_scale: factor on the initial head weights (V1: 0.001).
         pos_embed: position embedding module; default VideoMAE's fixed sinusoid. Pass a
             [LearnedPositionEmbedding][tubemask.pos_embed.LearnedPositionEmbedding] for a learned table.
+        selector: a masker whose draw drops cubes before the encoder in every forward without a mask (EVEREST's
+            fine-tuning: `MotionAwareMasker(mask_ratio=0.4)`); None: every cube.
 
     Raises:
         ValueError: for an unknown preset name.
@@ -237,4 +312,5 @@ def videomae_classifier(
             d, num_classes, dropout=head_dropout, fc_norm=fc_norm, norm_eps=norm_eps, init_scale=init_scale
         ),
         pos_embed=pos_embed,
+        selector=selector,
     )
