@@ -102,25 +102,38 @@ def _block_flops(n: int, d: int) -> float:
     return 24 * n * d * d + 4 * n * n * d
 
 
-def encoder_flops(size: ViTSize, *, tokens: int, embedded: int | None = None) -> float:
+def encoder_flops(
+    size: ViTSize, *, tokens: int, embedded: int | None = None, patch: int = PATCH, tubelet: int = TUBELET
+) -> float:
     """Forward FLOPs of one clip through the cube embedding and the encoder on `tokens` tokens (a classifier's trunk:
-    its pooling and linear head are negligible). `embedded`: the cubes embedded (default: `tokens`)."""
+    its pooling and linear head are negligible). `embedded`: the cubes embedded (default: `tokens`); `patch`,
+    `tubelet`: the cube's size (default: VideoMAE's 16 x 16 x 2)."""
     embedded = tokens if embedded is None else embedded
-    flops = 2 * embedded * TUBELET * PATCH * PATCH * 3 * size.embed_dim
+    flops = 2 * embedded * tubelet * patch * patch * 3 * size.embed_dim
     return float(flops + size.depth * _block_flops(tokens, size.embed_dim))
 
 
-def forward_flops(size: ViTSize, *, visible: int, decoded: int, embedded: int | None = None) -> float:
+def forward_flops(
+    size: ViTSize,
+    *,
+    visible: int,
+    decoded: int,
+    embedded: int | None = None,
+    patch: int = PATCH,
+    tubelet: int = TUBELET,
+    out: int | None = None,
+) -> float:
     """Forward FLOPs of one clip: cube embedding, encoder on `visible` tokens, decoder on `visible + decoded`, head.
 
     Counts 2 FLOPs per multiply-add; per block `24*n*d^2 + 4*n^2*d` (MLP ratio 4). `embedded` is the number of cubes
-    embedded (default: only the visible ones, the useful work).
+    embedded (default: only the visible ones, the useful work); `patch`, `tubelet` the cube's size (default: VideoMAE's
+    16 x 16 x 2); `out` the head's width per decoded cube (default: the cube's pixels, a pixel target).
     """
-    k = TUBELET * PATCH * PATCH * 3
-    flops = encoder_flops(size, tokens=visible, embedded=embedded)
+    out = tubelet * patch * patch * 3 if out is None else out
+    flops = encoder_flops(size, tokens=visible, embedded=embedded, patch=patch, tubelet=tubelet)
     flops += 2 * visible * size.embed_dim * size.decoder_dim
     flops += size.decoder_depth * _block_flops(visible + decoded, size.decoder_dim)
-    flops += 2 * decoded * size.decoder_dim * k
+    flops += 2 * decoded * size.decoder_dim * out
     return float(flops)
 
 

@@ -66,9 +66,15 @@ designs "$R/method-hog" "$five" --pretrain.target hog
 designs "$R/method-teacher" "$five" --pretrain.target teacher --pretrain.teacher "$R/confirm/seed{seed}/pretrained.pt"
 
 # 6. Motion-aware at the same compute as tube 0.75 (issue 19): 2.43x the steps (4870), from the per-clip forward FLOPs
-#    of benchmarks/common.forward_flops on this grid (18.3 vs 44.6 MFLOP); its warm-up stays 100 steps.
+#    of benchmarks/common.forward_flops on this grid (18.3 vs 44.6 MFLOP; python benchmarks/study_flops.py); its
+#    warm-up stays 100 steps.
 designs "$R/method-motion-aware-4870" "$five" --pretrain.mask motion_aware --pretrain.mask-ratio 0.9 \
   --pretrain.query-ratio 0.3 --pretrain.steps 4870
+
+# 7. Tube 0.75 with pixel targets at the teacher design's compute (issue 19; registered 2026-12-05, before any method
+#    result): its 2000 steps each cost a student step and a teacher forward (244.3 MFLOP per clip against 133.7) and
+#    the teacher is itself 2000 tube steps, 5655 tube steps in all (python benchmarks/study_flops.py).
+designs "$R/tube-5655" "$five" --pretrain.steps 5655
 
 done_job() {  # done_job FOLDER SEED "ARMS": every arm's result file is there
   local arm

@@ -125,3 +125,12 @@ def test_motion_aware_finetune_benchmark_quick() -> None:
     assert 1.5 < flops < 1.8, out
     for figure in ("train_step", "inference"):
         assert re.search(rf"^ratio {figure} every-cube/motion-aware: [\d.]+$", out, re.M), out
+
+
+def test_study_flops_gives_the_registered_step_counts() -> None:
+    """The compute-matched runs of scripts/studies.sh (steps 6 and 7) take their step counts from this count."""
+    out = run_script("study_flops.py")
+    assert re.search(r"tube 0\.75, pixels \(frozen\)\s+16\s+48\s+44\.6\s+133\.7\s+2000$", out, re.M), out
+    assert re.search(r"motion-aware 0\.9, query 0\.3\s+7\s+19\s+18\.3\s+54\.9\s+822$", out, re.M), out
+    assert re.search(r"teacher features \(\+ its pretraining\)\s+16\s+48\s+43\.0\s+244\.3\s+5655$", out, re.M), out
+    assert "motion-aware steps at the compute of 2000 tube steps: 4869" in out, out
