@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from tubemask.eval.designs import compare_designs, design_axis, main, read_design
+from tubemask.eval.designs import compare_designs, design_axis, main, read_design, restrict_learning_rates
 
 
 def write_study(
@@ -106,3 +106,35 @@ def test_the_plot_draws_each_axis_with_the_reference_baselines(tmp_path):
         argv = [*map(str, others), "--reference", str(ref), "--output", str(tmp_path / name)]
         assert main(argv) == 0
         assert (tmp_path / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def _with_runs(folder: Path, seed: int, runs: list[tuple[float, float, float]]) -> None:
+    """Give `seed`'s fine-tuned arm a learning-rate grid: `(lr, val, test)` per run, chosen by the study's rule."""
+    path = folder / f"seed{seed}" / "pretrained.json"
+    rows = [{"lr": lr, "val": val, "test": test} for lr, val, test in runs]
+    path.write_text(json.dumps({"runs": rows, "chosen": max(rows, key=lambda r: (r["val"], -r["lr"]))}))
+
+
+def test_lrs_choose_every_design_again_on_the_grid_they_share(tmp_path, capsys):
+    """A reference fine-tuned over 4 learning rates and a design over 2: `--lrs` re-chooses both among the 2 on
+    validation (ties to the smaller), from the runs in the files; a rate a file lacks is named."""
+    ref = write_study(tmp_path / "confirm", {0: (0.0, 0.4), 1: (0.0, 0.4)})
+    _with_runs(ref, 0, [(1e-3, 0.70, 0.50), (2e-3, 0.60, 0.61), (4e-3, 0.65, 0.62), (8e-3, 0.5, 0.4)])
+    _with_runs(ref, 1, [(1e-3, 0.70, 0.50), (2e-3, 0.65, 0.63), (4e-3, 0.65, 0.66), (8e-3, 0.5, 0.4)])
+    cell = write_study(tmp_path / "tube-0.5", {0: (0.0, 0.4), 1: (0.0, 0.4)}, ratio=0.5, effective=0.5)
+    _with_runs(cell, 0, [(2e-3, 0.60, 0.70), (4e-3, 0.50, 0.60)])
+    _with_runs(cell, 1, [(2e-3, 0.60, 0.71), (4e-3, 0.50, 0.60)])
+    assert compare_designs([read_design(cell)], read_design(ref)).count("| 0.500 +- 0.000 (2) |") == 1  # 1e-3 chosen
+    restricted = restrict_learning_rates(read_design(ref), (0.002, 0.004))
+    assert [restricted.results[s]["pretrained"]["chosen"]["test"] for s in (0, 1)] == [0.62, 0.63]  # tie: 2e-3
+    assert read_design(ref).results[0]["pretrained"]["chosen"]["lr"] == 1e-3  # the files are not changed
+    out = tmp_path / "out" / "masks"
+    assert main([str(cell), "--reference", str(ref), "--output", str(out), "--lrs", "0.002", "0.004"]) == 0
+    table = out.with_suffix(".md").read_text()
+    assert table.startswith("The pretrained arm of every design is chosen on validation among lr 0.002, 0.004 only.")
+    assert "| pretrained | tube-0.5 - confirm | 2 | +0.080 |" in table
+    assert main([str(cell), "--reference", str(ref), "--output", str(out), "--lrs", "0.001", "0.002"]) == 2
+    assert (
+        "tube-0.5/seed0/pretrained.json: fine-tuned at lr [0.002, 0.004], not at every one of"
+        in capsys.readouterr().out
+    )

@@ -11,22 +11,33 @@ designs differ in them: those come from the folder's `config.json`); or the numb
 pool domain; or one position per design (methods side by side), with the reference folder's scratch, random-probe and
 hand-made results as dashed lines.
 
-    python -m tubemask.eval.designs STUDY_DIR [STUDY_DIR ...] --reference STUDY_DIR --output PREFIX
+    python -m tubemask.eval.designs STUDY_DIR [STUDY_DIR ...] --reference STUDY_DIR --output PREFIX [--lrs LR ...]
 
-writes `PREFIX.md` (the table) and `PREFIX.png` (the plot), from the result files alone.
+writes `PREFIX.md` (the table) and `PREFIX.png` (the plot), from the result files alone. Designs fine-tuned over
+different learning-rate grids compare like for like with `--lrs`: every design's fine-tuned arm is chosen again on
+validation among those learning rates only, from the runs each result file keeps
+([restrict_learning_rates][tubemask.eval.designs.restrict_learning_rates]).
 """
 
 import argparse
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from tubemask.atomic import atomic_path
 from tubemask.eval.paired_stats import paired_t_test, sign_test
 from tubemask.eval.study import Results, load_results, mean_se, test_scores
 
-__all__ = ["Design", "read_design", "compare_designs", "design_axis", "plot_designs", "main"]
+__all__ = [
+    "Design",
+    "read_design",
+    "restrict_learning_rates",
+    "compare_designs",
+    "design_axis",
+    "plot_designs",
+    "main",
+]
 
 DESIGN_ARMS = ("pretrained", "pretrained_probe")
 """The arms a pretraining design changes (the others are the same in every design)."""
@@ -79,6 +90,35 @@ def read_design(folder: Path, arms: tuple[str, ...] = DESIGN_ARMS) -> Design:
     )
 
 
+def restrict_learning_rates(design: Design, lrs: tuple[float, ...], arm: str = "pretrained") -> Design:
+    """The design with `arm` chosen again on validation among `lrs` only, from the `runs` its result files keep (the
+    study's rule: the best validation accuracy, ties to the smaller learning rate), so that designs fine-tuned over
+    different grids are compared on the grid they share.
+
+    Raises:
+        ValueError: when a result file of `arm` has no run at one of `lrs` (naming the file and the rates it has).
+    """
+    wanted = sorted(set(lrs))
+    results = {}
+    for seed, arms in design.results.items():
+        results[seed] = dict(arms)
+        if arm not in arms:
+            continue
+        runs = [r for r in arms[arm].get("runs", []) if any(math.isclose(r["lr"], lr) for lr in wanted)]
+        if len(runs) != len(wanted):
+            have = sorted(r["lr"] for r in arms[arm].get("runs", []))
+            raise ValueError(
+                f"{design.name}/seed{seed}/{arm}.json: fine-tuned at lr {have}, not at every one of --lrs {wanted}"
+            )
+        chosen = max(runs, key=lambda r: (r["val"], -r["lr"]))
+        results[seed][arm] = {**arms[arm], "runs": runs, "chosen": chosen}
+    return replace(design, results=results)
+
+
+def _with_reference_first(designs: list[Design], reference: Design) -> list[Design]:
+    return [reference] + [d for d in designs if d.name != reference.name]
+
+
 def _cell(values: list[float]) -> str:
     if not values:
         return "-"
@@ -91,7 +131,7 @@ def compare_designs(designs: list[Design], reference: Design, arms: tuple[str, .
     seeds), then per arm each design minus the reference, paired over their common seeds (at least 2): mean
     difference, 95% t interval, p-value, sign test and the verdict ("better" / "worse" only when the interval
     excludes 0)."""
-    everyone = [reference] + [d for d in designs if d.name != reference.name]
+    everyone = _with_reference_first(designs, reference)
     head = "| design | mask | ratio asked / effective | target | steps | pool clips | "
     head += " | ".join(f"{a} (seeds)" for a in arms) + " |"
     lines = [head, "|" + "---|" * (6 + len(arms))]
@@ -218,21 +258,31 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("studies", nargs="+", type=Path, help="study folders, one design each")
     parser.add_argument("--reference", type=Path, required=True, help="the study folder the others are paired with")
     parser.add_argument("--output", type=Path, required=True, help="writes OUTPUT.md and OUTPUT.png")
+    parser.add_argument(
+        "--lrs",
+        type=float,
+        nargs="+",
+        help="choose every design's fine-tuned arm again on validation among these learning rates only",
+    )
     args = parser.parse_args(argv)
     try:
         reference = read_design(args.reference)
         designs = [read_design(folder) for folder in args.studies]
+        if args.lrs:
+            reference = restrict_learning_rates(reference, tuple(args.lrs))
+            designs = [restrict_learning_rates(d, tuple(args.lrs)) for d in designs]
     except (FileNotFoundError, ValueError) as error:
         print(f"error: {error}")
         return 2
     table = compare_designs(designs, reference)
+    if args.lrs:
+        grid = ", ".join(f"{lr:g}" for lr in sorted(set(args.lrs)))
+        table = f"The pretrained arm of every design is chosen on validation among lr {grid} only.\n\n" + table
     args.output.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(args.output.with_suffix(".md")) as tmp:
         Path(tmp).write_text(table)
     baselines = load_results(args.reference, tuple(sorted({a for arms in BASELINES.values() for a in arms})))
-    plot_designs(
-        [reference] + [d for d in designs if d.name != reference.name], args.output.with_suffix(".png"), baselines
-    )
+    plot_designs(_with_reference_first(designs, reference), args.output.with_suffix(".png"), baselines)
     print(table)
     return 0
 
