@@ -5,7 +5,14 @@ from pathlib import Path
 
 import pytest
 
-from tubemask.eval.designs import compare_designs, design_axis, main, read_design, restrict_learning_rates
+from tubemask.eval.designs import (
+    compare_designs,
+    compare_factor,
+    design_axis,
+    main,
+    read_design,
+    restrict_learning_rates,
+)
 
 
 def write_study(
@@ -138,3 +145,36 @@ def test_lrs_choose_every_design_again_on_the_grid_they_share(tmp_path, capsys):
         "tube-0.5/seed0/pretrained.json: fine-tuned at lr [0.002, 0.004], not at every one of"
         in capsys.readouterr().out
     )
+
+
+def test_factor_effects_pair_every_cell_both_levels_ran(tmp_path):
+    """Tube beats random by 0.10 at every ratio and seed: 6 pairs over 2 ratios; frame ran one ratio only, so tube -
+    frame pairs 3; ratios pair over the mask types that ran both (tube and random); the reference counts as a cell."""
+    noise = {0: 0.0, 1: 0.01, 2: -0.01}
+
+    def cell(name, mask, ratio, score):
+        scores = {s: (score + e, 0.3 + e) for s, e in noise.items()}
+        return read_design(write_study(tmp_path / name, scores, mask=mask, ratio=ratio, effective=ratio))
+
+    grid = [
+        cell("tube-0.75", "tube", 0.75, 0.60),
+        cell("tube-0.9", "tube", 0.9, 0.65),
+        cell("random-0.75", "random", 0.75, 0.50),
+        cell("random-0.9", "random", 0.9, 0.55),
+        cell("frame-0.75", "frame", 0.75, 0.40),
+    ]
+    masks = compare_factor(grid, "mask")
+    assert "| pretrained | tube - random | 0.75, 0.9 | 6 | +0.100 |" in masks
+    assert "| pretrained | tube - frame | 0.75 | 3 | +0.200 |" in masks
+    assert "| pretrained | random - frame | 0.75 | 3 | +0.100 |" in masks
+    assert "| pretrained_probe | tube - random | 0.75, 0.9 | 6 | +0.000 |" in masks
+    ratios = compare_factor(grid, "ratio")
+    assert "| pretrained | 0.9 - 0.75 | tube, random | 6 | +0.050 |" in ratios
+    with pytest.raises(ValueError, match="tube-0.9 and copy are the same cell"):
+        compare_factor([*grid, cell("copy", "tube", 0.9, 0.6)], "mask")
+    with pytest.raises(ValueError, match="factor 'target'"):
+        compare_factor(grid, "target")
+    out = tmp_path / "out" / "grid"
+    folders = [str(tmp_path / d.name) for d in grid[1:]]
+    assert main([*folders, "--reference", str(tmp_path / "tube-0.75"), "--output", str(out), "--factors", "mask"]) == 0
+    assert "Mask types, each pair over every ratio both ran" in out.with_suffix(".md").read_text()

@@ -11,12 +11,15 @@ designs differ in them: those come from the folder's `config.json`); or the numb
 pool domain; or one position per design (methods side by side), with the reference folder's scratch, random-probe and
 hand-made results as dashed lines.
 
-    python -m tubemask.eval.designs STUDY_DIR [STUDY_DIR ...] --reference STUDY_DIR --output PREFIX [--lrs LR ...]
+    python -m tubemask.eval.designs STUDY_DIR [STUDY_DIR ...] --reference STUDY_DIR --output PREFIX \
+        [--lrs LR ...] [--factors mask ratio]
 
 writes `PREFIX.md` (the table) and `PREFIX.png` (the plot), from the result files alone. Designs fine-tuned over
 different learning-rate grids compare like for like with `--lrs`: every design's fine-tuned arm is chosen again on
 validation among those learning rates only, from the runs each result file keeps
-([restrict_learning_rates][tubemask.eval.designs.restrict_learning_rates]).
+([restrict_learning_rates][tubemask.eval.designs.restrict_learning_rates]). Over a grid of mask types and ratios,
+`--factors mask ratio` adds each factor's main effect ([compare_factor][tubemask.eval.designs.compare_factor]): every
+pair of mask types paired over the ratios and seeds both ran, and every pair of ratios over the mask types.
 """
 
 import argparse
@@ -34,6 +37,7 @@ __all__ = [
     "read_design",
     "restrict_learning_rates",
     "compare_designs",
+    "compare_factor",
     "design_axis",
     "plot_designs",
     "main",
@@ -168,6 +172,70 @@ def compare_designs(designs: list[Design], reference: Design, arms: tuple[str, .
     return "\n".join(lines) + "\n"
 
 
+FACTORS = {
+    "mask": (lambda d: d.mask, lambda d: d.mask_ratio),
+    "ratio": (lambda d: d.mask_ratio, lambda d: d.mask),
+}
+"""The masking grid's two factors: per factor, a design's level of it and its level of the other (what pairs match)."""
+FACTOR_TITLES = {
+    "mask": "Mask types, each pair over every ratio both ran (asked ratios; the effective ones are in the table above):",
+    "ratio": "Asked mask ratios, each pair over every mask type that ran both:",
+}
+
+
+def compare_factor(designs: list[Design], factor: str, arms: tuple[str, ...] = DESIGN_ARMS) -> str:
+    """Markdown: the main effect of one factor of a masking grid, `"mask"` (type) or `"ratio"` (asked ratio): each
+    pair of its levels, paired over every (level of the other factor, seed) that both ran. Tube against random
+    masking over three ratios and three seeds is 9 pairs where each cell's own comparison has 3. Mask types come in
+    the order the designs first show them, ratios from the highest.
+
+    Raises:
+        ValueError: for another factor, or when two designs are the same cell of the grid.
+    """
+    if factor not in FACTORS:
+        raise ValueError(f"factor {factor!r}: one of {', '.join(FACTORS)}")
+    level_of, match_of = FACTORS[factor]
+    cells: dict[tuple, Design] = {}
+    for d in designs:
+        if level_of(d) is None or match_of(d) is None:
+            continue
+        key = (level_of(d), match_of(d))
+        if key in cells:
+            raise ValueError(f"{cells[key].name} and {d.name} are the same cell ({d.mask} at {d.mask_ratio:g})")
+        cells[key] = d
+    levels = list(dict.fromkeys(level for level, _ in cells))
+    if factor == "ratio":
+        levels.sort(reverse=True)
+    other = "ratios" if factor == "mask" else "masks"
+    lines = [
+        f"| arm | {factor}: first - second | {other} matched | pairs | mean difference | 95% interval (t) "
+        "| p (t-test) | wins / losses / ties | p (sign test) | verdict |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for arm in arms:
+        for i, a in enumerate(levels):
+            for b in levels[i + 1 :]:
+                x, y, matched = [], [], []
+                for match in dict.fromkeys(m for level, m in cells if level == a):
+                    if (b, match) not in cells:
+                        continue
+                    mine, theirs = (test_scores(cells[(lv, match)].results, arm) for lv in (a, b))
+                    seeds = [s for s in mine if s in theirs]
+                    x += [mine[s] for s in seeds]
+                    y += [theirs[s] for s in seeds]
+                    matched += [f"{match:g}" if isinstance(match, float) else str(match)] if seeds else []
+                if len(x) < 2:
+                    continue
+                t, sign = paired_t_test(x, y), sign_test(x, y)
+                verdict = "no difference shown" if not t.excludes_zero else ("better" if t.mean > 0 else "worse")
+                name = f"{a:g} - {b:g}" if factor == "ratio" else f"{a} - {b}"
+                lines.append(
+                    f"| {arm} | {name} | {', '.join(matched)} | {len(x)} | {t.mean:+.3f} | [{t.low:+.3f}, "
+                    f"{t.high:+.3f}] | {t.p:.3g} | {sign.wins} / {sign.losses} / {sign.ties} | {sign.p:.3g} | {verdict} |"
+                )
+    return "\n".join(lines) + "\n"
+
+
 BASELINES = {"pretrained": ("scratch", "handmade"), "pretrained_probe": ("random_probe", "handmade")}
 """Per design arm, the pretraining-free arms of the reference folder drawn beside it as horizontal lines."""
 
@@ -264,6 +332,13 @@ def main(argv: list[str] | None = None) -> int:
         nargs="+",
         help="choose every design's fine-tuned arm again on validation among these learning rates only",
     )
+    parser.add_argument(
+        "--factors",
+        nargs="+",
+        choices=sorted(FACTORS),
+        default=[],
+        help="add each factor's main effect over a masking grid, paired over the other factor and the seeds",
+    )
     args = parser.parse_args(argv)
     try:
         reference = read_design(args.reference)
@@ -271,10 +346,13 @@ def main(argv: list[str] | None = None) -> int:
         if args.lrs:
             reference = restrict_learning_rates(reference, tuple(args.lrs))
             designs = [restrict_learning_rates(d, tuple(args.lrs)) for d in designs]
+        everyone = _with_reference_first(designs, reference)
+        table = compare_designs(designs, reference)
+        for factor in args.factors:
+            table += f"\n{FACTOR_TITLES[factor]}\n\n" + compare_factor(everyone, factor)
     except (FileNotFoundError, ValueError) as error:
         print(f"error: {error}")
         return 2
-    table = compare_designs(designs, reference)
     if args.lrs:
         grid = ", ".join(f"{lr:g}" for lr in sorted(set(args.lrs)))
         table = f"The pretrained arm of every design is chosen on validation among lr {grid} only.\n\n" + table
@@ -282,7 +360,7 @@ def main(argv: list[str] | None = None) -> int:
     with atomic_path(args.output.with_suffix(".md")) as tmp:
         Path(tmp).write_text(table)
     baselines = load_results(args.reference, tuple(sorted({a for arms in BASELINES.values() for a in arms})))
-    plot_designs(_with_reference_first(designs, reference), args.output.with_suffix(".png"), baselines)
+    plot_designs(everyone, args.output.with_suffix(".png"), baselines)
     print(table)
     return 0
 
