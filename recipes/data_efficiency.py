@@ -197,7 +197,8 @@ def finetune(
     cfg: ExperimentConfig, data: dict[str, Split], seed: int, lr: float, pretrained: dict | None
 ) -> dict[str, float]:
     """Train a classifier (pretrained encoder or scratch) on the labelled set, keep the epoch with the best
-    validation accuracy, and report its train / val / test accuracy."""
+    validation accuracy, and report its train / val / test accuracy. With `--finetune.motion-drop`, the classifier
+    sees each clip's most moving cubes only, in training and evaluation."""
     f, m = cfg.finetune, cfg.model
     torch.manual_seed(seed)
     model = videomae_classifier(
@@ -207,6 +208,7 @@ def finetune(
         patch_size=m.patch_size,
         drop_path_rate=f.drop_path,
         head_dropout=f.head_dropout,
+        selector=MotionAwareMasker(f.motion_drop) if f.motion_drop > 0 else None,
     )
     if pretrained is not None:
         load_pretrained_encoder(model, pretrained, strict=True)
@@ -230,13 +232,20 @@ PRETRAINED_ONLY = ("pool_factor", "pool_domain", "pretrained_lrs")
 the pretrained arm's learning-rate grid."""
 
 
+def as_json(cfg: ExperimentConfig) -> dict:
+    """The configuration as `config.json` holds it."""
+    return json.loads(json.dumps(dataclasses.asdict(cfg), default=str))
+
+
 def check_baselines(cfg: ExperimentConfig) -> None:
     """Refuse a `--baselines-dir` whose study rendered other splits or trained another model."""
     path = cfg.baselines_dir / "config.json"
     if not path.is_file():
         raise FileNotFoundError(f"--baselines-dir: {path} does not exist (not a study folder)")
-    theirs, ours = json.loads(path.read_text()), json.loads(json.dumps(dataclasses.asdict(cfg), default=str))
-    for section, changed in differing_options(theirs, ours, ("data", "model", "finetune"), PRETRAINED_ONLY).items():
+    theirs, ours = json.loads(path.read_text()), as_json(cfg)
+    sections = ("data", "model", "finetune")
+    defaults = as_json(ExperimentConfig())
+    for section, changed in differing_options(theirs, ours, sections, PRETRAINED_ONLY, defaults).items():
         raise ValueError(f"--baselines-dir {cfg.baselines_dir}: its {section} options differ in {changed}")
 
 
@@ -299,6 +308,8 @@ def main(cfg: ExperimentConfig) -> dict[int, dict[str, dict]]:
         raise ValueError("--finetune.pretrained-lrs / --finetune.scratch-lrs: give at least one learning rate each")
     if not cfg.finetune.probe_weight_decays:
         raise ValueError("--finetune.probe-weight-decays: give at least one weight decay")
+    if not 0.0 <= cfg.finetune.motion_drop < 1.0:
+        raise ValueError(f"--finetune.motion-drop {cfg.finetune.motion_drop}: the share dropped must be in [0, 1)")
     torch.set_num_threads(cfg.threads)
     cfg.output_dir.mkdir(parents=True, exist_ok=True)
     if cfg.baselines_dir is not None:

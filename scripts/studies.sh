@@ -76,6 +76,12 @@ designs "$R/method-motion-aware-4870" "$five" --pretrain.mask motion_aware --pre
 #    the teacher is itself 2000 tube steps, 5655 tube steps in all (python benchmarks/study_flops.py).
 designs "$R/tube-5655" "$five" --pretrain.steps 5655
 
+# 8. Motion-aware selection at fine-tuning time (EVEREST; issue 19): each seed's confirmatory encoder fine-tuned over
+#    its 60% most moving cubes (--finetune.motion-drop 0.4), in training and test, the pretrained arm only, against
+#    the confirmatory fine-tuning of the same encoders over every cube. No --baselines-dir: its fine-tuning is not the
+#    confirmatory arms'.
+add "$R/finetune-motion-drop-0.4" "$five" "pretrained" --pretrained-dir "$R/confirm" --finetune.motion-drop 0.4
+
 done_job() {  # done_job FOLDER SEED "ARMS": every arm's result file is there
   local arm
   for arm in $3; do [ -f "$1/seed$2/$arm.json" ] || return 1; done

@@ -237,3 +237,32 @@ def test_pretraining_with_a_teacher_from_an_earlier_study(recipe, tmp_path):
     missing = dataclasses.replace(cfg, pretrain=dataclasses.replace(cfg.pretrain, teacher=tmp_path / "none.pt"))
     with pytest.raises(FileNotFoundError, match="none.pt"):
         recipe.main(dataclasses.replace(missing, output_dir=tmp_path / "other"))
+
+
+def test_fine_tuning_over_the_most_moving_cubes(recipe, tmp_path, monkeypatch):
+    """`--finetune.motion-drop 0.4` fine-tunes an earlier study's encoder with the motion-aware selector (39 of the 64
+    cubes of the study's grid here: 25 dropped); a share outside [0, 1) is refused by name; a study folder written
+    before the option existed still serves as baselines (the option counts at its default, 0)."""
+    recipe.main(tiny(recipe, tmp_path / "base", seeds=(0,), stage="pretrain"))
+    cfg = tiny(recipe, tmp_path / "drop", seeds=(0,), arms=("pretrained",), pretrained_dir=tmp_path / "base")
+    cfg = dataclasses.replace(cfg, finetune=dataclasses.replace(cfg.finetune, motion_drop=0.4))
+    built = []
+    original = recipe.videomae_classifier
+
+    def spy(*args, **kwargs):
+        built.append(original(*args, **kwargs))
+        return built[-1]
+
+    monkeypatch.setattr(recipe, "videomae_classifier", spy)
+    results = recipe.main(cfg)
+    assert results[0]["pretrained"]["chosen"]["lr"] in cfg.finetune.pretrained_lrs
+    selector = built[0].selector
+    assert selector.mask_ratio == 0.4 and selector.num_masked((4, 4, 4)) == 25
+    with pytest.raises(ValueError, match="--finetune.motion-drop 1.0"):
+        recipe.main(dataclasses.replace(cfg, finetune=dataclasses.replace(cfg.finetune, motion_drop=1.0)))
+    old = json.loads((tmp_path / "base" / "config.json").read_text())
+    del old["finetune"]["motion_drop"]  # as written before the option existed
+    (tmp_path / "base" / "config.json").write_text(json.dumps(old))
+    recipe.check_baselines(tiny(recipe, tmp_path / "design", seeds=(0,), baselines_dir=tmp_path / "base"))
+    with pytest.raises(ValueError, match=r"finetune options differ in \['motion_drop'\]"):
+        recipe.check_baselines(dataclasses.replace(cfg, baselines_dir=tmp_path / "base"))

@@ -38,8 +38,13 @@ def jobs(recipe, tmp_path_factory):
     return [tyro.cli(recipe.ExperimentConfig, args=c[2:]) for c in commands]
 
 
-def committed_config(folder: Path) -> dict:
-    return json.loads((ROOT / folder / "config.json").read_text())
+def committed_config(folder: Path, recipe=None) -> dict:
+    """A folder's `config.json`, with the options it predates at their defaults (as the recipe reads it)."""
+    config = json.loads((ROOT / folder / "config.json").read_text())
+    if recipe is None:
+        return config
+    defaults = as_json(recipe.ExperimentConfig())
+    return {k: {**defaults[k], **v} if isinstance(v, dict) else v for k, v in config.items()}
 
 
 def as_json(cfg) -> dict:
@@ -63,6 +68,7 @@ def test_plan_is_one_job_per_folder_and_seed_in_the_registered_order(jobs):
         "method-teacher",
         "method-motion-aware-4870",
         "tube-5655",
+        "finetune-motion-drop-0.4",
     ]
     seeds = {f: [cfg.seeds for cfg in jobs if cfg.output_dir.name == f] for f in folders}
     assert seeds["confirm"] == [(s,) for s in range(100, 110)]
@@ -71,11 +77,18 @@ def test_plan_is_one_job_per_folder_and_seed_in_the_registered_order(jobs):
 
 
 def test_every_job_runs_the_frozen_design_but_for_what_its_step_changes(recipe, jobs):
-    frozen = committed_config(RESULTS / "confirm")
+    frozen = committed_config(RESULTS / "confirm", recipe)
     for cfg in jobs:
         if cfg.output_dir.name == "confirm":
             assert set(cfg.arms) == set(recipe.ARMS) and cfg.baselines_dir is None
             assert {s: as_json(cfg)[s] for s in SECTIONS} == {s: frozen[s] for s in SECTIONS}
+            continue
+        if cfg.output_dir.name.startswith("finetune-"):  # fine-tuning-side: the confirmatory encoders, refitted
+            assert cfg.arms == ("pretrained",) and cfg.baselines_dir is None
+            assert cfg.pretrained_dir == RESULTS / "confirm"
+            ours = as_json(dataclasses.replace(cfg, finetune=dataclasses.replace(cfg.finetune, motion_drop=0.0)))
+            assert {s: ours[s] for s in SECTIONS} == {s: frozen[s] for s in SECTIONS}
+            assert cfg.finetune.motion_drop == 0.4
             continue
         assert cfg.arms == ("pretrained", "pretrained_probe")
         assert cfg.baselines_dir == RESULTS / "confirm"
@@ -85,9 +98,9 @@ def test_every_job_runs_the_frozen_design_but_for_what_its_step_changes(recipe, 
             assert cfg.pretrain.teacher == RESULTS / "confirm" / f"seed{cfg.seeds[0]}" / "pretrained.pt"
 
 
-def test_jobs_resume_the_folders_already_committed(jobs):
+def test_jobs_resume_the_folders_already_committed(recipe, jobs):
     """A folder with results on main was started with the options its job now gives (only seeds and arms differ)."""
     for cfg in jobs:
         if (ROOT / cfg.output_dir / "config.json").is_file():
-            theirs = committed_config(cfg.output_dir)
+            theirs = committed_config(cfg.output_dir, recipe)
             assert {s: as_json(cfg)[s] for s in SECTIONS} == {s: theirs[s] for s in SECTIONS}, cfg.output_dir

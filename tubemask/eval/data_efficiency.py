@@ -134,6 +134,9 @@ class FinetuneOptions:
     shift: int = 4
     probe_weight_decays: tuple[float, ...] = (1e-3, 1e-2, 1e-1, 1.0)
     """The probe arms' L2 grid (chosen on validation)."""
+    motion_drop: float = 0.0
+    """Share of each clip's cubes the fine-tuned arms drop before the encoder, the least moving first, in training
+    and evaluation (EVEREST's fine-tuning: 0.4); 0 = every cube (the frozen design)."""
 
 
 @dataclass

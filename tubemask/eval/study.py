@@ -131,13 +131,22 @@ def with_baselines(results: Results, baselines: Results, seeds: tuple[int, ...])
     return results
 
 
-def differing_options(theirs: dict, ours: dict, sections: tuple[str, ...], ignore: tuple[str, ...] = ()) -> dict:
+def differing_options(
+    theirs: dict,
+    ours: dict,
+    sections: tuple[str, ...],
+    ignore: tuple[str, ...] = (),
+    defaults: dict | None = None,
+) -> dict:
     """The option names that differ between two studies' configurations (`config.json` dicts), per section, leaving
-    out the names in `ignore`: `{section: [names]}`, empty when the studies agree."""
+    out the names in `ignore`: `{section: [names]}`, empty when the studies agree. An option a configuration lacks
+    counts at its value in `defaults` (a configuration of the same shape): a folder written before the option existed
+    ran what the option's default does, since an option is only ever added with the old behaviour as its default."""
     out = {}
     for section in sections:
-        a = {k: v for k, v in theirs.get(section, {}).items() if k not in ignore}
-        b = {k: v for k, v in ours.get(section, {}).items() if k not in ignore}
+        base = (defaults or {}).get(section, {})
+        a = {k: v for k, v in {**base, **theirs.get(section, {})}.items() if k not in ignore}
+        b = {k: v for k, v in {**base, **ours.get(section, {})}.items() if k not in ignore}
         if a != b:
             out[section] = sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
     return out
