@@ -137,6 +137,20 @@ def forward_flops(
     return float(flops)
 
 
+def add_cpu_run_options(parser, *, pairs: int) -> None:
+    """The options of a CPU benchmark that alternates two sides: `--pairs`, `--model`, `--threads`, `--quick`."""
+    parser.add_argument("--pairs", type=int, default=pairs)
+    parser.add_argument("--model", default="small", choices=sorted(SIZES))
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--quick", action="store_true", help="smoke run: ViT-tiny on 8x64x64 clips, 2 rounds")
+
+
+def cpu_run(args) -> tuple[str, int, int, int]:
+    """`(model name, frames, side, rounds)` of a run with `add_cpu_run_options`'s options; sets the thread count."""
+    torch.set_num_threads(args.threads)
+    return ("tiny", 8, 64, 2) if args.quick else (args.model, CLIP[0], CLIP[1], args.pairs)
+
+
 def matmul_peak_gflops(n: int = 2048, repeats: int = 5, *, dtype: torch.dtype = torch.float32) -> float:
     """Best `torch.mm` rate of an `n x n` product in `dtype` on this machine's CPU now, in GFLOP/s.
 

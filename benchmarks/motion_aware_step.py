@@ -30,15 +30,9 @@ from tubemask.shapes import shape_checks_disabled  # noqa: E402
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--query-ratio", type=float, default=0.3)
-    parser.add_argument("--pairs", type=int, default=6)
-    parser.add_argument("--model", default="small", choices=sorted(SIZES))
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--quick", action="store_true", help="smoke run: ViT-tiny on 8x64x64 clips, 2 rounds")
+    common.add_cpu_run_options(parser, pairs=6)
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    name, frames, side, pairs = (
-        ("tiny", 8, 64, 2) if args.quick else (args.model, common.CLIP[0], common.CLIP[1], args.pairs)
-    )
+    name, frames, side, pairs = common.cpu_run(args)
     size = SIZES[name]
     torch.manual_seed(0)
     model = videomae_pretrain(size).train()
