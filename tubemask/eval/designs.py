@@ -216,7 +216,8 @@ def compare_factor(designs: list[Design], factor: str, arms: tuple[str, ...] = D
         for i, a in enumerate(levels):
             for b in levels[i + 1 :]:
                 x, y, matched = [], [], []
-                for match in dict.fromkeys(m for level, m in cells if level == a):
+                matches = list(dict.fromkeys(m for level, m in cells if level == a))
+                for match in sorted(matches) if factor == "mask" else matches:  # ratios ascending
                     if (b, match) not in cells:
                         continue
                     mine, theirs = (test_scores(cells[(lv, match)].results, arm) for lv in (a, b))
