@@ -27,6 +27,7 @@ from tubemask.data import normalize_batch
 from tubemask.data.motion_clips import Background, render_motion_dataset
 from tubemask.data.scenes import SCENE_CLASSES, SceneBackground, render_scene_dataset
 from tubemask.eval.diagnostics import linear_probe_accuracy, pooled_features
+from tubemask.eval.study import best_lr_run
 from tubemask.hog import HOGTarget
 from tubemask.masking import FrameMasker, RandomMasker, TubeMasker
 from tubemask.models import ViTSize, videomae_pretrain
@@ -392,7 +393,7 @@ def choose_learning_rate(
         t0 = time.perf_counter()
         runs.append({"lr": lr, **run(lr), "seconds": round(time.perf_counter() - t0, 1)})
         log(f"{prefix}lr={lr:g}: " + " ".join(f"{k}={v}" for k, v in runs[-1].items() if k != "lr"))
-    chosen = max(runs, key=lambda r: (r["val"], -r["lr"]))
+    chosen = best_lr_run(runs)
     edge = len(lrs) > 1 and chosen["lr"] in (min(lrs), max(lrs))
     return {"runs": runs, "chosen": chosen, "chosen_on_grid_edge": edge}
 

@@ -29,8 +29,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from tubemask.atomic import atomic_path
-from tubemask.eval.paired_stats import paired_t_test, sign_test
-from tubemask.eval.study import Results, load_results, mean_se, test_scores
+from tubemask.eval.paired_stats import PairedTTest
+from tubemask.eval.study import Results, best_lr_run, load_results, mean_se, paired_cells, test_scores
 
 __all__ = [
     "Design",
@@ -114,13 +114,18 @@ def restrict_learning_rates(design: Design, lrs: tuple[float, ...], arm: str = "
             raise ValueError(
                 f"{design.name}/seed{seed}/{arm}.json: fine-tuned at lr {have}, not at every one of --lrs {wanted}"
             )
-        chosen = max(runs, key=lambda r: (r["val"], -r["lr"]))
+        chosen = best_lr_run(runs)
         results[seed][arm] = {**arms[arm], "runs": runs, "chosen": chosen}
     return replace(design, results=results)
 
 
 def _with_reference_first(designs: list[Design], reference: Design) -> list[Design]:
     return [reference] + [d for d in designs if d.name != reference.name]
+
+
+def _verdict(t: PairedTTest) -> str:
+    """ "better" / "worse" only when the t interval excludes 0."""
+    return "no difference shown" if not t.excludes_zero else ("better" if t.mean > 0 else "worse")
 
 
 def _cell(values: list[float]) -> str:
@@ -162,13 +167,8 @@ def compare_designs(designs: list[Design], reference: Design, arms: tuple[str, .
             seeds = [s for s in mine if s in ref]
             if len(seeds) < 2:
                 continue
-            x, y = [mine[s] for s in seeds], [ref[s] for s in seeds]
-            t, sign = paired_t_test(x, y), sign_test(x, y)
-            verdict = "no difference shown" if not t.excludes_zero else ("better" if t.mean > 0 else "worse")
-            lines.append(
-                f"| {arm} | {d.name} - {reference.name} | {len(seeds)} | {t.mean:+.3f} | [{t.low:+.3f}, {t.high:+.3f}] "
-                f"| {t.p:.3g} | {sign.wins} / {sign.losses} / {sign.ties} | {sign.p:.3g} | {verdict} |"
-            )
+            paired, t = paired_cells([mine[s] for s in seeds], [ref[s] for s in seeds])
+            lines.append(f"| {arm} | {d.name} - {reference.name} | {len(seeds)} | {paired} | {_verdict(t)} |")
     return "\n".join(lines) + "\n"
 
 
@@ -227,13 +227,9 @@ def compare_factor(designs: list[Design], factor: str, arms: tuple[str, ...] = D
                     matched += [f"{match:g}" if isinstance(match, float) else str(match)] if seeds else []
                 if len(x) < 2:
                     continue
-                t, sign = paired_t_test(x, y), sign_test(x, y)
-                verdict = "no difference shown" if not t.excludes_zero else ("better" if t.mean > 0 else "worse")
+                paired, t = paired_cells(x, y)
                 name = f"{a:g} - {b:g}" if factor == "ratio" else f"{a} - {b}"
-                lines.append(
-                    f"| {arm} | {name} | {', '.join(matched)} | {len(x)} | {t.mean:+.3f} | [{t.low:+.3f}, "
-                    f"{t.high:+.3f}] | {t.p:.3g} | {sign.wins} / {sign.losses} / {sign.ties} | {sign.p:.3g} | {verdict} |"
-                )
+                lines.append(f"| {arm} | {name} | {', '.join(matched)} | {len(x)} | {paired} | {_verdict(t)} |")
     return "\n".join(lines) + "\n"
 
 

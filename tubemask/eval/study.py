@@ -16,13 +16,15 @@ import statistics
 from pathlib import Path
 
 from tubemask.atomic import atomic_path
-from tubemask.eval.paired_stats import paired_t_test, sign_test
+from tubemask.eval.paired_stats import PairedTTest, paired_t_test, sign_test
 
 __all__ = [
     "Results",
+    "best_lr_run",
     "differing_options",
     "load_results",
     "mean_se",
+    "paired_cells",
     "plot_study",
     "result_path",
     "summarise",
@@ -107,15 +109,11 @@ def summarise(
         seeds = [s for s in sa if s in sb]
         if len(seeds) < 2:
             continue
-        x, y = [sa[s] for s in seeds], [sb[s] for s in seeds]
-        t, sign = paired_t_test(x, y), sign_test(x, y)
+        paired, t = paired_cells([sa[s] for s in seeds], [sb[s] for s in seeds])
         verdict = (
             "no difference shown" if not t.excludes_zero else (f"{a} beats {b}" if t.mean > 0 else f"{b} beats {a}")
         )
-        lines.append(
-            f"| {a} - {b} | {len(seeds)} | {t.mean:+.3f} | [{t.low:+.3f}, {t.high:+.3f}] | {t.p:.3g} | "
-            f"{sign.wins} / {sign.losses} / {sign.ties} | {sign.p:.3g} | {verdict} |"
-        )
+        lines.append(f"| {a} - {b} | {len(seeds)} | {paired} | {verdict} |")
     lines += ["", f'Chance: {chance:.3f}. A verdict says "beats" only when the t interval excludes 0.']
     return "\n".join(lines) + "\n"
 
@@ -129,6 +127,20 @@ def with_baselines(results: Results, baselines: Results, seeds: tuple[int, ...])
             for arm, result in arms.items():
                 results[seed].setdefault(arm, result)
     return results
+
+
+def best_lr_run(runs: list[dict]) -> dict:
+    """The study's choice among fine-tuning runs `{"lr", "val", ...}`: the best validation accuracy, ties to the
+    smaller learning rate."""
+    return max(runs, key=lambda r: (r["val"], -r["lr"]))
+
+
+def paired_cells(x: list[float], y: list[float]) -> tuple[str, PairedTTest]:
+    """`x - y` paired, as markdown table cells (mean difference, 95% t interval, t-test p, wins / losses / ties, sign
+    test p), and the t-test a verdict reads."""
+    t, sign = paired_t_test(x, y), sign_test(x, y)
+    cells = f"{t.mean:+.3f} | [{t.low:+.3f}, {t.high:+.3f}] | {t.p:.3g} | {sign.wins} / {sign.losses} / {sign.ties}"
+    return f"{cells} | {sign.p:.3g}", t
 
 
 def differing_options(
