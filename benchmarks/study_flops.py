@@ -52,6 +52,10 @@ def main() -> None:
     designs = {
         "tube 0.75, pixels (frozen)": (frozen, 0),
         "motion-aware 0.9, query 0.3": (PretrainOptions(mask="motion_aware", mask_ratio=0.9, query_ratio=0.3), 0),
+        "motion-aware 0.9, query 0.2, random split": (
+            PretrainOptions(mask="motion_aware", mask_ratio=0.9, query_ratio=0.2, motion_visible="random"),
+            0,
+        ),
         # the teacher is a tube-0.75 pixel encoder pretrained for the same steps: its pretraining counts too
         "teacher features (+ its pretraining)": (PretrainOptions(target="teacher"), steps),
     }
@@ -60,13 +64,13 @@ def main() -> None:
         f"grid {grid} ({grid[0] * grid[1] * grid[2]} cubes of {m.tubelet_size}x{m.patch_size}x{m.patch_size}), "
         f"encoder {m.embed_dim} x {m.depth}, decoder {m.decoder_dim} x {m.decoder_depth}; {steps} steps each"
     )
-    print(f"  {'design':<38} {'visible':>7} {'decoded':>7} {'MFLOP fwd':>9} {'MFLOP step':>10} {'tube steps':>10}")
+    print(f"  {'design':<42} {'visible':>7} {'decoded':>7} {'MFLOP fwd':>9} {'MFLOP step':>10} {'tube steps':>10}")
     for name, (p, extra_tube_steps) in designs.items():
         f = design_flops(p, size, grid, m)
         total = steps * f["step"] + extra_tube_steps * base["step"]
         matched = round(total / base["step"])
         row = f"{f['visible']:>7} {f['decoded']:>7} {f['forward'] / 1e6:9.1f} {f['step'] / 1e6:10.1f} {matched:>10}"
-        print(f"  {name:<38} {row}")
+        print(f"  {name:<42} {row}")
     aware = design_flops(designs["motion-aware 0.9, query 0.3"][0], size, grid, m)
     print(f"motion-aware steps at the compute of {steps} tube steps: {round(steps * base['step'] / aware['step'])}")
 

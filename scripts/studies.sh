@@ -82,6 +82,14 @@ designs "$R/tube-5655" "$five" --pretrain.steps 5655
 #    confirmatory arms'.
 add "$R/finetune-motion-drop-0.4" "$five" "pretrained" --pretrained-dir "$R/confirm" --finetune.motion-drop 0.4
 
+# 9. EVEREST as its official pretraining code runs it (issue 19; registered 2026-12-05 after reading that code, with
+#    only motion-aware seed 100 of step 5 in): the 19 most moving of the 64 cubes (EVEREST's 30%) are kept and split
+#    at random between the encoder (7, mask ratio 0.9) and the decoder (12), where step 5 shows the encoder the 7
+#    highest-ranked and decodes the next 19 (--pretrain.motion-visible random; 16.4 against 18.3 MFLOP per clip
+#    forward, python benchmarks/study_flops.py).
+designs "$R/method-motion-aware-random" "$five" --pretrain.mask motion_aware --pretrain.mask-ratio 0.9 \
+  --pretrain.query-ratio 0.2 --pretrain.motion-visible random
+
 done_job() {  # done_job FOLDER SEED "ARMS": every arm's result file is there
   local arm
   for arm in $3; do [ -f "$1/seed$2/$arm.json" ] || return 1; done
@@ -157,3 +165,4 @@ while job="$(take_job)" && [ -n "$job" ]; do
 done
 echo "[studies $$] $(date +%H:%M:%S) every job is done, failed or held by another worker; $failed failed here"
 [ "$failed" = 0 ]
+

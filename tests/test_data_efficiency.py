@@ -212,6 +212,7 @@ def test_baselines_come_from_another_study_with_the_same_splits(recipe, tmp_path
     "options",
     [
         {"mask": "motion_aware", "query_ratio": 0.25},
+        {"mask": "motion_aware", "mask_ratio": 0.9, "query_ratio": 0.2, "motion_visible": "random"},
         {"mask": "motion_guided"},
         {"target": "hog"},
         {"target": "norm_pix", "mask": "random"},
@@ -224,6 +225,16 @@ def test_pretraining_with_the_post_videomae_pieces(recipe, tmp_path, options):
     pretraining = json.loads((tmp_path / "seed0" / "pretrain.json").read_text())
     assert all(row["loss"] > 0 for row in pretraining["history"][1:])
     assert pretraining["mask"] == cfg.pretrain.mask
+
+
+def test_motion_aware_options_need_the_motion_aware_mask():
+    from tubemask.eval.data_efficiency import PretrainOptions, make_masker
+
+    masker = make_masker(PretrainOptions(mask="motion_aware", mask_ratio=0.9, query_ratio=0.2, motion_visible="random"))
+    assert masker.visible == "random" and masker.num_queried((4, 4, 4)) == 12
+    for options in ({"query_ratio": 0.2}, {"motion_visible": "random"}):
+        with pytest.raises(ValueError, match="motion_aware only, not to 'tube'"):
+            make_masker(PretrainOptions(**options))
 
 
 def test_pretraining_with_a_teacher_from_an_earlier_study(recipe, tmp_path):

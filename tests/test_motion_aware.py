@@ -8,7 +8,7 @@ from test_masking import MaskerConformance, gen
 
 import tubemask
 from tubemask.masking import draw_mask
-from tubemask.motion_aware import MotionAwareMasker, cube_motion_energy, rank_cubes
+from tubemask.motion_aware import MotionAwareMasker, cube_motion_energy, rank_cubes, shuffle_leading
 
 
 class TestMotionAwareMasker(MaskerConformance):
@@ -16,6 +16,14 @@ class TestMotionAwareMasker(MaskerConformance):
 
     def expected_count(self, r, grid):
         return int(r * math.prod(grid))
+
+
+class TestMotionAwareRandomSplit(TestMotionAwareMasker):
+    """EVEREST's official split: the encoder's cubes drawn at random among the kept ones."""
+
+    def make_masker(self, mask_ratio):
+        query = mask_ratio / 2 if isinstance(mask_ratio, float) and mask_ratio / 2 > 0 else None
+        return MotionAwareMasker(mask_ratio, query_ratio=query, visible="random")
 
 
 def square_clip(batch=4, frames=8, size=32, side=8, seed=0):
@@ -93,3 +101,41 @@ def test_bad_query_ratio():
         MotionAwareMasker(mask_ratio=0.9, query_ratio=0.95)
     with pytest.raises(ValueError, match="query_ratio"):
         MotionAwareMasker(mask_ratio=0.9, query_ratio=0.0)
+
+
+def test_random_split_keeps_the_same_cubes_and_draws_the_encoders_among_them():
+    """`visible="random"` keeps exactly the cubes `"top"` keeps (same generator), hides the rest from both sides, and
+    over many draws shows the encoder every kept cube about equally often, never a dropped one."""
+    video = torch.rand(2, 3, 8, 32, 32, generator=gen(2))  # every cube changes by its own amount: no ties
+    grid = (4, 8, 8)
+    top = MotionAwareMasker(mask_ratio=0.9, query_ratio=0.2)
+    split = MotionAwareMasker(mask_ratio=0.9, query_ratio=0.2, visible="random")
+    visible, queried = 256 - int(0.9 * 256), int(0.2 * 256)
+    mask, decoder_mask = split.decoder_mask(2, grid, generator=gen(3), video=video)
+    top_mask, top_decoder_mask = top.decoder_mask(2, grid, generator=gen(3), video=video)
+    kept, top_kept = ~mask | ~decoder_mask, ~top_mask | ~top_decoder_mask
+    assert torch.equal(kept, top_kept) and kept.sum(dim=1).tolist() == [visible + queried] * 2
+    assert (~mask).sum(dim=1).tolist() == [visible] * 2 and not (~mask & ~decoder_mask).any()
+    assert not torch.equal(mask, top_mask)
+
+    g = gen(4)
+    seen = sum(split(2, grid, generator=g, video=video).logical_not().long() for _ in range(600))
+    share = seen[kept] / 600  # each kept cube is the encoder's in about visible / kept of the draws
+    assert seen[~kept].sum() == 0
+    assert (share - visible / (visible + queried)).abs().max() < 0.1
+    again = split.decoder_mask(2, grid, generator=gen(3), video=video)
+    assert torch.equal(again[0], mask) and torch.equal(again[1], decoder_mask)
+
+
+def test_shuffle_leading_permutes_only_the_head():
+    ids = torch.arange(12).expand(3, 12)
+    out = shuffle_leading(ids, 5, generator=gen(0))
+    assert torch.equal(out[:, 5:], ids[:, 5:])
+    assert torch.equal(out[:, :5].sort(dim=1).values, ids[:, :5]) and not torch.equal(out[:, :5], ids[:, :5])
+    with pytest.raises(ValueError, match="k=13"):
+        shuffle_leading(ids, 13)
+
+
+def test_bad_visible_rule():
+    with pytest.raises(ValueError, match="visible='best'"):
+        MotionAwareMasker(visible="best")

@@ -69,6 +69,7 @@ def test_plan_is_one_job_per_folder_and_seed_in_the_registered_order(jobs):
         "method-motion-aware-4870",
         "tube-5655",
         "finetune-motion-drop-0.4",
+        "method-motion-aware-random",
     ]
     seeds = {f: [cfg.seeds for cfg in jobs if cfg.output_dir.name == f] for f in folders}
     assert seeds["confirm"] == [(s,) for s in range(100, 110)]

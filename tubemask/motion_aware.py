@@ -12,12 +12,18 @@ clip (every energy equal) gets a uniformly random selection and the counts never
   decoder mask (True = not reconstructed) for `model(video, mask, decoder_mask=...)`;
 - every lower-ranked cube is neither seen nor reconstructed.
 
+With `visible="random"` the encoder's cubes are instead a uniformly random draw from the generator among the
+`visible + queried` highest-ranked cubes, and the decoder reconstructs the rest of them: EVEREST's official
+pretraining code keeps the most moving share of the clip and splits it at random between the encoder and the
+decoder, so a clip's encoder input changes from step to step. The fixed split (`"top"`, the default) shows the encoder
+the same cubes of a clip every time; both keep the same cubes and the same counts.
+
 A cube's rank needs the clip, so the masker is called with `video=` (as [draw_mask][tubemask.masking.draw_mask]
 does for a content-aware masker); without it the selection is uniformly random.
 """
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 import torch
 from jaxtyping import Bool, Float
@@ -26,7 +32,7 @@ from torch import Tensor
 from tubemask.masking import check_grid, check_mask_ratio, masked_units
 from tubemask.shapes import typechecked
 
-__all__ = ["MotionAwareMasker", "cube_motion_energy", "rank_cubes"]
+__all__ = ["MotionAwareMasker", "cube_motion_energy", "rank_cubes", "shuffle_leading"]
 
 
 @typechecked
@@ -63,6 +69,16 @@ def rank_cubes(energy: Tensor, *, generator: torch.Generator | None = None) -> T
     return torch.gather(shuffle, 1, order)
 
 
+def shuffle_leading(ids: Tensor, k: int, *, generator: torch.Generator | None = None) -> Tensor:
+    """`ids` `[b n]` with the first `k` of each row in an order drawn from `generator`, the rest as they were."""
+    b, n = ids.shape
+    if not 0 <= k <= n:
+        raise ValueError(f"shuffle_leading: k={k} must be in [0, {n}]")
+    source = generator.device if generator is not None else ids.device
+    order = torch.rand((b, k), dtype=torch.float64, generator=generator, device=source).argsort(dim=1)
+    return torch.cat([torch.gather(ids[:, :k], 1, order.to(ids.device)), ids[:, k:]], dim=1)
+
+
 @dataclass(frozen=True)
 class MotionAwareMasker:
     """Show the encoder the cubes that move most; hand the decoder the next ones (EVEREST).
@@ -72,14 +88,21 @@ class MotionAwareMasker:
         query_ratio: share of all cubes the decoder reconstructs, taken in rank order right after the visible ones
             (`int(query_ratio * n)` cubes, at least 1; 0 < query_ratio <= mask_ratio). None: every hidden cube
             (plain MAE decoding, no cube dropped).
+        visible: which of the `visible + queried` highest-ranked cubes the encoder sees: `"top"`, the highest-ranked
+            ones (the decoder takes the next ranks); `"random"`, a uniform draw among them (the decoder takes the
+            others), as EVEREST's official pretraining code does. With `query_ratio=None` every cube is kept, so
+            `"random"` is plain random masking.
     """
 
     mask_ratio: float = 0.9
     query_ratio: float | None = None
+    visible: Literal["top", "random"] = "top"
     needs_video: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
         check_mask_ratio(self.mask_ratio)
+        if self.visible not in ("top", "random"):
+            raise ValueError(f"MotionAwareMasker: visible={self.visible!r} must be 'top' or 'random'")
         if self.query_ratio is None:
             return
         check_mask_ratio(self.query_ratio, name="query_ratio")
@@ -121,6 +144,23 @@ class MotionAwareMasker:
             energy = energy.to(device) if device is not None else energy
         return rank_cubes(energy, generator=generator)
 
+    def selection(
+        self,
+        batch_size: int,
+        grid: tuple[int, int, int],
+        *,
+        generator: torch.Generator | None = None,
+        device: torch.device | str | None = None,
+        video: Float[Tensor, "b c t h w"] | None = None,
+    ) -> Tensor:
+        """`[b n]` cube ids in the order the masks read them: the encoder's cubes first, then the decoder's, then
+        the dropped ones. The ranking itself with `visible="top"`; with `"random"` its kept head is shuffled."""
+        ranks = self.ranks(batch_size, grid, generator=generator, device=device, video=video)
+        if self.visible == "top":
+            return ranks
+        kept = ranks.shape[1] - self.num_masked(grid) + self.num_queried(grid)
+        return shuffle_leading(ranks, kept, generator=generator)
+
     def __call__(
         self,
         batch_size: int,
@@ -130,13 +170,13 @@ class MotionAwareMasker:
         device: torch.device | str | None = None,
         video: Float[Tensor, "b c t h w"] | None = None,
     ) -> Bool[Tensor, "b n"]:
-        """The encoder mask, True = hidden: every cube but the `n - num_masked` most moving."""
-        ranks = self.ranks(batch_size, grid, generator=generator, device=device, video=video)
-        return self.masks_from_ranks(ranks, grid)[0]
+        """The encoder mask, True = hidden: every cube but the `n - num_masked` the encoder sees."""
+        order = self.selection(batch_size, grid, generator=generator, device=device, video=video)
+        return self.masks_from_ranks(order, grid)[0]
 
     def masks_from_ranks(self, ranks: Tensor, grid: tuple[int, int, int]) -> tuple[Tensor, Tensor]:
-        """`(mask, decoder_mask)` from a ranking: hidden = all but the top `visible`; decoder mask True everywhere but
-        the next `num_queried` ranks."""
+        """`(mask, decoder_mask)` from a ranking or [selection][tubemask.motion_aware.MotionAwareMasker.selection]:
+        hidden = all but the first `visible`; decoder mask True everywhere but the next `num_queried`."""
         b, n = ranks.shape
         visible = n - self.num_masked(grid)
         queried = self.num_queried(grid)
@@ -156,5 +196,5 @@ class MotionAwareMasker:
     ) -> tuple[Bool[Tensor, "b n"], Bool[Tensor, "b n"]]:
         """`(mask, decoder_mask)` from one ranking: the encoder mask and the dual-masking decoder mask (True = not
         reconstructed), for `model(video, mask, decoder_mask=decoder_mask, num_masked=..., num_queried=...)`."""
-        ranks = self.ranks(batch_size, grid, generator=generator, device=device, video=video)
-        return self.masks_from_ranks(ranks, grid)
+        order = self.selection(batch_size, grid, generator=generator, device=device, video=video)
+        return self.masks_from_ranks(order, grid)

@@ -173,6 +173,9 @@ class PretrainOptions:
     saved in `pretrain.json`) can be lower, much lower for frame masking over few time slots."""
     query_ratio: float | None = None
     """`motion_aware` only: share of all cubes the decoder reconstructs (None: every hidden cube)."""
+    motion_visible: Literal["top", "random"] = "top"
+    """`motion_aware` only: the encoder sees the highest-ranked of the kept cubes (`top`) or a random draw among them
+    (`random`, EVEREST's official pretraining code)."""
     target: Literal["norm_pix", "pixels", "hog", "teacher"] = "pixels"
     """`hog`: MaskFeat's HOG histograms ([tubemask.hog][]); `teacher`: the features of the frozen encoder saved at
     `--pretrain.teacher` ([tubemask.teacher][])."""
@@ -263,9 +266,18 @@ def make_splits(d: DataConfig, seed: int) -> dict[str, Split]:
 
 
 def make_masker(p: PretrainOptions):
-    """The pretraining masker of `--pretrain.mask` at `--pretrain.mask-ratio`."""
+    """The pretraining masker of `--pretrain.mask` at `--pretrain.mask-ratio`.
+
+    Raises:
+        ValueError: when a `motion_aware` option is set for another mask.
+    """
     if p.mask == "motion_aware":
-        return MotionAwareMasker(p.mask_ratio, query_ratio=p.query_ratio)
+        return MotionAwareMasker(p.mask_ratio, query_ratio=p.query_ratio, visible=p.motion_visible)
+    if p.query_ratio is not None or p.motion_visible != "top":
+        raise ValueError(
+            f"--pretrain.query-ratio / --pretrain.motion-visible apply to --pretrain.mask motion_aware only, "
+            f"not to {p.mask!r}"
+        )
     if p.mask == "motion_guided":
         return MotionGuidedMasker(p.mask_ratio)
     return {"tube": TubeMasker, "random": RandomMasker, "frame": FrameMasker}[p.mask](p.mask_ratio)
