@@ -146,7 +146,7 @@ def pretrain(cfg: ExperimentConfig, data: dict[str, Split], seed: int, log) -> t
     )
     optimizer = build_adamw(model, lr=p.lr, weight_decay=p.weight_decay, betas=(0.9, 0.95))
     schedule = WarmupCosine(total_steps=p.steps, warmup_steps=p.warmup_steps, base_lr=p.lr, min_lr=p.lr * 0.01)
-    masker = make_masker(p)
+    masker = make_masker(p, tokenizer=model.tokenizer)
     gen = torch.Generator().manual_seed(seed)
     pool = data["pool"].clips
 

@@ -213,6 +213,7 @@ def test_baselines_come_from_another_study_with_the_same_splits(recipe, tmp_path
     [
         {"mask": "motion_aware", "query_ratio": 0.25},
         {"mask": "motion_aware", "mask_ratio": 0.9, "query_ratio": 0.2, "motion_visible": "random"},
+        {"mask": "motion_aware", "query_ratio": 0.25, "motion_energy": "embedding"},
         {"mask": "motion_guided"},
         {"target": "hog"},
         {"target": "norm_pix", "mask": "random"},
@@ -232,9 +233,15 @@ def test_motion_aware_options_need_the_motion_aware_mask():
 
     masker = make_masker(PretrainOptions(mask="motion_aware", mask_ratio=0.9, query_ratio=0.2, motion_visible="random"))
     assert masker.visible == "random" and masker.num_queried((4, 4, 4)) == 12
-    for options in ({"query_ratio": 0.2}, {"motion_visible": "random"}):
+    for options in ({"query_ratio": 0.2}, {"motion_visible": "random"}, {"motion_energy": "embedding"}):
         with pytest.raises(ValueError, match="motion_aware only, not to 'tube'"):
             make_masker(PretrainOptions(**options))
+    embedding = PretrainOptions(mask="motion_aware", motion_energy="embedding")
+    with pytest.raises(ValueError, match="pass tokenizer="):
+        make_masker(embedding)
+    tokenizer = torch.nn.Identity()
+    assert make_masker(embedding, tokenizer=tokenizer).embed is tokenizer
+    assert make_masker(PretrainOptions(mask="motion_aware"), tokenizer=tokenizer).embed is None
 
 
 def test_pretraining_with_a_teacher_from_an_earlier_study(recipe, tmp_path):

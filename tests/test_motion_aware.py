@@ -8,7 +8,14 @@ from test_masking import MaskerConformance, gen
 
 import tubemask
 from tubemask.masking import draw_mask
-from tubemask.motion_aware import MotionAwareMasker, cube_motion_energy, rank_cubes, shuffle_leading
+from tubemask.motion_aware import (
+    MotionAwareMasker,
+    cube_motion_energy,
+    rank_cubes,
+    shuffle_leading,
+    token_motion_energy,
+)
+from tubemask.tokenizers import CubeEmbedding, patchify
 
 
 class TestMotionAwareMasker(MaskerConformance):
@@ -139,3 +146,47 @@ def test_shuffle_leading_permutes_only_the_head():
 def test_bad_visible_rule():
     with pytest.raises(ValueError, match="visible='best'"):
         MotionAwareMasker(visible="best")
+
+
+def test_token_energy_is_everests_distance_between_adjacent_slots():
+    """Against the official definition written out: slot k's distance is ||x[k] - x[k-1]||, slot 0 takes slot 1's."""
+    tokens = torch.randn(2, 3 * 4, 5, generator=gen(0))
+    energy = token_motion_energy(tokens, (3, 2, 2)).view(2, 3, 4)
+    x = tokens.view(2, 3, 4, 5)
+    for t in range(3):
+        before, after = (0, 1) if t == 0 else (t - 1, t)
+        torch.testing.assert_close(energy[:, t], torch.linalg.vector_norm(x[:, after] - x[:, before], dim=-1))
+    assert token_motion_energy(tokens[:, :4], (1, 2, 2)).count_nonzero() == 0  # one slot: no motion
+    with pytest.raises(ValueError, match="12 tokens for a"):
+        token_motion_energy(tokens, (2, 2, 2))
+
+
+def test_embedding_energy_of_an_identity_embedding_is_the_cube_pixel_distance():
+    """With a cube embedding that copies the cube's values, the ranking measure is the L2 distance of the raw cubes."""
+    video = torch.rand(2, 3, 8, 16, 16, generator=gen(1))
+    embed = CubeEmbedding(2 * 4 * 4 * 3, tubelet_size=2, patch_size=4)
+    with torch.no_grad():
+        embed.proj.weight.copy_(torch.eye(96).view(96, 2, 4, 4, 3).permute(0, 4, 1, 2, 3))
+        embed.proj.bias.zero_()
+    cubes = patchify(video, tubelet_size=2, patch_size=4).view(2, 4, 16, 96)
+    assert torch.allclose(embed(video).view(2, 4, 16, 96), cubes, atol=1e-6)
+    distance = torch.linalg.vector_norm(cubes[:, 1:] - cubes[:, :-1], dim=-1)
+    expected = torch.cat([distance[:, :1], distance], dim=1).view(2, 64)
+    torch.testing.assert_close(MotionAwareMasker(embed=embed).energy(video, (4, 4, 4)), expected)
+
+
+def test_a_models_own_embedding_puts_the_encoder_on_the_moving_square():
+    """EVEREST's measure on a (randomly initialised) model's tokenizer: static cubes embed alike, so the encoder's
+    cubes are on the square as with pixel energy, and ranking takes no gradient."""
+    torch.manual_seed(0)
+    model = tubemask.videomae_pretrain("tiny", patch_size=4)
+    video = square_clip()
+    grid = model.grid(video.shape)  # (4, 8, 8)
+    masker = MotionAwareMasker(mask_ratio=0.95, query_ratio=0.05, embed=model.tokenizer)
+    mask, decoder_mask = masker.decoder_mask(4, grid, generator=gen(0), video=video)
+    visible = ~mask
+    on_square = (cube_motion_energy(video, grid) > 0) & visible
+    assert on_square.sum() >= 0.9 * visible.sum()
+    out = model(video, mask, decoder_mask=decoder_mask, num_masked=masker.num_masked(grid), num_queried=12)
+    out.loss.backward()
+    assert masker == MotionAwareMasker(mask_ratio=0.95, query_ratio=0.05)  # the module is not part of its identity

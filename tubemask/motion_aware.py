@@ -3,7 +3,9 @@
 Most cubes of a video repeat their neighbour in time; EVEREST spends the encoder on the few that change and the
 decoder on the next few, and drops the rest. Here each cube's motion energy is the mean absolute pixel change of
 its frames from the frame before (the first frame of the clip counts its change to the second), over the cube's
-pixels and channels. Cubes are ranked by energy, ties broken by a permutation drawn from the generator, so a static
+pixels and channels; or, given a cube embedding (`embed=model.tokenizer`), the L2 distance of each cube's embedding
+to the cube at the same place one time slot earlier (EVEREST's own measure, on the patch embeddings of the model being
+trained; the first slot counts its distance to the second). Cubes are ranked by energy, ties broken by a permutation drawn from the generator, so a static
 clip (every energy equal) gets a uniformly random selection and the counts never change:
 
 - the encoder sees the `n - int(mask_ratio * n)` highest-ranked cubes ([MotionAwareMasker][tubemask.motion_aware.MotionAwareMasker]
@@ -22,7 +24,8 @@ A cube's rank needs the clip, so the masker is called with `video=` (as [draw_ma
 does for a content-aware masker); without it the selection is uniformly random.
 """
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import ClassVar, Literal
 
 import torch
@@ -32,7 +35,7 @@ from torch import Tensor
 from tubemask.masking import check_grid, check_mask_ratio, masked_units
 from tubemask.shapes import typechecked
 
-__all__ = ["MotionAwareMasker", "cube_motion_energy", "rank_cubes", "shuffle_leading"]
+__all__ = ["MotionAwareMasker", "cube_motion_energy", "token_motion_energy", "rank_cubes", "shuffle_leading"]
 
 
 @typechecked
@@ -56,6 +59,25 @@ def cube_motion_energy(video: Float[Tensor, "b c t h w"], grid: tuple[int, int, 
     pt, ph, pw = frames // t, height // h, width // w
     cubes = change.view(b, c, t, pt, h, ph, w, pw)
     return cubes.mean(dim=(1, 3, 5, 7)).reshape(b, t * h * w)
+
+
+@typechecked
+def token_motion_energy(tokens: Float[Tensor, "b n d"], grid: tuple[int, int, int]) -> Float[Tensor, "b n"]:
+    """L2 distance of each cube's embedding to the one at the same place a time slot earlier, `[b t*h*w]` in raster
+    `(t h w)` order; the first slot counts its distance to the second (EVEREST). One time slot: every energy is 0.
+
+    Raises:
+        ValueError: when `tokens` does not hold one token per cube of `grid`.
+    """
+    b, n, d = tokens.shape
+    t, h, w = grid
+    if n != t * h * w:
+        raise ValueError(f"token_motion_energy: {n} tokens for a {grid} grid of {t * h * w} cubes")
+    if t < 2:
+        return tokens.new_zeros(b, n, dtype=torch.float32)
+    x = tokens.float().view(b, t, h * w, d)
+    distance = (x[:, 1:] - x[:, :-1]).norm(dim=-1)  # [b t-1 hw]: slot k+1 against slot k
+    return torch.cat([distance[:, :1], distance], dim=1).reshape(b, n)
 
 
 def rank_cubes(energy: Tensor, *, generator: torch.Generator | None = None) -> Tensor:
@@ -92,11 +114,17 @@ class MotionAwareMasker:
             ones (the decoder takes the next ranks); `"random"`, a uniform draw among them (the decoder takes the
             others), as EVEREST's official pretraining code does. With `query_ratio=None` every cube is kept, so
             `"random"` is plain random masking.
+        embed: a cube embedding `[b c t h w] -> [b n d]` (e.g. the model's `tokenizer`): rank by
+            [token_motion_energy][tubemask.motion_aware.token_motion_energy] of its output, computed without
+            gradients, as EVEREST does. None: by [cube_motion_energy][tubemask.motion_aware.cube_motion_energy] of the
+            pixels. It is called outside the model's forward, where FSDP2 keeps a module's parameters sharded: with
+            FSDP2, pass an unsharded copy or rank by pixels.
     """
 
     mask_ratio: float = 0.9
     query_ratio: float | None = None
     visible: Literal["top", "random"] = "top"
+    embed: Callable[[Tensor], Tensor] | None = field(default=None, repr=False, compare=False)
     needs_video: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
@@ -140,9 +168,16 @@ class MotionAwareMasker:
         else:
             if video.shape[0] != batch_size:
                 raise ValueError(f"video holds {video.shape[0]} clips but batch_size is {batch_size}")
-            energy = cube_motion_energy(video, grid)
+            energy = self.energy(video, grid)
             energy = energy.to(device) if device is not None else energy
         return rank_cubes(energy, generator=generator)
+
+    def energy(self, video: Float[Tensor, "b c t h w"], grid: tuple[int, int, int]) -> Float[Tensor, "b n"]:
+        """Each cube's motion energy: of its embedding when the masker has `embed`, else of its pixels."""
+        if self.embed is None:
+            return cube_motion_energy(video, grid)
+        with torch.no_grad():
+            return token_motion_energy(self.embed(video), grid)
 
     def selection(
         self,

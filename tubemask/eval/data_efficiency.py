@@ -16,7 +16,7 @@ Every choice is made on the validation set; the test set is scored once, for the
 import math
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
@@ -176,6 +176,9 @@ class PretrainOptions:
     motion_visible: Literal["top", "random"] = "top"
     """`motion_aware` only: the encoder sees the highest-ranked of the kept cubes (`top`) or a random draw among them
     (`random`, EVEREST's official pretraining code)."""
+    motion_energy: Literal["pixels", "embedding"] = "pixels"
+    """`motion_aware` only: rank cubes by their mean absolute pixel change (`pixels`) or by the L2 distance of their
+    embeddings under the model's own tokenizer (`embedding`, EVEREST's measure)."""
     target: Literal["norm_pix", "pixels", "hog", "teacher"] = "pixels"
     """`hog`: MaskFeat's HOG histograms ([tubemask.hog][]); `teacher`: the features of the frozen encoder saved at
     `--pretrain.teacher` ([tubemask.teacher][])."""
@@ -265,18 +268,24 @@ def make_splits(d: DataConfig, seed: int) -> dict[str, Split]:
     return out
 
 
-def make_masker(p: PretrainOptions):
-    """The pretraining masker of `--pretrain.mask` at `--pretrain.mask-ratio`.
+def make_masker(p: PretrainOptions, tokenizer: Callable[[torch.Tensor], torch.Tensor] | None = None):
+    """The pretraining masker of `--pretrain.mask` at `--pretrain.mask-ratio` (`tokenizer`: the model's cube
+    embedding, which `--pretrain.motion-energy embedding` ranks by).
 
     Raises:
-        ValueError: when a `motion_aware` option is set for another mask.
+        ValueError: when a `motion_aware` option is set for another mask, or the embedding energy lacks `tokenizer`.
     """
     if p.mask == "motion_aware":
-        return MotionAwareMasker(p.mask_ratio, query_ratio=p.query_ratio, visible=p.motion_visible)
-    if p.query_ratio is not None or p.motion_visible != "top":
+        embed = None
+        if p.motion_energy == "embedding":
+            if tokenizer is None:
+                raise ValueError("--pretrain.motion-energy embedding ranks by the model's tokenizer: pass tokenizer=")
+            embed = tokenizer
+        return MotionAwareMasker(p.mask_ratio, query_ratio=p.query_ratio, visible=p.motion_visible, embed=embed)
+    if p.query_ratio is not None or p.motion_visible != "top" or p.motion_energy != "pixels":
         raise ValueError(
-            f"--pretrain.query-ratio / --pretrain.motion-visible apply to --pretrain.mask motion_aware only, "
-            f"not to {p.mask!r}"
+            f"--pretrain.query-ratio / --pretrain.motion-visible / --pretrain.motion-energy apply to --pretrain.mask "
+            f"motion_aware only, not to {p.mask!r}"
         )
     if p.mask == "motion_guided":
         return MotionGuidedMasker(p.mask_ratio)
@@ -299,7 +308,8 @@ def make_target(p: PretrainOptions, m: ModelConfig):
 def effective_mask_ratio(p: PretrainOptions, m: ModelConfig, d: DataConfig) -> float:
     """The share of tokens actually masked: `num_masked / tokens` on the study's grid."""
     grid = (d.frames // m.tubelet_size, d.size // m.patch_size, d.size // m.patch_size)
-    return make_masker(p).num_masked(grid) / math.prod(grid)
+    counting = replace(p, motion_energy="pixels")  # the count does not depend on what ranks the cubes
+    return make_masker(counting).num_masked(grid) / math.prod(grid)
 
 
 def augment(video: torch.Tensor, shift: int, gen: torch.Generator) -> torch.Tensor:
