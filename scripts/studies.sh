@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The data-efficiency studies on the frozen design (docs/data_efficiency.md, "The frozen design"), in their
-# pre-registered order, as a queue that workers share. Start one worker per core (each runs one thread):
+# The data-efficiency studies on the frozen design (docs/data_efficiency.md, "The frozen design"), as registered, in
+# the order they run, as a queue that workers share. Start one worker per core (each runs one thread):
 #
 #   bash scripts/with-env.sh bash scripts/studies.sh &
 #   bash scripts/with-env.sh bash scripts/studies.sh &
@@ -57,13 +57,24 @@ for cell in tube-0.5 tube-0.9 random-0.5 random-0.75 random-0.9 frame-0.5 frame-
     --finetune.pretrained-lrs 0.002 0.004
 done
 
-# 5. Methods after VideoMAE (issue 19), seeds 100-104, the same 2000 pretraining steps.
+# 5. Methods after VideoMAE (issue 19), seeds 100-104, the same 2000 pretraining steps. Motion-aware first; the other
+#    three run last (below).
 designs "$R/method-motion-aware" "$five" --pretrain.mask motion_aware --pretrain.mask-ratio 0.9 \
   --pretrain.query-ratio 0.3
-designs "$R/method-motion-guided" "$five" --pretrain.mask motion_guided
-designs "$R/method-hog" "$five" --pretrain.target hog
-# Each seed's teacher is its own confirmatory encoder.
-designs "$R/method-teacher" "$five" --pretrain.target teacher --pretrain.teacher "$R/confirm/seed{seed}/pretrained.pt"
+
+# 9. EVEREST as its official pretraining code runs it (issue 19; registered 2026-12-05 after reading that code, with
+#    only motion-aware seed 100 of step 5 in): the 19 most moving of the 64 cubes (EVEREST's 30%) are kept and split
+#    at random between the encoder (7, mask ratio 0.9) and the decoder (12), where step 5 shows the encoder the 7
+#    highest-ranked and decodes the next 19 (--pretrain.motion-visible random; 16.4 against 18.3 MFLOP per clip
+#    forward, python benchmarks/study_flops.py).
+designs "$R/method-motion-aware-random" "$five" --pretrain.mask motion_aware --pretrain.mask-ratio 0.9 \
+  --pretrain.query-ratio 0.2 --pretrain.motion-visible random
+
+# 8. Motion-aware selection at fine-tuning time (EVEREST; issue 19): each seed's confirmatory encoder fine-tuned over
+#    its 60% most moving cubes (--finetune.motion-drop 0.4), in training and test, the pretrained arm only, against
+#    the confirmatory fine-tuning of the same encoders over every cube. No --baselines-dir: its fine-tuning is not the
+#    confirmatory arms'.
+add "$R/finetune-motion-drop-0.4" "$five" "pretrained" --pretrained-dir "$R/confirm" --finetune.motion-drop 0.4
 
 # 6. Motion-aware at the same compute as tube 0.75 (issue 19): 2.43x the steps (4870), from the per-clip forward FLOPs
 #    of benchmarks/common.forward_flops on this grid (18.3 vs 44.6 MFLOP; python benchmarks/study_flops.py); its
@@ -76,19 +87,13 @@ designs "$R/method-motion-aware-4870" "$five" --pretrain.mask motion_aware --pre
 #    the teacher is itself 2000 tube steps, 5655 tube steps in all (python benchmarks/study_flops.py).
 designs "$R/tube-5655" "$five" --pretrain.steps 5655
 
-# 8. Motion-aware selection at fine-tuning time (EVEREST; issue 19): each seed's confirmatory encoder fine-tuned over
-#    its 60% most moving cubes (--finetune.motion-drop 0.4), in training and test, the pretrained arm only, against
-#    the confirmatory fine-tuning of the same encoders over every cube. No --baselines-dir: its fine-tuning is not the
-#    confirmatory arms'.
-add "$R/finetune-motion-drop-0.4" "$five" "pretrained" --pretrained-dir "$R/confirm" --finetune.motion-drop 0.4
-
-# 9. EVEREST as its official pretraining code runs it (issue 19; registered 2026-12-05 after reading that code, with
-#    only motion-aware seed 100 of step 5 in): the 19 most moving of the 64 cubes (EVEREST's 30%) are kept and split
-#    at random between the encoder (7, mask ratio 0.9) and the decoder (12), where step 5 shows the encoder the 7
-#    highest-ranked and decodes the next 19 (--pretrain.motion-visible random; 16.4 against 18.3 MFLOP per clip
-#    forward, python benchmarks/study_flops.py).
-designs "$R/method-motion-aware-random" "$five" --pretrain.mask motion_aware --pretrain.mask-ratio 0.9 \
-  --pretrain.query-ratio 0.2 --pretrain.motion-visible random
+# 5, continued: motion-guided masking, HOG targets and teacher targets. Moved to the end of the queue on 2026-12-05,
+#    before any of their runs, while each is audited against its authors' official code (as step 9 came from EVEREST's);
+#    the steps are numbered as registered, the list is in the order the jobs run.
+designs "$R/method-motion-guided" "$five" --pretrain.mask motion_guided
+designs "$R/method-hog" "$five" --pretrain.target hog
+# Each seed's teacher is its own confirmatory encoder.
+designs "$R/method-teacher" "$five" --pretrain.target teacher --pretrain.teacher "$R/confirm/seed{seed}/pretrained.pt"
 
 done_job() {  # done_job FOLDER SEED "ARMS": every arm's result file is there
   local arm

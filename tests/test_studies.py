@@ -51,7 +51,7 @@ def as_json(cfg) -> dict:
     return json.loads(json.dumps(dataclasses.asdict(cfg), default=str))
 
 
-def test_plan_is_one_job_per_folder_and_seed_in_the_registered_order(jobs):
+def test_plan_is_one_job_per_folder_and_seed_in_the_order_they_run(jobs):
     order = [str(cfg.output_dir.name) for cfg in jobs]
     folders = list(dict.fromkeys(order))
     assert folders == [
@@ -63,13 +63,13 @@ def test_plan_is_one_job_per_folder_and_seed_in_the_registered_order(jobs):
         "mask-frame-0.5",
         "mask-frame-0.75",
         "method-motion-aware",
+        "method-motion-aware-random",
+        "finetune-motion-drop-0.4",
+        "method-motion-aware-4870",
+        "tube-5655",
         "method-motion-guided",
         "method-hog",
         "method-teacher",
-        "method-motion-aware-4870",
-        "tube-5655",
-        "finetune-motion-drop-0.4",
-        "method-motion-aware-random",
     ]
     seeds = {f: [cfg.seeds for cfg in jobs if cfg.output_dir.name == f] for f in folders}
     assert seeds["confirm"] == [(s,) for s in range(100, 110)]
