@@ -42,6 +42,7 @@ from tubemask.eval.data_efficiency import (
     choose_learning_rate,
     effective_mask_ratio,
     frozen_features,
+    make_loss,
     make_masker,
     make_splits,
     make_target,
@@ -141,6 +142,7 @@ def pretrain(cfg: ExperimentConfig, data: dict[str, Split], seed: int, log) -> t
         tubelet_size=m.tubelet_size,
         patch_size=m.patch_size,
         target=make_target(p, m),
+        loss=make_loss(p),
         pixel_mean=PIXEL_MEAN,
         pixel_std=PIXEL_STD,
     )

@@ -92,8 +92,10 @@ designs "$R/tube-5655" "$five" --pretrain.steps 5655
 #    the steps are numbered as registered, the list is in the order the jobs run.
 designs "$R/method-motion-guided" "$five" --pretrain.mask motion_guided
 designs "$R/method-hog" "$five" --pretrain.target hog
-# Each seed's teacher is its own confirmatory encoder.
-designs "$R/method-teacher" "$five" --pretrain.target teacher --pretrain.teacher "$R/confirm/seed{seed}/pretrained.pt"
+# Each seed's teacher is its own confirmatory encoder. Amended 2026-12-05 (before any run) to MVD's official target, the
+# last block before the final norm, not normalised (TeacherTarget's defaults since), and its smooth L1 loss.
+designs "$R/method-teacher" "$five" --pretrain.target teacher --pretrain.teacher "$R/confirm/seed{seed}/pretrained.pt" \
+  --pretrain.loss smooth_l1
 
 done_job() {  # done_job FOLDER SEED "ARMS": every arm's result file is there
   local arm

@@ -216,7 +216,7 @@ def test_baselines_come_from_another_study_with_the_same_splits(recipe, tmp_path
         {"mask": "motion_aware", "query_ratio": 0.25, "motion_energy": "embedding"},
         {"mask": "motion_guided"},
         {"target": "hog"},
-        {"target": "norm_pix", "mask": "random"},
+        {"target": "norm_pix", "mask": "random", "loss": "smooth_l1"},
     ],
 )
 def test_pretraining_with_the_post_videomae_pieces(recipe, tmp_path, options):
@@ -248,7 +248,8 @@ def test_pretraining_with_a_teacher_from_an_earlier_study(recipe, tmp_path):
     recipe.main(tiny(recipe, tmp_path / "teacher", seeds=(0,), stage="pretrain"))
     cfg = tiny(recipe, tmp_path / "student", seeds=(0,), stage="pretrain")
     teacher = tmp_path / "teacher" / "seed0" / "pretrained.pt"
-    cfg = dataclasses.replace(cfg, pretrain=dataclasses.replace(cfg.pretrain, target="teacher", teacher=teacher))
+    mvd = dict(target="teacher", teacher=teacher, loss="smooth_l1")
+    cfg = dataclasses.replace(cfg, pretrain=dataclasses.replace(cfg.pretrain, **mvd))
     recipe.main(cfg)
     student = torch.load(tmp_path / "student" / "seed0" / "pretrained.pt", weights_only=True)
     assert student["decoder.head.weight"].shape[0] == cfg.model.embed_dim  # reconstructs the teacher's features
@@ -284,3 +285,11 @@ def test_fine_tuning_over_the_most_moving_cubes(recipe, tmp_path, monkeypatch):
     recipe.check_baselines(tiny(recipe, tmp_path / "design", seeds=(0,), baselines_dir=tmp_path / "base"))
     with pytest.raises(ValueError, match=r"finetune options differ in \['motion_drop'\]"):
         recipe.check_baselines(dataclasses.replace(cfg, baselines_dir=tmp_path / "base"))
+
+
+def test_the_loss_option_sets_the_models_loss():
+    from tubemask.eval.data_efficiency import PretrainOptions, make_loss
+    from tubemask.losses import reconstruction_mse, reconstruction_smooth_l1
+
+    assert make_loss(PretrainOptions()) is reconstruction_mse
+    assert make_loss(PretrainOptions(loss="smooth_l1")) is reconstruction_smooth_l1

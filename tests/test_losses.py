@@ -6,7 +6,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tubemask.losses import reconstruction_mse
+from tubemask.losses import reconstruction_mse, reconstruction_smooth_l1
 from tubemask.pixel_stats import IMAGENET_MEAN, IMAGENET_STD
 from tubemask.targets import (
     norm_pix_joint,
@@ -354,3 +354,15 @@ def test_norm_pix_of_constant_and_nearly_constant_cubes_by_hand(mean, std, atol)
         expected = (d / (d * (q / (q - 1)) ** 0.5 + 1e-6) * sign).reshape(q, 1).expand(q, 3).reshape(1, 1, -1)
         assert bool(torch.isfinite(target).all())
         torch.testing.assert_close(target, expected.float(), atol=atol, rtol=1e-5)
+
+
+@SETTINGS
+@given(seed=st.integers(0, 2**31 - 1), scale=st.floats(0.1, 10.0))
+def test_smooth_l1_is_squared_below_one_and_absolute_above(seed, scale):
+    """MVD's loss, written out: per value 0.5 d^2 where |d| < 1, else |d| - 0.5, averaged over every value."""
+    g = torch.Generator().manual_seed(seed)
+    pred, target = scale * torch.randn(2, 5, 7, generator=g), scale * torch.randn(2, 5, 7, generator=g)
+    d = (pred - target).double().abs().numpy()
+    want = np.where(d < 1, 0.5 * d**2, d - 0.5).mean()
+    assert reconstruction_smooth_l1(pred.bfloat16(), target).dtype == torch.float32
+    np.testing.assert_allclose(reconstruction_smooth_l1(pred, target).item(), want, rtol=1e-5)

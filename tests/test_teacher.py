@@ -12,16 +12,31 @@ def clip(seed=0, b=2):
     return torch.randn(b, 3, 4, 16, 16, generator=torch.Generator().manual_seed(seed))
 
 
+def test_targets_are_the_teachers_last_block_before_its_final_norm_by_default():
+    """MVD's official target: the video teacher's blocks without the final norm, not normalised again."""
+    torch.manual_seed(0)
+    teacher = tubemask.videomae_pretrain("tiny", patch_size=8)
+    video = clip()
+    ids = torch.tensor([[0, 3, 7], [1, 2, 5]])
+    got = TeacherTarget(teacher)(video, ids, tubelet_size=2, patch_size=8, mean=None, std=None)
+    blocks = teacher.encoder.forward_blocks(teacher.embed(video))  # the last block's output, by hand
+    torch.testing.assert_close(got, torch.gather(blocks, 1, ids[..., None].expand(-1, -1, 192)))
+    assert not torch.allclose(got, torch.gather(teacher.forward_features(video), 1, ids[..., None].expand(-1, -1, 192)))
+    torch.testing.assert_close(teacher.encoder.norm(blocks), teacher.forward_features(video))
+    normed = TeacherTarget(teacher, normalize=True)(video, ids, tubelet_size=2, patch_size=8, mean=None, std=None)
+    torch.testing.assert_close(normed, F.layer_norm(got, (192,)))
+
+
 def test_targets_are_the_teachers_normalised_features_at_the_queried_tokens():
     torch.manual_seed(0)
     teacher = tubemask.videomae_pretrain("tiny", patch_size=8)
-    target = TeacherTarget(teacher)
+    target = TeacherTarget(teacher, pre_norm=False, normalize=True)
     video = clip()
     ids = torch.tensor([[0, 3, 7], [1, 2, 5]])
     got = target(video, ids, tubelet_size=2, patch_size=8, mean=None, std=None)
     features = F.layer_norm(teacher.forward_features(video), (192,))
     torch.testing.assert_close(got, torch.gather(features, 1, ids[..., None].expand(-1, -1, 192)))
-    raw = TeacherTarget(teacher, normalize=False)(video, ids, tubelet_size=2, patch_size=8, mean=None, std=None)
+    raw = TeacherTarget(teacher, pre_norm=False)(video, ids, tubelet_size=2, patch_size=8, mean=None, std=None)
     torch.testing.assert_close(
         raw, torch.gather(teacher.forward_features(video), 1, ids[..., None].expand(-1, -1, 192))
     )
@@ -86,4 +101,22 @@ def test_a_teacher_on_another_grid_is_refused():
     with pytest.raises(ValueError, match="same frames, tubelet and patch size"):
         TeacherTarget(teacher)(clip(), torch.tensor([[0], [1]]), tubelet_size=2, patch_size=8, mean=None, std=None)
     with pytest.raises(ValueError, match="forward_features"):
+        TeacherTarget(torch.nn.Linear(2, 2), pre_norm=False)
+    with pytest.raises(ValueError, match=r"needs forward_intermediates\(video\); or pass pre_norm=False"):
         TeacherTarget(torch.nn.Linear(2, 2))
+
+
+def test_mvds_smooth_l1_loss_trains_the_student():
+    """`videomae_pretrain(..., loss=reconstruction_smooth_l1)`: the model's loss is smooth L1 of its predictions."""
+    from tubemask.losses import reconstruction_smooth_l1
+
+    torch.manual_seed(0)
+    teacher = tubemask.videomae_pretrain("tiny", patch_size=8)
+    student = tubemask.videomae_pretrain(
+        "tiny", patch_size=8, target=TeacherTarget(teacher), loss=reconstruction_smooth_l1
+    )
+    video = clip(2)
+    mask = tubemask.TubeMasker(0.5)(2, student.grid(video.shape), generator=torch.Generator().manual_seed(0))
+    out = student(video, mask)
+    torch.testing.assert_close(out.loss, F.smooth_l1_loss(out.pred, out.target))
+    out.loss.backward()

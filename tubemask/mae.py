@@ -228,12 +228,26 @@ class MAEWrapper(nn.Module):
         loss, target = self.forward_loss(video, pred, query_ids)
         return MAEOutput(loss, pred, target, query_ids, visible_ids, latent)
 
-    @typechecked
-    def forward_features(self, video: Float[Tensor, "b c t h w"]) -> Float[Tensor, "b n d"]:
-        """Encode every token (no mask), e.g. for probing or fine-tuning heads."""
+    def embed(self, video: Float[Tensor, "b c t h w"]) -> Float[Tensor, "b n d"]:
+        """Every cube's token with its position, the encoder's input when nothing is masked."""
         grid = self.grid(video.shape)
         b = video.shape[0]
         ids = torch.arange(grid[0] * grid[1] * grid[2], device=video.device).expand(b, -1)
         x = self.tokenizer(video)
-        x = x + self.pos_embed(ids, grid, x)
-        return self.encoder(x)
+        return x + self.pos_embed(ids, grid, x)
+
+    @typechecked
+    def forward_features(self, video: Float[Tensor, "b c t h w"]) -> Float[Tensor, "b n d"]:
+        """Encode every token (no mask), e.g. for probing or fine-tuning heads."""
+        return self.encoder(self.embed(video))
+
+    def forward_intermediates(self, video: Float[Tensor, "b c t h w"]) -> list[Float[Tensor, "b n d"]]:
+        """The output of every encoder block over every cube, `[b n d]` each, before the final norm.
+
+        Raises:
+            TypeError: when the encoder has no `forward_intermediates` method.
+        """
+        method = getattr(self.encoder, "forward_intermediates", None)
+        if method is None:
+            raise TypeError(f"MAEWrapper: the encoder {type(self.encoder).__name__} has no forward_intermediates")
+        return method(self.embed(video))

@@ -21,6 +21,7 @@ from torch import nn
 
 from tubemask.decoders import MAEDecoder
 from tubemask.encoders import ViTEncoder
+from tubemask.losses import Loss, reconstruction_mse
 from tubemask.mae import MAEWrapper
 from tubemask.pixel_stats import IMAGENET_MEAN, IMAGENET_STD
 from tubemask.targets import Target, TargetKind, as_target
@@ -89,6 +90,7 @@ def videomae_pretrain(
     norm_eps: float = 1e-6,
     final_norm: bool = True,
     target: TargetKind | Target = "norm_pix",
+    loss: Loss = reconstruction_mse,
     pixel_mean: tuple[float, ...] | None = IMAGENET_MEAN,
     pixel_std: tuple[float, ...] | None = IMAGENET_STD,
 ) -> MAEWrapper:
@@ -106,6 +108,8 @@ def videomae_pretrain(
         final_norm: keep the encoder's final LayerNorm (official checkpoints have it).
         target: reconstruction target, a [Target][tubemask.targets.Target] or a built-in's name; the decoder's output
             width follows it.
+        loss: `loss(pred, target) -> scalar` over the queried cubes ([tubemask.losses][]; default: mean squared
+            error).
         pixel_mean: mean the clips are normalised with.
         pixel_std: std the clips are normalised with.
     """
@@ -134,6 +138,7 @@ def videomae_pretrain(
             final_norm_eps=norm_eps,
         ),
         target=target,
+        loss=loss,
         pixel_mean=pixel_mean,
         pixel_std=pixel_std,
     )

@@ -29,6 +29,7 @@ from tubemask.data.scenes import SCENE_CLASSES, SceneBackground, render_scene_da
 from tubemask.eval.diagnostics import linear_probe_accuracy, pooled_features
 from tubemask.eval.study import best_lr_run
 from tubemask.hog import HOGTarget
+from tubemask.losses import Loss, reconstruction_mse, reconstruction_smooth_l1
 from tubemask.masking import FrameMasker, RandomMasker, TubeMasker
 from tubemask.models import ViTSize, videomae_pretrain
 from tubemask.motion_aware import MotionAwareMasker
@@ -46,6 +47,7 @@ __all__ = [
     "FinetuneOptions",
     "vit_size",
     "make_masker",
+    "make_loss",
     "make_target",
     "effective_mask_ratio",
     "Split",
@@ -184,6 +186,9 @@ class PretrainOptions:
     `--pretrain.teacher` ([tubemask.teacher][])."""
     teacher: Path | None = None
     """`target teacher`: a `pretrained.pt` of this recipe (same model options) whose encoder is the teacher."""
+    loss: Literal["mse", "smooth_l1"] = "mse"
+    """The reconstruction loss over the queried cubes: mean squared error (VideoMAE), or smooth L1 (MVD's, for teacher
+    features; [tubemask.losses][])."""
     flip: bool = True
     """Random horizontal flips of pretraining clips (no labels are used, so mirrored classes are not confused)."""
     probe_every: int = 500
@@ -303,6 +308,11 @@ def make_target(p: PretrainOptions, m: ModelConfig):
         teacher.load_state_dict(torch.load(p.teacher, map_location="cpu", weights_only=True))
         return TeacherTarget(teacher)
     return p.target
+
+
+def make_loss(p: PretrainOptions) -> Loss:
+    """The reconstruction loss of `--pretrain.loss`."""
+    return reconstruction_smooth_l1 if p.loss == "smooth_l1" else reconstruction_mse
 
 
 def effective_mask_ratio(p: PretrainOptions, m: ModelConfig, d: DataConfig) -> float:
