@@ -207,7 +207,7 @@ def top_cells(scores: Tensor, count: int, noise: Tensor) -> Tensor:
     return torch.zeros_like(scores, dtype=torch.bool).scatter_(1, shuffle.gather(1, ranked), True)
 
 
-def cells_to_pixels(flow: Tensor, patch: tuple[int, int]) -> Tensor:
+def _cells_to_pixels(flow: Tensor, patch: tuple[int, int]) -> Tensor:
     """A token-grid flow `[b s gh gw 2]` in cells as a per-pixel flow `[b s gh*ph gw*pw 2]` in pixels (each cell's
     vector over all its pixels)."""
     ph, pw = patch
@@ -263,8 +263,8 @@ class MotionGuidedMasker:
         noise = torch.rand(batch_size * t, h * w, dtype=torch.float64, generator=generator, device=source)
         patch = (video.shape[3] // h, video.shape[4] // w)
         base_slot = t // 2 if self.base_slot == "middle" else 0
-        backward = cells_to_pixels(self.flow(video, grid), patch)
-        forward = cells_to_pixels(self.flow(video, grid, reverse=True), patch) if base_slot > 0 else None
+        backward = _cells_to_pixels(self.flow(video, grid), patch)
+        forward = _cells_to_pixels(self.flow(video, grid, reverse=True), patch) if base_slot > 0 else None
         base = gaussian_visibility(visible.view(batch_size, h, w).to(video.device), patch)
         maps = carry_visibility(base, backward, forward, base_slot=base_slot)  # [b t H W]
         scores = F.avg_pool2d(maps, patch).view(batch_size * t, h * w)  # visibility summed per cube (scaled)
