@@ -217,8 +217,8 @@ def _cells_to_pixels(flow: Tensor, patch: tuple[int, int]) -> Tensor:
 
 @dataclass(frozen=True)
 class MotionGuidedMasker:
-    """Hide `int(mask_ratio * h*w)` cells per time slot, a random base slot's visibility carried along the motion
-    (MGMAE, Huang et al., ICCV 2023, arXiv 2308.10794). True = hidden.
+    """Hide `int(mask_ratio * h*w)` cells per time slot: the visibility of random cells of a base slot, carried
+    along the motion (MGMAE, Huang et al., ICCV 2023, arXiv 2308.10794). True = hidden.
 
     Args:
         mask_ratio: share of each slot's cells hidden, in `[0, 1)`.
