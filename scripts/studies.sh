@@ -58,7 +58,7 @@ for cell in tube-0.5 tube-0.9 random-0.5 random-0.75 random-0.9 frame-0.5 frame-
 done
 
 # 5. Methods after VideoMAE (issue 19), seeds 100-104, the same 2000 pretraining steps. Motion-aware first; the other
-#    three run last (below).
+#    three after steps 9 and 8 (below).
 designs "$R/method-motion-aware" "$five" --pretrain.mask motion_aware --pretrain.mask-ratio 0.9 \
   --pretrain.query-ratio 0.3
 
@@ -76,6 +76,20 @@ designs "$R/method-motion-aware-random" "$five" --pretrain.mask motion_aware --p
 #    confirmatory arms'.
 add "$R/finetune-motion-drop-0.4" "$five" "pretrained" --pretrained-dir "$R/confirm" --finetune.motion-drop 0.4
 
+# 5, continued: motion-guided masking, HOG targets and teacher targets, amended on 2026-12-05 before any of their runs
+#    after each piece was checked against its authors' official code (as step 9 came from EVEREST's); the steps keep
+#    their registered numbers, the list is in the order the jobs run.
+# Motion-guided: MGMAE's masking (a soft visibility map of the middle slot's random draw, carried both ways by bilinear
+# warps, top-k per slot), where the first version carried a binary mask from the first slot along whole-cell flows.
+designs "$R/method-motion-guided" "$five" --pretrain.mask motion_guided
+# HOG: MaskFeat's official HOGLayerC (cells of 8 pixels, here one per cube: 27 values; no Gaussian; its bins), where the
+# first version took 4-pixel cells with a Gaussian window (108 values).
+designs "$R/method-hog" "$five" --pretrain.target hog
+# Each seed's teacher is its own confirmatory encoder. Amended 2026-12-05 (before any run) to MVD's official target, the
+# last block before the final norm, not normalised (TeacherTarget's defaults since), and its smooth L1 loss.
+designs "$R/method-teacher" "$five" --pretrain.target teacher --pretrain.teacher "$R/confirm/seed{seed}/pretrained.pt" \
+  --pretrain.loss smooth_l1
+
 # 6. Motion-aware at the same compute as tube 0.75 (issue 19): 2.43x the steps (4870), from the per-clip forward FLOPs
 #    of benchmarks/common.forward_flops on this grid (18.3 vs 44.6 MFLOP; python benchmarks/study_flops.py); its
 #    warm-up stays 100 steps.
@@ -86,16 +100,6 @@ designs "$R/method-motion-aware-4870" "$five" --pretrain.mask motion_aware --pre
 #    result): its 2000 steps each cost a student step and a teacher forward (244.3 MFLOP per clip against 133.7) and
 #    the teacher is itself 2000 tube steps, 5655 tube steps in all (python benchmarks/study_flops.py).
 designs "$R/tube-5655" "$five" --pretrain.steps 5655
-
-# 5, continued: motion-guided masking, HOG targets and teacher targets. Moved to the end of the queue on 2026-12-05,
-#    before any of their runs, while each is audited against its authors' official code (as step 9 came from EVEREST's);
-#    the steps are numbered as registered, the list is in the order the jobs run.
-designs "$R/method-motion-guided" "$five" --pretrain.mask motion_guided
-designs "$R/method-hog" "$five" --pretrain.target hog
-# Each seed's teacher is its own confirmatory encoder. Amended 2026-12-05 (before any run) to MVD's official target, the
-# last block before the final norm, not normalised (TeacherTarget's defaults since), and its smooth L1 loss.
-designs "$R/method-teacher" "$five" --pretrain.target teacher --pretrain.teacher "$R/confirm/seed{seed}/pretrained.pt" \
-  --pretrain.loss smooth_l1
 
 done_job() {  # done_job FOLDER SEED "ARMS": every arm's result file is there
   local arm

@@ -65,11 +65,11 @@ def test_plan_is_one_job_per_folder_and_seed_in_the_order_they_run(jobs):
         "method-motion-aware",
         "method-motion-aware-random",
         "finetune-motion-drop-0.4",
-        "method-motion-aware-4870",
-        "tube-5655",
         "method-motion-guided",
         "method-hog",
         "method-teacher",
+        "method-motion-aware-4870",
+        "tube-5655",
     ]
     seeds = {f: [cfg.seeds for cfg in jobs if cfg.output_dir.name == f] for f in folders}
     assert seeds["confirm"] == [(s,) for s in range(100, 110)]
