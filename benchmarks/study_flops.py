@@ -5,8 +5,9 @@ the same compute. This prints, per clip, the forward FLOPs of each design and th
 (forward + backward = 3 x forward, plus a teacher's forward where the target needs one), counted by
 `common.forward_flops` on the frozen design's model and grid (read from `--config`, the confirmatory study's
 `config.json`), and how many steps of tube 0.75 with pixel targets cost what each design costs in all. The
-motion-guided and HOG designs are tube 0.75 in the model's count; their mask (block matching) and target (gradient
-histograms) run outside the model and are not counted.
+motion-guided design is tube 0.75 in the model's count, and the HOG design differs only in its decoder head (27
+values per cube instead of 384 pixels); their mask (block matching) and target (gradient histograms) run outside
+the model and are not counted.
 
     python benchmarks/study_flops.py [--config docs/results/data_efficiency/confirm/config.json]
 """
@@ -21,6 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
 
 from tubemask.eval.data_efficiency import ModelConfig, PretrainOptions, make_masker, vit_size  # noqa: E402
+from tubemask.hog import HOGTarget  # noqa: E402
 from tubemask.models import ViTSize  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -32,7 +34,11 @@ def design_flops(p: PretrainOptions, size: ViTSize, grid: tuple[int, int, int], 
     n = grid[0] * grid[1] * grid[2]
     hidden = masker.num_masked(grid)
     decoded = masker.num_queried(grid) if hasattr(masker, "num_queried") else hidden
-    out = size.embed_dim if p.target == "teacher" else None  # a teacher target is its feature, else a cube's pixels
+    out = None  # a cube's pixels
+    if p.target == "teacher":
+        out = size.embed_dim  # the teacher's feature
+    elif p.target == "hog":
+        out = HOGTarget().width(tubelet_size=m.tubelet_size, patch_size=m.patch_size, channels=3)
     cube = dict(patch=m.patch_size, tubelet=m.tubelet_size)
     forward = common.forward_flops(size, visible=n - hidden, decoded=decoded, out=out, **cube)
     teacher = common.encoder_flops(size, tokens=n, **cube) if p.target == "teacher" else 0.0  # same size as student
@@ -56,6 +62,7 @@ def main() -> None:
             PretrainOptions(mask="motion_aware", mask_ratio=0.9, query_ratio=0.2, motion_visible="random"),
             0,
         ),
+        "HOG targets (27 per cube; HOG not counted)": (PretrainOptions(target="hog"), 0),
         # the teacher is a tube-0.75 pixel encoder pretrained for the same steps: its pretraining counts too
         "teacher features (+ its pretraining)": (PretrainOptions(target="teacher"), steps),
     }
