@@ -5,11 +5,12 @@ decoder on the next few, and drops the rest. Here each cube's motion energy is t
 its frames from the frame before (the first frame of the clip counts its change to the second), over the cube's
 pixels and channels; or, given a cube embedding (`embed=model.tokenizer`), the L2 distance of each cube's embedding
 to the cube at the same place one time slot earlier (EVEREST's own measure, on the patch embeddings of the model being
-trained; the first slot counts its distance to the second). Cubes are ranked by energy, ties broken by a permutation drawn from the generator, so a static
-clip (every energy equal) gets a uniformly random selection and the counts never change:
+trained; the first slot counts its distance to the second). Cubes are ranked by energy, ties broken by a
+permutation drawn from the generator, so a static clip (every energy equal) gets a uniformly random selection and the
+counts never change:
 
-- the encoder sees the `n - int(mask_ratio * n)` highest-ranked cubes ([MotionAwareMasker][tubemask.motion_aware.MotionAwareMasker]
-  is a content-aware masker: `needs_video = True`);
+- the encoder sees the `n - int(mask_ratio * n)` highest-ranked cubes
+  ([MotionAwareMasker][tubemask.motion_aware.MotionAwareMasker] is a content-aware masker: `needs_video = True`);
 - the decoder reconstructs the next `int(query_ratio * n)` cubes: `masker.decoder_mask(...)` gives the dual-masking
   decoder mask (True = not reconstructed) for `model(video, mask, decoder_mask=...)`;
 - every lower-ranked cube is neither seen nor reconstructed.
