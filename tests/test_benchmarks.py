@@ -134,3 +134,10 @@ def test_study_flops_gives_the_registered_step_counts() -> None:
     assert re.search(r"motion-aware 0\.9, query 0\.3\s+7\s+19\s+18\.3\s+54\.9\s+822$", out, re.M), out
     assert re.search(r"teacher features \(\+ its pretraining\)\s+16\s+48\s+43\.0\s+244\.3\s+5655$", out, re.M), out
     assert "motion-aware steps at the compute of 2000 tube steps: 4869" in out, out
+
+
+def test_study_leakage_prints_each_mask() -> None:
+    out = run_script("study_leakage.py", "--clips", "16")
+    assert re.search(r"^16 clips, grid \(4, 4, 4\): content moves [\d.]+ cells per time slot", out, re.M), out
+    for mask in ("tube", "random", "frame", "motion-guided"):
+        assert re.search(rf"^  {mask}\s+[\d.]+%\s+[\d.]+$", out, re.M), out
