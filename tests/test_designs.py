@@ -10,6 +10,7 @@ from tubemask.eval.designs import (
     compare_factor,
     design_axis,
     main,
+    other_options,
     read_design,
     restrict_learning_rates,
 )
@@ -178,3 +179,25 @@ def test_factor_effects_pair_every_cell_both_levels_ran(tmp_path):
     folders = [str(tmp_path / d.name) for d in grid if d.name != "tube-0.75"]
     assert main([*folders, "--reference", str(tmp_path / "tube-0.75"), "--output", str(out), "--factors", "mask"]) == 0
     assert "Mask types, each pair over every ratio both ran" in out.with_suffix(".md").read_text()
+
+
+def test_options_the_columns_do_not_show_get_a_column_of_their_own(tmp_path):
+    """Two motion-aware designs that differ in what the mask, ratio, target and step columns cannot say are told apart;
+    an option a folder's config lacks counts at its default, and without any such option there is no column."""
+    ref = write_study(tmp_path / "confirm", {0: (0.6, 0.4), 1: (0.62, 0.42)}, config={"target": "pixels"})
+    top = write_study(
+        tmp_path / "aware", {0: (0.6, 0.4), 1: (0.6, 0.4)}, mask="motion_aware", config={"query_ratio": 0.3}
+    )
+    split = {"query_ratio": 0.2, "motion_visible": "random", "motion_energy": "pixels", "loss": "mse"}
+    random = write_study(tmp_path / "aware-random", {0: (0.6, 0.4), 1: (0.6, 0.4)}, mask="motion_aware", config=split)
+    assert other_options(read_design(random), read_design(ref)) == {
+        "pretrain.motion_visible": "random",
+        "pretrain.query_ratio": 0.2,
+    }  # motion_energy and loss are at their defaults, which the reference's config predates
+    table = compare_designs([read_design(top), read_design(random)], read_design(ref))
+    assert "| pool clips | other options | pretrained (seeds) |" in table
+    assert "| **confirm** (reference) | tube | 0.75 / 0.750 | pixels | - | 160 | - |" in table
+    assert "| aware | motion_aware | 0.75 / 0.750 | - | - | 160 | pretrain.query_ratio 0.3 |" in table
+    assert "| pretrain.motion_visible random, pretrain.query_ratio 0.2 |" in table
+    tube = write_study(tmp_path / "tube-0.5", {0: (0.5, 0.3), 1: (0.5, 0.3)}, ratio=0.5, config={"mask_ratio": 0.5})
+    assert "other options" not in compare_designs([read_design(tube)], read_design(ref))

@@ -4,7 +4,9 @@ A data-efficiency study (`recipes/data_efficiency.py`) runs one pretraining desi
 its seeds. Side-by-side questions (tube against random against frame masking; a 1x, 5x or 20x pool; pixel against
 HOG targets) are several study folders that share their splits. [compare_designs][tubemask.eval.designs.compare_designs]
 reads them into one table: per design and arm the mean test accuracy and its standard error, and each design paired
-with a reference design over the seeds both ran (mean difference, 95% Student-t interval, p-value, sign test).
+with a reference design over the seeds both ran (mean difference, 95% Student-t interval, p-value, sign test). Where
+designs differ in options the table has no column for (a motion-aware decoder share, the loss, a fine-tuning option),
+an "other options" column names them ([other_options][tubemask.eval.designs.other_options]).
 [plot_designs][tubemask.eval.designs.plot_designs] draws the designs against what they vary: the *effective* mask
 ratio (read from each folder's `seed{N}/pretrain.json`), one line per mask type (and target and step count, where
 designs differ in them: those come from the folder's `config.json`); or the number of clips pretrained on, one line per
@@ -25,16 +27,18 @@ pair of mask types paired over the ratios and seeds both ran, and every pair of 
 import argparse
 import json
 import math
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from tubemask.atomic import atomic_path
+from tubemask.eval.data_efficiency import FinetuneOptions, PretrainOptions
 from tubemask.eval.paired_stats import PairedTTest
 from tubemask.eval.study import Results, best_lr_run, load_results, mean_se, paired_cells, test_scores
 
 __all__ = [
     "Design",
     "read_design",
+    "other_options",
     "restrict_learning_rates",
     "compare_designs",
     "compare_factor",
@@ -62,6 +66,8 @@ class Design:
     target: str | None = None
     steps: int | None = None
     pool_domain: str | None = None
+    options: dict[str, object] = field(default_factory=dict)
+    """The folder's `config.json` pretraining and fine-tuning options, `section.name` -> value (empty without one)."""
 
 
 def read_design(folder: Path, arms: tuple[str, ...] = DESIGN_ARMS) -> Design:
@@ -91,7 +97,33 @@ def read_design(folder: Path, arms: tuple[str, ...] = DESIGN_ARMS) -> Design:
         pretrain.get("target"),
         pretrain.get("steps"),
         data.get("pool_domain"),
+        {f"{section}.{k}": v for section in OPTION_SECTIONS for k, v in options.get(section, {}).items()},
     )
+
+
+OPTION_SECTIONS = ("pretrain", "finetune")
+"""The configuration sections whose options [other_options][tubemask.eval.designs.other_options] reports."""
+SHOWN_OPTIONS = frozenset(
+    {"pretrain.mask", "pretrain.mask_ratio", "pretrain.target", "pretrain.steps", "pretrain.teacher"}
+    | {"finetune.pretrained_lrs"}
+)
+"""Options the table shows in their own columns (or that `--lrs` makes alike, or that name a file per seed)."""
+
+
+def other_options(design: Design, reference: Design) -> dict[str, object]:
+    """The pretraining and fine-tuning options in which `design` differs from `reference`, beside those the table
+    has columns for: `section.name` -> the design's value. An option a folder's `config.json` lacks counts at the
+    study's current default (it was added with the old behaviour as its default)."""
+    defaults = {f"pretrain.{k}": v for k, v in asdict(PretrainOptions()).items()}
+    defaults |= {f"finetune.{k}": v for k, v in asdict(FinetuneOptions()).items()}
+    ours, theirs = {**defaults, **design.options}, {**defaults, **reference.options}
+    keys = sorted(k for k in ours.keys() | theirs.keys() if k not in SHOWN_OPTIONS)
+    return {k: ours.get(k) for k in keys if _jsonable(ours.get(k)) != _jsonable(theirs.get(k))}
+
+
+def _jsonable(value: object) -> object:
+    """A value as a `config.json` holds it (tuples as lists, paths as strings), so defaults compare with files."""
+    return json.loads(json.dumps(value, default=str))
 
 
 def restrict_learning_rates(design: Design, lrs: tuple[float, ...], arm: str = "pretrained") -> Design:
@@ -141,9 +173,12 @@ def compare_designs(designs: list[Design], reference: Design, arms: tuple[str, .
     difference, 95% t interval, p-value, sign test and the verdict ("better" / "worse" only when the interval
     excludes 0)."""
     everyone = _with_reference_first(designs, reference)
+    others = {d.name: other_options(d, reference) for d in everyone}
+    extra = any(others.values())  # a column only where some design differs in an option the others do not show
     head = "| design | mask | ratio asked / effective | target | steps | pool clips | "
+    head += "other options | " if extra else ""
     head += " | ".join(f"{a} (seeds)" for a in arms) + " |"
-    lines = [head, "|" + "---|" * (6 + len(arms))]
+    lines = [head, "|" + "---|" * (6 + extra + len(arms))]
     for d in everyone:
         ratio = "-" if d.mask_ratio is None else f"{d.mask_ratio:g} / {d.effective_mask_ratio:.3f}"
         cells = []
@@ -153,6 +188,8 @@ def compare_designs(designs: list[Design], reference: Design, arms: tuple[str, .
         name = f"**{d.name}** (reference)" if d is reference else d.name
         pool = f"{d.pool_clips or '-'}" + (f" ({d.pool_domain})" if d.pool_domain not in (None, "same") else "")
         pretraining = f"{d.mask or '-'} | {ratio} | {d.target or '-'} | {d.steps or '-'} | {pool}"
+        if extra:
+            pretraining += " | " + (", ".join(f"{k} {_jsonable(v)}" for k, v in others[d.name].items()) or "-")
         lines.append(f"| {name} | {pretraining} | " + " | ".join(cells) + " |")
     lines += [
         "",
