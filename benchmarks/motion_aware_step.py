@@ -3,11 +3,12 @@
 Both sides are tubemask's `videomae_pretrain("small")` with the same weights on the same 16x224x224 clips (batch 2,
 float32). Tube: a 0.9 tube mask, the decoder reconstructs every hidden cube (VideoMAE). Motion-aware: the encoder
 sees the 10% most-moving cubes (`MotionAwareMasker(0.9, query_ratio=Q)`), the decoder reconstructs the next Q of
-all cubes by dual masking and the rest is dropped. A step is the mask (the motion energy of the clip included),
-forward and backward. Sides alternate for `--pairs` rounds; the speed-up is the median of the per-round ratios.
+all cubes by dual masking and the rest is dropped; with `--visible random` (EVEREST's official split) the encoder's
+10% are drawn at random among the `0.1 + Q` most-moving cubes and the decoder takes the others. A step is the mask
+(the motion energy of the clip included), forward and backward. Sides alternate for `--pairs` rounds; the speed-up is the median of the per-round ratios.
 FLOPs are counted analytically (`common.forward_flops`, x3 for forward + backward).
 
-    python benchmarks/motion_aware_step.py [--query-ratio 0.3] [--pairs 6] [--quick]
+    python benchmarks/motion_aware_step.py [--query-ratio 0.3] [--visible {top,random}] [--pairs 6] [--quick]
 """
 
 import argparse
@@ -30,6 +31,7 @@ from tubemask.shapes import shape_checks_disabled  # noqa: E402
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--query-ratio", type=float, default=0.3)
+    parser.add_argument("--visible", choices=("top", "random"), default="top", help="MotionAwareMasker(visible=)")
     common.add_cpu_run_options(parser, pairs=6)
     args = parser.parse_args()
     name, frames, side, pairs = common.cpu_run(args)
@@ -40,7 +42,7 @@ def main() -> None:
     grid = model.grid(video.shape)
     n = grid[0] * grid[1] * grid[2]
     tube = TubeMasker(0.9)
-    aware = MotionAwareMasker(0.9, query_ratio=args.query_ratio)
+    aware = MotionAwareMasker(0.9, query_ratio=args.query_ratio, visible=args.visible)
     gen = torch.Generator().manual_seed(0)
 
     def tube_step() -> None:
@@ -69,8 +71,8 @@ def main() -> None:
         times = common.alternate({"tube": tube_step, "motion-aware": aware_step}, pairs=pairs)
     print(
         f"ViT-{name}, batch 2, {frames}x{side}x{side}, {n} cubes; tube 0.9 decoding all {tube.num_masked(grid)} hidden "
-        f"cubes vs motion-aware 0.9 decoding the next {aware.num_queried(grid)}; {pairs} alternated rounds, "
-        f"torch {torch.__version__}, {args.threads} threads"
+        f"cubes vs motion-aware 0.9 ({args.visible} split) decoding {aware.num_queried(grid)}; {pairs} alternated "
+        f"rounds, torch {torch.__version__}, {args.threads} threads"
     )
     print(f"  {'side':<14} {'GFLOP/step (2 clips)':>21} {'s/step (median)':>16}")
     for side_name in ("tube", "motion-aware"):

@@ -115,6 +115,8 @@ def test_motion_aware_step_benchmark_quick() -> None:
     flops = float(re.search(r"^ratio flops tube/motion-aware: ([\d.]+)$", out, re.M)[1])
     assert flops > 1.5, out
     assert re.search(r"^ratio step_time tube/motion-aware: [\d.]+$", out, re.M), out
+    out = run_script("motion_aware_step.py", "--quick", "--threads", "1", "--query-ratio", "0.2", "--visible", "random")
+    assert "(random split) decoding 12;" in out, out
 
 
 def test_motion_aware_finetune_benchmark_quick() -> None:
