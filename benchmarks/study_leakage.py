@@ -5,7 +5,9 @@ it. [copy_along_motion][tubemask.eval.leakage.copy_along_motion] is the baseline
 block-matching flow (`BlockMatchingFlow`, the flow the motion-guided masker uses, rounded to whole cells by the
 baseline). This prints how far the content of the clips that seed 100 pretrains on moves per time slot, and per mask
 (at the frozen design's ratio) the share of hidden cubes the baseline copies and its error over the hidden cubes: a
-mask that closes the leak makes the copy rare and the error high. Each mask is drawn with the generator seeded 0.
+mask that closes the leak makes the copy rare and the error high. Each mask is drawn with the generator seeded 0. For
+the motion-aware designs of the study (steps 5 and 9), it prints how many cubes of a clip move at all and the share
+of the encoder's and of the decoder's cubes that do.
 
     python benchmarks/study_leakage.py [--config docs/results/data_efficiency/confirm/config.json] [--clips N]
 """
@@ -19,6 +21,7 @@ import torch
 from tubemask.eval.data_efficiency import DataConfig, ModelConfig, PretrainOptions, normalise, render
 from tubemask.eval.leakage import copy_along_motion
 from tubemask.masking import FrameMasker, RandomMasker, TubeMasker
+from tubemask.motion_aware import MotionAwareMasker, cube_motion_energy
 from tubemask.motion_guided import BlockMatchingFlow, MotionGuidedMasker
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -54,6 +57,24 @@ def main() -> None:
         mask = masker(count, grid, generator=torch.Generator().manual_seed(0), **video_arg)
         out = copy_along_motion(video, mask, flow, tubelet_size=m.tubelet_size, patch_size=m.patch_size)
         print(f"  {name:<22} {out['leaked']:>7.1%} {out['mse']:>9.4f}")
+    moves = cube_motion_energy(video, grid) > 1e-6  # [b n]: the cube changes at all
+    per_clip = moves.sum(dim=1).float()
+    print(
+        f"cubes that move, per clip: {per_clip.mean():.1f} of {moves.shape[1]} on average "
+        f"(from {per_clip.min():.0f} to {per_clip.max():.0f})"
+    )
+    for name, masker in {
+        "motion-aware 0.9, top split, 30% decoded (step 5)": MotionAwareMasker(0.9, query_ratio=0.3),
+        "motion-aware 0.9, random split, 20% decoded (step 9)": MotionAwareMasker(
+            0.9, query_ratio=0.2, visible="random"
+        ),
+    }.items():
+        mask, decoder_mask = masker.decoder_mask(count, grid, generator=torch.Generator().manual_seed(0), video=video)
+        seen, decoded = ~mask, ~decoder_mask
+        print(
+            f"  {name}: {(seen & moves).sum() / seen.sum():.1%} of the encoder's cubes move, "
+            f"{(decoded & moves).sum() / decoded.sum():.1%} of the decoder's"
+        )
 
 
 if __name__ == "__main__":

@@ -143,3 +143,6 @@ def test_study_leakage_prints_each_mask() -> None:
     assert re.search(r"^16 clips, grid \(4, 4, 4\): content moves [\d.]+ cells per time slot", out, re.M), out
     for mask in ("tube", "random", "frame", "motion-guided"):
         assert re.search(rf"^  {mask}\s+[\d.]+%\s+[\d.]+$", out, re.M), out
+    assert re.search(
+        r"^  motion-aware 0\.9, random split, 20% decoded \(step 9\): [\d.]+% of the encoder's", out, re.M
+    ), out
