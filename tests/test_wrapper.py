@@ -308,3 +308,16 @@ def test_a_forward_given_the_counts_reads_nothing_back_from_the_device(monkeypat
     assert not reads
     with pytest.raises(AssertionError, match="read a value back"):
         model(video, mask, dmask)  # counted from the mask: the reads the counts avoid
+
+
+def test_intermediates_are_the_blocks_before_the_final_norm():
+    """`forward_intermediates`: each encoder block's output over every cube; the final norm of the last one is
+    `forward_features`. A foreign encoder without the method is named in the error."""
+    torch.manual_seed(0)
+    model = wrap(vit_encoder())
+    video = clip()
+    outs = model.forward_intermediates(video)
+    assert len(outs) == len(model.encoder.blocks) and outs[-1].shape == model.forward_features(video).shape
+    torch.testing.assert_close(model.encoder.norm(outs[-1]), model.forward_features(video))
+    with pytest.raises(TypeError, match="MAEWrapper: the encoder TransformerEncoder has no forward_intermediates"):
+        wrap(torch_encoder()).forward_intermediates(video)

@@ -17,7 +17,7 @@ from torch import Tensor, nn
 
 from tubemask.encoders import ViTEncoder
 from tubemask.heads import ClassificationHead
-from tubemask.mae import set_encoder_grad_checkpointing
+from tubemask.mae import encoder_intermediates, set_encoder_grad_checkpointing
 from tubemask.masking import Masker, draw_mask
 from tubemask.models import ViTSize, size_preset
 from tubemask.pos_embed import SinusoidPositionEmbedding
@@ -175,10 +175,7 @@ class VideoClassifier(WholeClipModel):
         Raises:
             TypeError: when the encoder has no `forward_intermediates` method.
         """
-        method = getattr(self.encoder, "forward_intermediates", None)
-        if method is None:
-            raise TypeError(f"VideoClassifier: the encoder {type(self.encoder).__name__} has no forward_intermediates")
-        return method(self.embed(video))
+        return encoder_intermediates(self.encoder, self.embed(video), owner=type(self).__name__)
 
     @typechecked
     def forward(

@@ -22,7 +22,7 @@ from tubemask.targets import Target, TargetKind, as_target
 from tubemask.tokenizers import CubeEmbedding
 from tubemask.tokens import selected_ids, split_ids
 
-__all__ = ["MAEOutput", "MAEWrapper", "set_encoder_grad_checkpointing"]
+__all__ = ["MAEOutput", "MAEWrapper", "encoder_intermediates", "set_encoder_grad_checkpointing"]
 
 
 @dataclass
@@ -54,6 +54,15 @@ def set_encoder_grad_checkpointing(encoder: nn.Module, enable: bool, *, owner: s
     if method is None:
         raise TypeError(f"{owner}: the encoder {type(encoder).__name__} has no set_grad_checkpointing method{hint}")
     method(enable)
+
+
+def encoder_intermediates(encoder: nn.Module, tokens: Tensor, *, owner: str) -> list[Tensor]:
+    """`encoder.forward_intermediates(tokens)` (every block's output, before any final norm), or a TypeError naming
+    `owner` and the encoder's class when the encoder has no such method: the wrappers' shared call for any encoder."""
+    method = getattr(encoder, "forward_intermediates", None)
+    if method is None:
+        raise TypeError(f"{owner}: the encoder {type(encoder).__name__} has no forward_intermediates")
+    return method(tokens)
 
 
 class MAEWrapper(nn.Module):
@@ -247,7 +256,4 @@ class MAEWrapper(nn.Module):
         Raises:
             TypeError: when the encoder has no `forward_intermediates` method.
         """
-        method = getattr(self.encoder, "forward_intermediates", None)
-        if method is None:
-            raise TypeError(f"MAEWrapper: the encoder {type(self.encoder).__name__} has no forward_intermediates")
-        return method(self.embed(video))
+        return encoder_intermediates(self.encoder, self.embed(video), owner=type(self).__name__)
