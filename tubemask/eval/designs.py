@@ -33,7 +33,15 @@ from pathlib import Path
 from tubemask.atomic import atomic_path
 from tubemask.eval.data_efficiency import FinetuneOptions, PretrainOptions
 from tubemask.eval.paired_stats import PairedTTest
-from tubemask.eval.study import Results, best_lr_run, load_results, mean_se, paired_cells, test_scores
+from tubemask.eval.study import (
+    Results,
+    best_lr_run,
+    differing_options,
+    load_results,
+    mean_se,
+    paired_cells,
+    test_scores,
+)
 
 __all__ = [
     "Design",
@@ -66,8 +74,8 @@ class Design:
     target: str | None = None
     steps: int | None = None
     pool_domain: str | None = None
-    options: dict[str, object] = field(default_factory=dict)
-    """The folder's `config.json` pretraining and fine-tuning options, `section.name` -> value (empty without one)."""
+    config: dict[str, dict] = field(default_factory=dict)
+    """The folder's `config.json` sections of pretraining and fine-tuning options (empty without one)."""
 
 
 def read_design(folder: Path, arms: tuple[str, ...] = DESIGN_ARMS) -> Design:
@@ -97,7 +105,7 @@ def read_design(folder: Path, arms: tuple[str, ...] = DESIGN_ARMS) -> Design:
         pretrain.get("target"),
         pretrain.get("steps"),
         data.get("pool_domain"),
-        {f"{section}.{k}": v for section in OPTION_SECTIONS for k, v in options.get(section, {}).items()},
+        {section: options[section] for section in OPTION_SECTIONS if section in options},
     )
 
 
@@ -113,17 +121,13 @@ SHOWN_OPTIONS = frozenset(
 def other_options(design: Design, reference: Design) -> dict[str, object]:
     """The pretraining and fine-tuning options in which `design` differs from `reference`, beside those the table
     has columns for: `section.name` -> the design's value. An option a folder's `config.json` lacks counts at the
-    study's current default (it was added with the old behaviour as its default)."""
-    defaults = {f"pretrain.{k}": v for k, v in asdict(PretrainOptions()).items()}
-    defaults |= {f"finetune.{k}": v for k, v in asdict(FinetuneOptions()).items()}
-    ours, theirs = {**defaults, **design.options}, {**defaults, **reference.options}
-    keys = sorted(k for k in ours.keys() | theirs.keys() if k not in SHOWN_OPTIONS)
-    return {k: ours.get(k) for k in keys if _jsonable(ours.get(k)) != _jsonable(theirs.get(k))}
-
-
-def _jsonable(value: object) -> object:
-    """A value as a `config.json` holds it (tuples as lists, paths as strings), so defaults compare with files."""
-    return json.loads(json.dumps(value, default=str))
+    study's current default ([differing_options][tubemask.eval.study.differing_options])."""
+    sections = {"pretrain": asdict(PretrainOptions()), "finetune": asdict(FinetuneOptions())}
+    defaults = json.loads(json.dumps(sections, default=str))  # as a config.json holds them: tuples as lists
+    changed = differing_options(design.config, reference.config, OPTION_SECTIONS, defaults=defaults)
+    ours = {s: {**defaults[s], **design.config.get(s, {})} for s in OPTION_SECTIONS}
+    found = {f"{s}.{k}": ours[s].get(k) for s, names in changed.items() for k in names}
+    return {k: v for k, v in sorted(found.items()) if k not in SHOWN_OPTIONS}
 
 
 def restrict_learning_rates(design: Design, lrs: tuple[float, ...], arm: str = "pretrained") -> Design:
@@ -189,7 +193,7 @@ def compare_designs(designs: list[Design], reference: Design, arms: tuple[str, .
         pool = f"{d.pool_clips or '-'}" + (f" ({d.pool_domain})" if d.pool_domain not in (None, "same") else "")
         pretraining = f"{d.mask or '-'} | {ratio} | {d.target or '-'} | {d.steps or '-'} | {pool}"
         if extra:
-            pretraining += " | " + (", ".join(f"{k} {_jsonable(v)}" for k, v in others[d.name].items()) or "-")
+            pretraining += " | " + (", ".join(f"{k} {v}" for k, v in others[d.name].items()) or "-")
         lines.append(f"| {name} | {pretraining} | " + " | ".join(cells) + " |")
     lines += [
         "",
