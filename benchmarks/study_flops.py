@@ -21,7 +21,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import common  # noqa: E402
 
-from tubemask.eval.data_efficiency import ModelConfig, PretrainOptions, make_masker, vit_size  # noqa: E402
+from tubemask.eval.data_efficiency import (  # noqa: E402
+    DataConfig,
+    ModelConfig,
+    PretrainOptions,
+    make_masker,
+    study_grid,
+    vit_size,
+)
 from tubemask.hog import HOGTarget  # noqa: E402
 from tubemask.models import ViTSize  # noqa: E402
 
@@ -51,8 +58,7 @@ def main() -> None:
     args = parser.parse_args()
     config = json.loads(args.config.read_text())
     m, frozen = ModelConfig(**config["model"]), PretrainOptions(**config["pretrain"])
-    d = config["data"]
-    grid = (d["frames"] // m.tubelet_size, d["size"] // m.patch_size, d["size"] // m.patch_size)
+    grid = study_grid(m, DataConfig(**config["data"]))
     size = vit_size(m)
     steps = frozen.steps
     designs = {

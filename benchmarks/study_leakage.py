@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from tubemask.eval.data_efficiency import DataConfig, ModelConfig, PretrainOptions, normalise, render
+from tubemask.eval.data_efficiency import DataConfig, ModelConfig, PretrainOptions, normalise, render, study_grid
 from tubemask.eval.leakage import copy_along_motion
 from tubemask.masking import FrameMasker, RandomMasker, TubeMasker
 from tubemask.motion_aware import MotionAwareMasker, cube_motion_energy
@@ -37,7 +37,7 @@ def main() -> None:
     d, m, p = DataConfig(**config["data"]), ModelConfig(**config["model"]), PretrainOptions(**config["pretrain"])
     count = args.clips or d.labels_per_class * d.num_classes
     video = normalise(render(d, count, seed=10_000 * (100 + 1)).clips)  # seed 100's labelled training clips
-    grid = (d.frames // m.tubelet_size, d.size // m.patch_size, d.size // m.patch_size)
+    grid = study_grid(m, d)
     flow = BlockMatchingFlow()(video, grid)  # [b t-1 h w 2], cells
     speed = flow.norm(dim=-1)
     print(

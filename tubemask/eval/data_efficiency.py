@@ -49,6 +49,7 @@ __all__ = [
     "make_masker",
     "make_loss",
     "make_target",
+    "study_grid",
     "effective_mask_ratio",
     "Split",
     "normalise",
@@ -315,9 +316,14 @@ def make_loss(p: PretrainOptions) -> Loss:
     return reconstruction_smooth_l1 if p.loss == "smooth_l1" else reconstruction_mse
 
 
+def study_grid(m: ModelConfig, d: DataConfig) -> tuple[int, int, int]:
+    """The token grid `(t, h, w)` of the study's clips under its model's cubes."""
+    return (d.frames // m.tubelet_size, d.size // m.patch_size, d.size // m.patch_size)
+
+
 def effective_mask_ratio(p: PretrainOptions, m: ModelConfig, d: DataConfig) -> float:
     """The share of tokens actually masked: `num_masked / tokens` on the study's grid."""
-    grid = (d.frames // m.tubelet_size, d.size // m.patch_size, d.size // m.patch_size)
+    grid = study_grid(m, d)
     counting = replace(p, motion_energy="pixels")  # the count does not depend on what ranks the cubes
     return make_masker(counting).num_masked(grid) / math.prod(grid)
 
