@@ -76,6 +76,12 @@ designs "$R/method-motion-aware-random" "$five" --pretrain.mask motion_aware --p
 #    confirmatory arms'.
 add "$R/finetune-motion-drop-0.4" "$five" "pretrained" --pretrained-dir "$R/confirm" --finetune.motion-drop 0.4
 
+# 10. The same selection for the scratch arm (registered 2026-12-05 after step 8's result, to read it): is the gain of
+#     fine-tuning on the most moving cubes a property of the pretrained encoders, or of dropping this task's static
+#     background, which a model from scratch would gain too? Arm `scratch` only, its confirmatory lr grid, paired with
+#     the confirmatory scratch arm of the same seeds. About 8 minutes per seed.
+add "$R/finetune-motion-drop-0.4-scratch" "$five" "scratch" --finetune.motion-drop 0.4
+
 # 5, continued: motion-guided masking, HOG targets and teacher targets, amended on 2026-12-05 before any of their runs
 #    after each piece was checked against its authors' official code (as step 9 came from EVEREST's); the steps keep
 #    their registered numbers, the list is in the order the jobs run.

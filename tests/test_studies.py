@@ -65,6 +65,7 @@ def test_plan_is_one_job_per_folder_and_seed_in_the_order_they_run(jobs):
         "method-motion-aware",
         "method-motion-aware-random",
         "finetune-motion-drop-0.4",
+        "finetune-motion-drop-0.4-scratch",
         "method-motion-guided",
         "method-hog",
         "method-teacher",
@@ -85,8 +86,11 @@ def test_every_job_runs_the_frozen_design_but_for_what_its_step_changes(recipe, 
             assert {s: as_json(cfg)[s] for s in SECTIONS} == {s: frozen[s] for s in SECTIONS}
             continue
         if cfg.output_dir.name.startswith("finetune-"):  # fine-tuning-side: the confirmatory encoders, refitted
-            assert cfg.arms == ("pretrained",) and cfg.baselines_dir is None
-            assert cfg.pretrained_dir == RESULTS / "confirm"
+            assert cfg.baselines_dir is None
+            if cfg.arms == ("pretrained",):
+                assert cfg.pretrained_dir == RESULTS / "confirm"
+            else:
+                assert cfg.arms == ("scratch",) and cfg.pretrained_dir is None
             ours = as_json(dataclasses.replace(cfg, finetune=dataclasses.replace(cfg.finetune, motion_drop=0.0)))
             assert {s: ours[s] for s in SECTIONS} == {s: frozen[s] for s in SECTIONS}
             assert cfg.finetune.motion_drop == 0.4
