@@ -201,3 +201,21 @@ def test_options_the_columns_do_not_show_get_a_column_of_their_own(tmp_path):
     assert "| pretrain.motion_visible random, pretrain.query_ratio 0.2 |" in table
     tube = write_study(tmp_path / "tube-0.5", {0: (0.5, 0.3), 1: (0.5, 0.3)}, ratio=0.5, config={"mask_ratio": 0.5})
     assert "other options" not in compare_designs([read_design(tube)], read_design(ref))
+
+
+def test_arms_compares_the_arms_it_names(tmp_path, capsys):
+    """A fine-tuning option run on the scratch arm alone is paired with the reference's scratch arm."""
+    ref = write_study(tmp_path / "confirm", {0: (0.6, 0.4), 1: (0.62, 0.42), 2: (0.61, 0.41)})
+    drop = tmp_path / "drop-scratch"
+    for seed, (ours, theirs) in enumerate([(0.70, 0.65), (0.66, 0.64), (0.69, 0.60)]):
+        for folder, score in ((ref, theirs), (drop, ours)):
+            (folder / f"seed{seed}").mkdir(parents=True, exist_ok=True)
+            (folder / f"seed{seed}" / "scratch.json").write_text(json.dumps({"chosen": {"test": score}}))
+    out = tmp_path / "out" / "scratch"
+    assert main([str(drop), "--reference", str(ref), "--output", str(out), "--arms", "scratch"]) == 0
+    table = out.with_suffix(".md").read_text()
+    assert "| scratch (seeds) |" in table and "pretrained (seeds)" not in table
+    assert "| scratch | drop-scratch - confirm | 3 | +0.053 |" in table
+    assert out.with_suffix(".png").is_file()
+    assert main([str(drop), "--reference", str(ref), "--output", str(out)]) == 2  # no pretrained arm there
+    assert "drop-scratch: no result file of the arms pretrained, pretrained_probe" in capsys.readouterr().out

@@ -14,14 +14,16 @@ pool domain; or one position per design (methods side by side), with the referen
 hand-made results as dashed lines.
 
     python -m tubemask.eval.designs STUDY_DIR [STUDY_DIR ...] --reference STUDY_DIR --output PREFIX \
-        [--lrs LR ...] [--factors mask ratio]
+        [--lrs LR ...] [--factors mask ratio] [--arms ARM ...]
 
 writes `PREFIX.md` (the table) and `PREFIX.png` (the plot), from the result files alone. Designs fine-tuned over
 different learning-rate grids compare like for like with `--lrs`: every design's fine-tuned arm is chosen again on
 validation among those learning rates only, from the runs each result file keeps
 ([restrict_learning_rates][tubemask.eval.designs.restrict_learning_rates]). Over a grid of mask types and ratios,
 `--factors mask ratio` adds each factor's main effect ([compare_factor][tubemask.eval.designs.compare_factor]): every
-pair of mask types paired over the ratios and seeds both ran, and every pair of ratios over the mask types.
+pair of mask types paired over the ratios and seeds both ran, and every pair of ratios over the mask types. The
+arms compared are the two that depend on pretraining unless `--arms` names others (`--arms scratch` for a fine-tuning
+option run on the scratch arm alone, paired with the reference's scratch arm).
 """
 
 import argparse
@@ -371,6 +373,14 @@ def main(argv: list[str] | None = None) -> int:
         help="choose every design's fine-tuned arm again on validation among these learning rates only",
     )
     parser.add_argument(
+        "--arms",
+        nargs="+",
+        choices=sorted({*DESIGN_ARMS, *(a for pair in BASELINES.values() for a in pair)}),
+        default=list(DESIGN_ARMS),
+        help="the arms to compare (default: the two that depend on pretraining); e.g. `scratch` for a fine-tuning "
+        "option run on the scratch arm alone",
+    )
+    parser.add_argument(
         "--factors",
         nargs="+",
         choices=sorted(FACTORS),
@@ -379,15 +389,16 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     try:
-        reference = read_design(args.reference)
-        designs = [read_design(folder) for folder in args.studies]
+        arms = tuple(args.arms)
+        reference = read_design(args.reference, arms)
+        designs = [read_design(folder, arms) for folder in args.studies]
         if args.lrs:
             reference = restrict_learning_rates(reference, tuple(args.lrs))
             designs = [restrict_learning_rates(d, tuple(args.lrs)) for d in designs]
         everyone = _with_reference_first(designs, reference)
-        table = compare_designs(designs, reference)
+        table = compare_designs(designs, reference, arms)
         for factor in args.factors:
-            table += f"\n{FACTOR_TITLES[factor]}\n\n" + compare_factor(everyone, factor)
+            table += f"\n{FACTOR_TITLES[factor]}\n\n" + compare_factor(everyone, factor, arms)
     except (FileNotFoundError, ValueError) as error:
         print(f"error: {error}")
         return 2
@@ -398,7 +409,7 @@ def main(argv: list[str] | None = None) -> int:
     with atomic_path(args.output.with_suffix(".md")) as tmp:
         Path(tmp).write_text(table)
     baselines = load_results(args.reference, tuple(sorted({a for arms in BASELINES.values() for a in arms})))
-    plot_designs(everyone, args.output.with_suffix(".png"), baselines)
+    plot_designs(everyone, args.output.with_suffix(".png"), baselines, arms)
     print(table)
     return 0
 
