@@ -13,7 +13,7 @@ validation). The test set is scored once per arm, after every choice.
 
 Each (seed, arm) writes `seed{N}/{arm}.json` and is skipped when it exists, so a study resumes where it stopped;
 `summary.md` and the plot are rebuilt from the files (per arm mean and SE; paired t-tests with 95% intervals and
-sign tests). Nothing is downloaded. The pieces live in [tubemask.eval.data_efficiency][] and [tubemask.eval.study][];
+sign tests). Nothing is downloaded. The pieces live in [tubemask.eval.data_efficiency][], [tubemask.eval.arms][] and [tubemask.eval.study][];
 the frozen design and its plan in docs/data_efficiency.md.
 """
 
@@ -31,6 +31,7 @@ import tyro
 
 from tubemask import videomae_classifier
 from tubemask.atomic import atomic_path
+from tubemask.eval.arms import choose_learning_rate, frozen_features, probe_arm, train_classifier
 from tubemask.eval.data_efficiency import (
     PIXEL_MEAN,
     PIXEL_STD,
@@ -39,16 +40,12 @@ from tubemask.eval.data_efficiency import (
     ModelConfig,
     PretrainOptions,
     Split,
-    choose_learning_rate,
     effective_mask_ratio,
-    frozen_features,
     make_loss,
     make_masker,
     make_splits,
     make_target,
     normalise,
-    probe_arm,
-    train_classifier,
     vit_size,
 )
 from tubemask.eval.diagnostics import ProbeSet, plot_diagnostics, probe_encoder

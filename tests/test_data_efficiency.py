@@ -10,7 +10,8 @@ import pytest
 import torch
 from recipe_helpers import load_recipe
 
-from tubemask.eval.data_efficiency import augment, effective_mask_ratio
+from tubemask.eval.arms import augment
+from tubemask.eval.data_efficiency import effective_mask_ratio
 from tubemask.eval.study import summarise
 
 
