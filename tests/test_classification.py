@@ -58,6 +58,8 @@ def test_forward_numbers_match_manual_pipeline():
     inter = model.forward_intermediates(x)
     assert len(inter) == 2
     torch.testing.assert_close(inter[-1], tokens, rtol=0, atol=1e-5)
+    (first,) = model.forward_intermediates(x, indices=[0])
+    torch.testing.assert_close(first, inter[0], rtol=0, atol=0)
 
 
 def test_builder_layout_and_init():

@@ -321,3 +321,5 @@ def test_intermediates_are_the_blocks_before_the_final_norm():
     torch.testing.assert_close(model.encoder.norm(outs[-1]), model.forward_features(video))
     with pytest.raises(TypeError, match="MAEWrapper: the encoder TransformerEncoder has no forward_intermediates"):
         wrap(torch_encoder()).forward_intermediates(video)
+    (last,) = model.forward_intermediates(video, indices=1)  # passed on to the encoder
+    torch.testing.assert_close(last, outs[-1], rtol=0, atol=0)

@@ -11,6 +11,8 @@ with a `selector` (a masker) that draws one from each clip. With
 2211.10636): the encoder sees only the cubes that move most.
 """
 
+from collections.abc import Sequence
+
 import torch
 from jaxtyping import Bool, Float
 from torch import Tensor, nn
@@ -169,13 +171,16 @@ class VideoClassifier(WholeClipModel):
         return self.encoder(x + self.pos_embed(kept, grid, x))
 
     @typechecked
-    def forward_intermediates(self, video: Float[Tensor, "b c t h w"]) -> list[Float[Tensor, "b n d"]]:
-        """The output of every encoder block over every cube, `[b n d]` each, before any final norm.
+    def forward_intermediates(
+        self, video: Float[Tensor, "b c t h w"], indices: int | Sequence[int] | None = None
+    ) -> list[Float[Tensor, "b n d"]]:
+        """The output of every encoder block over every cube, `[b n d]` each, before any final norm; `indices` picks
+        blocks as [block_indices][tubemask.encoders.block_indices] reads it (the encoder must take `indices=`).
 
         Raises:
             TypeError: when the encoder has no `forward_intermediates` method.
         """
-        return encoder_intermediates(self.encoder, self.embed(video), owner=type(self).__name__)
+        return encoder_intermediates(self.encoder, self.embed(video), owner=type(self).__name__, indices=indices)
 
     @typechecked
     def forward(

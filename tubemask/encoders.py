@@ -1,13 +1,34 @@
 """The VideoMAE ViT encoder: the body that [MAEWrapper][tubemask.mae.MAEWrapper] pretrains and the classifiers
 fine-tune."""
 
+from collections.abc import Sequence
+
 import torch
 from jaxtyping import Float
 from torch import Tensor, nn
 
 from tubemask.layers import Block
 
-__all__ = ["ViTEncoder"]
+__all__ = ["ViTEncoder", "block_indices"]
+
+
+def block_indices(indices: int | Sequence[int] | None, depth: int) -> list[int]:
+    """The blocks that `forward_intermediates(x, indices=)` returns, ascending, by timm's convention: None for every
+    block, an int `k` for the last `k`, a sequence for those blocks (a negative index counts from the end).
+
+    Raises:
+        ValueError: for `k` outside `1..depth` or an index outside `-depth..depth - 1`.
+    """
+    if indices is None:
+        return list(range(depth))
+    if isinstance(indices, int):
+        if not 1 <= indices <= depth:
+            raise ValueError(f"indices={indices}: the last k blocks need 1 <= k <= depth ({depth})")
+        return list(range(depth - indices, depth))
+    bad = [i for i in indices if not -depth <= i < depth]
+    if bad or not indices:
+        raise ValueError(f"indices={list(indices)}: give block indices in -{depth}..{depth - 1}, at least one")
+    return sorted({i % depth for i in indices})
 
 
 class ViTEncoder(nn.Module):
@@ -77,12 +98,19 @@ class ViTEncoder(nn.Module):
                 x = block(x)
         return x
 
-    def forward_intermediates(self, x: Float[Tensor, "b v d"]) -> list[Tensor]:
-        """Outputs of every block (before the final norm), for heads that read intermediate layers."""
+    def forward_intermediates(
+        self, x: Float[Tensor, "b v d"], indices: int | Sequence[int] | None = None
+    ) -> list[Tensor]:
+        """Outputs of the blocks `indices` picks ([block_indices][tubemask.encoders.block_indices]; None: every
+        block), before the final norm, in block order, for heads that read intermediate layers. Only the outputs
+        asked for are kept, and no block after the last of them runs (a teacher's last block alone holds one
+        `[b v d]`, not `depth` of them)."""
+        take = block_indices(indices, len(self.blocks))
         outs = []
-        for block in self.blocks:
+        for i, block in enumerate(self.blocks[: take[-1] + 1]):
             x = block(x)
-            outs.append(x)
+            if i in take:
+                outs.append(x)
         return outs
 
     def forward(self, x: Float[Tensor, "b v d"]) -> Float[Tensor, "b v d"]:

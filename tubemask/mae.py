@@ -7,6 +7,7 @@ forward_encoder] embeds the visible cubes, adds their positions and runs the enc
 (a masker, a [Target][tubemask.targets.Target], a [Loss][tubemask.losses.Loss]), not a fork of the model.
 """
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -56,13 +57,16 @@ def set_encoder_grad_checkpointing(encoder: nn.Module, enable: bool, *, owner: s
     method(enable)
 
 
-def encoder_intermediates(encoder: nn.Module, tokens: Tensor, *, owner: str) -> list[Tensor]:
-    """`encoder.forward_intermediates(tokens)` (every block's output, before any final norm), or a TypeError naming
-    `owner` and the encoder's class when the encoder has no such method: the wrappers' shared call for any encoder."""
+def encoder_intermediates(
+    encoder: nn.Module, tokens: Tensor, *, owner: str, indices: int | Sequence[int] | None = None
+) -> list[Tensor]:
+    """`encoder.forward_intermediates(tokens)` (every block's output, before any final norm; with `indices`, those
+    blocks', passed on as `indices=`), or a TypeError naming `owner` and the encoder's class when the encoder has no
+    such method: the wrappers' shared call for any encoder."""
     method = getattr(encoder, "forward_intermediates", None)
     if method is None:
         raise TypeError(f"{owner}: the encoder {type(encoder).__name__} has no forward_intermediates")
-    return method(tokens)
+    return method(tokens) if indices is None else method(tokens, indices=indices)
 
 
 class MAEWrapper(nn.Module):
@@ -250,10 +254,13 @@ class MAEWrapper(nn.Module):
         """Encode every token (no mask), e.g. for probing or fine-tuning heads."""
         return self.encoder(self.embed(video))
 
-    def forward_intermediates(self, video: Float[Tensor, "b c t h w"]) -> list[Float[Tensor, "b n d"]]:
-        """The output of every encoder block over every cube, `[b n d]` each, before the final norm.
+    def forward_intermediates(
+        self, video: Float[Tensor, "b c t h w"], indices: int | Sequence[int] | None = None
+    ) -> list[Float[Tensor, "b n d"]]:
+        """The output of every encoder block over every cube, `[b n d]` each, before the final norm; `indices` picks
+        blocks as [block_indices][tubemask.encoders.block_indices] reads it (the encoder must take `indices=`).
 
         Raises:
             TypeError: when the encoder has no `forward_intermediates` method.
         """
-        return encoder_intermediates(self.encoder, self.embed(video), owner=type(self).__name__)
+        return encoder_intermediates(self.encoder, self.embed(video), owner=type(self).__name__, indices=indices)

@@ -37,8 +37,8 @@ class TeacherTarget:
             student's grid, fed the student's normalised clip; frozen (`requires_grad_(False)`, eval mode) here.
         dim: feature width `d`; default: `teacher.embed_dim`, else its tokenizer's or encoder's `embed_dim`.
         pre_norm: take the output of the teacher's last block before its final norm (MVD; the teacher needs
-            `forward_intermediates(video)`, as tubemask's pretraining models and classifiers have); False: its
-            `forward_features(video)`.
+            `forward_intermediates(video, indices=1)` to give it, as tubemask's pretraining models and classifiers
+            do); False: its `forward_features(video)`.
         normalize: layer-normalise each token's features without affine parameters (MVD's `--norm_feature`, off in
             its released recipes), so every cube weighs alike in the loss.
     """
@@ -83,7 +83,7 @@ class TeacherTarget:
         self.teacher.eval()
         with torch.no_grad():
             if self.pre_norm:
-                features = self.teacher.forward_intermediates(video)[-1].float()
+                features = self.teacher.forward_intermediates(video, indices=1)[0].float()  # the last block only
             else:
                 features = self.teacher.forward_features(video).float()
         if features.shape[:2] != (b, n) or features.shape[-1] != self.dim:
