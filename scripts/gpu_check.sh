@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# The checks that need a CUDA GPU, most valuable figures first, each step under its own timeout (8 min 50 s in all;
+# The checks that need a CUDA GPU, most valuable figures first, each step under its own timeout (9 min 10 s in all;
 # about 4 min 30 s seen on an H200):
 #   setup      install the carried wheels of .whl/ (scripts/carried-wheels.sh; 20 s), version line (30 s),
 #              `import tubemask` (30 s; stops here, naming the missing module, when it fails), nvidia-smi line (10 s)
-#   tests      (50 s) the CUDA tests: tests/test_cuda.py only (autocast steps, SDPA kernels, sync-free normalise/loss/step)
+#   tests      (70 s) the CUDA tests: tests/test_cuda.py (autocast steps, SDPA kernels, sync-free normalise/loss/step,
+#              the post-VideoMAE maskers, targets and fine-tuning selection on the device) and every masker's
+#              conformance test on CUDA (tests/test_masking.py, test_motion_aware.py, test_motion_guided.py, -m cuda)
 #   benchmark  (140 s) benchmarks/gpu.py --quick: bf16 ViT-B pretraining step, eager row (20 timed steps, printed before
 #              torch.compile starts), HF transformers' eager step as the peer, then compiled; MFU against the spec
 #              peak and a bf16 matmul timed in this run
@@ -127,8 +129,9 @@ figures[setup]="$(printf '%s\nnvidia-smi: %s' "${figures[setup]}" "$smi")"
 status[setup]="PASS ($(($(date +%s) - started)) s)"
 write_summary
 
-run_step tests 50 '^(=+ )?[0-9]+ (passed|failed|skipped|error)|^(FAILED|ERROR) ' \
-    "$py" -m pytest -q -p no:cacheprovider tests/test_cuda.py
+run_step tests 70 '^(=+ )?[0-9]+ (passed|failed|skipped|error)|^(FAILED|ERROR) ' \
+    "$py" -m pytest -q -p no:cacheprovider -m cuda tests/test_cuda.py tests/test_masking.py tests/test_motion_aware.py \
+    tests/test_motion_guided.py
 run_step benchmark 140 '^ViT-|^  (mode|eager|compiled|hf eager|tubemask eager) |matmul|^ratio |torch.compile|out of memory|does not fit|no CUDA' \
     "$py" benchmarks/gpu.py --quick
 memory_figures='^torch .*train step|^  (side|hf|tubemask) |tubemask/hf|worker failed|no CUDA'

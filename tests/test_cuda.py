@@ -306,3 +306,85 @@ def test_fsdp2_over_nccl_on_one_gpu_trains_like_the_plain_model(tmp_path) -> Non
     plain = torch.tensor(results["plain"])
     torch.testing.assert_close(torch.tensor(results["fsdp"]), plain, rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(torch.tensor(results["fsdp_bf16"]), plain, rtol=3e-2, atol=3e-2)
+
+
+def test_post_videomae_maskers_on_a_cuda_clip_agree_with_the_cpu() -> None:
+    """Motion-aware selection (both splits, pixel energy) and motion-guided masking (block matching, bilinear warps)
+    of a CUDA clip: masks on the device, the fixed count per row, and the CPU's mask for the same draws (one CPU
+    generator for both) but for float near-ties in the energies or warped maps."""
+    from tubemask.motion_aware import MotionAwareMasker
+    from tubemask.motion_guided import MotionGuidedMasker
+
+    video = torch.randn(4, 3, 8, 32, 32, generator=torch.Generator().manual_seed(0))
+    grid = (4, 4, 4)
+    maskers = [
+        MotionAwareMasker(0.9, query_ratio=0.3),
+        MotionAwareMasker(0.9, query_ratio=0.2, visible="random"),
+        MotionGuidedMasker(0.75),
+    ]
+    for masker in maskers:
+        cpu = masker(4, grid, generator=torch.Generator().manual_seed(1), video=video)
+        gpu = masker(4, grid, generator=torch.Generator().manual_seed(1), device="cuda", video=video.cuda())
+        assert gpu.device.type == "cuda" and gpu.sum(dim=1).tolist() == [masker.num_masked(grid)] * 4, masker
+        assert (gpu.cpu() == cpu).float().mean().item() >= 0.97, masker
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_motion_aware_pretraining_step_on_cuda_ranked_by_the_models_own_embedding(dtype: torch.dtype) -> None:
+    """EVEREST's ranking by the model's own cube embedding (`embed=model.tokenizer`) on the device, then a dual-masked
+    step under autocast: the decoder reconstructs the queried cubes only, float32 targets, finite gradients."""
+    from tubemask.motion_aware import MotionAwareMasker
+
+    torch.manual_seed(0)
+    model = tubemask.videomae_pretrain("tiny", patch_size=8).cuda()
+    video = torch.randn(2, 3, 8, 32, 32, device="cuda")
+    grid = model.grid(video.shape)
+    masker = MotionAwareMasker(0.9, query_ratio=0.3, embed=model.tokenizer)
+    gen = torch.Generator(device="cuda").manual_seed(0)
+    mask, decoder_mask = masker.decoder_mask(2, grid, generator=gen, device="cuda", video=video)
+    assert (
+        mask.is_cuda and decoder_mask.is_cuda and (~decoder_mask).sum(dim=1).tolist() == [masker.num_queried(grid)] * 2
+    )
+    with torch.autocast("cuda", dtype=dtype):
+        out = model(video, mask, decoder_mask=decoder_mask, num_queried=masker.num_queried(grid))
+    assert out.pred.shape[1] == masker.num_queried(grid) and out.target.dtype == torch.float32
+    out.loss.backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+
+def test_hog_and_teacher_targets_on_cuda_match_the_cpu() -> None:
+    """MaskFeat's HOG target (float32 on both) and MVD's teacher target (its last block before the final norm) on the
+    device: the CPU's values; the teacher under bf16 autocast still returns float32, within bf16 rounding."""
+    from tubemask.hog import HOGTarget
+    from tubemask.teacher import TeacherTarget
+
+    torch.manual_seed(0)
+    video = torch.randn(2, 3, 8, 32, 32, generator=torch.Generator().manual_seed(0))
+    ids = torch.tensor([[0, 5, 17, 40], [3, 8, 21, 63]])
+    geometry = {"tubelet_size": 2, "patch_size": 8, "mean": None, "std": None}
+    hog = HOGTarget()
+    torch.testing.assert_close(hog(video.cuda(), ids.cuda(), **geometry).cpu(), hog(video, ids, **geometry))
+    teacher = tubemask.videomae_pretrain("tiny", patch_size=8)
+    cpu = TeacherTarget(teacher)(video, ids, **geometry)
+    target = TeacherTarget(teacher.cuda())
+    torch.testing.assert_close(target(video.cuda(), ids.cuda(), **geometry).cpu(), cpu, rtol=1e-4, atol=1e-4)
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        low = target(video.cuda(), ids.cuda(), **geometry)
+    assert low.dtype == torch.float32
+    assert ((low.cpu() - cpu).norm() / cpu.norm()).item() < 3e-2
+
+
+def test_fine_tuning_over_the_most_moving_cubes_on_cuda_matches_the_cpu() -> None:
+    """EVEREST's fine-tuning (`selector=MotionAwareMasker(0.4)`): each forward ranks a CUDA clip's cubes on the device
+    and the classifier gives the CPU's logits."""
+    from tubemask.motion_aware import MotionAwareMasker
+
+    torch.manual_seed(0)
+    model = tubemask.videomae_classifier(
+        "tiny", num_classes=5, patch_size=8, drop_path_rate=0.0, head_dropout=0.0, selector=MotionAwareMasker(0.4)
+    ).eval()
+    video = torch.randn(2, 3, 8, 32, 32, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        cpu = model(video)
+        gpu = model.cuda()(video.cuda())
+    torch.testing.assert_close(gpu.cpu(), cpu, rtol=1e-4, atol=1e-4)
