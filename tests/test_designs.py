@@ -5,15 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from tubemask.eval.designs import (
-    compare_designs,
-    compare_factor,
-    design_axis,
-    main,
-    other_options,
-    read_design,
-    restrict_learning_rates,
-)
+from tubemask.eval.design_folders import other_options, read_design, restrict_learning_rates
+from tubemask.eval.designs import compare_designs, compare_factor, design_axis, main
 
 
 def write_study(
