@@ -1,4 +1,5 @@
-"""Every ```python block of the user guide pages runs: each page's blocks in order, sharing one namespace."""
+"""Every ```python block of the README and the user guide pages runs: each page's blocks in order, sharing one
+namespace."""
 
 import re
 from pathlib import Path
@@ -7,6 +8,7 @@ import pytest
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 PAGES = [
+    "../README.md",
     "wrapping.md",
     "masking.md",
     "methods/motion_aware.md",
