@@ -229,6 +229,34 @@ def test_pretraining_with_the_post_videomae_pieces(recipe, tmp_path, options):
     assert pretraining["mask"] == cfg.pretrain.mask
 
 
+@pytest.mark.parametrize("target", ["hog", "norm_pix"])
+def test_the_probe_reads_the_encoder_whatever_the_target(recipe, tmp_path, target):
+    """The probe arm loads the pretrained encoder alone: a HOG target's decoder head (27 values per cube) is not the
+    pixel one's, and the probe must not care (the first HOG run of the study failed there)."""
+    cfg = tiny(recipe, tmp_path, seeds=(0,), arms=("pretrained_probe",))
+    cfg = dataclasses.replace(cfg, pretrain=dataclasses.replace(cfg.pretrain, target=target))
+    recipe.main(cfg)
+    assert 0.0 <= json.loads((tmp_path / "seed0" / "pretrained_probe.json").read_text())["chosen"]["test"] <= 1.0
+
+
+def test_frozen_features_are_the_encoders_and_name_a_missing_weight():
+    from tubemask.eval.arms import frozen_features
+    from tubemask.eval.data_efficiency import ModelConfig, vit_size
+    from tubemask.hog import HOGTarget
+    from tubemask.models import videomae_pretrain
+
+    m = ModelConfig()
+    torch.manual_seed(3)
+    hog = videomae_pretrain(vit_size(m), patch_size=m.patch_size, tubelet_size=m.tubelet_size, target=HOGTarget())
+    clips = torch.randint(0, 256, (3, 3, 8, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    got = frozen_features(m, 8, hog.state_dict(), 0, clips)
+    again = frozen_features(m, 8, {k: v for k, v in hog.state_dict().items() if not k.startswith("decoder.")}, 1, clips)
+    torch.testing.assert_close(got, again, rtol=0, atol=0)  # the decoder and the seed play no part
+    assert not torch.allclose(got, frozen_features(m, 8, None, 0, clips))
+    with pytest.raises(ValueError, match="lack"):
+        frozen_features(m, 8, {k: v for k, v in hog.state_dict().items() if k != "encoder.norm.weight"}, 0, clips)
+
+
 def test_motion_aware_options_need_the_motion_aware_mask():
     from tubemask.eval.data_efficiency import PretrainOptions, make_masker
 

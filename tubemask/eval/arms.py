@@ -105,11 +105,20 @@ def train_classifier(
 @torch.no_grad()
 def frozen_features(m: ModelConfig, frames: int, state: dict | None, seed: int, clips: torch.Tensor) -> torch.Tensor:
     """Frozen per-time-slot features `[n e]` of the pretraining encoder with weights `state` (None: its random
-    initialisation under `seed`), for the probe arms."""
+    initialisation under `seed`), for the probe arms. Only the tokenizer's and encoder's weights are read: the decoder's
+    head is as wide as the pretraining target (27 HOG values, a teacher's width), which the probe never uses.
+
+    Raises:
+        ValueError: when `state` lacks a weight of the tokenizer or the encoder.
+    """
     torch.manual_seed(seed)
     model = videomae_pretrain(vit_size(m), tubelet_size=m.tubelet_size, patch_size=m.patch_size)
     if state is not None:
-        model.load_state_dict(state)
+        encoder_parts = ("tokenizer.", "encoder.")
+        missing = model.load_state_dict({k: v for k, v in state.items() if k.startswith(encoder_parts)}, strict=False)
+        lacking = [k for k in missing.missing_keys if k.startswith(encoder_parts)]
+        if lacking:
+            raise ValueError(f"frozen_features: the pretrained weights lack {lacking[:3]} ({len(lacking)} in all)")
     model.eval()
     slots = frames // m.tubelet_size
     return torch.cat(
