@@ -34,9 +34,10 @@ def test_designs_are_paired_with_the_reference_over_common_seeds(tmp_path):
     table = compare_designs([read_design(worse), read_design(same)], read_design(ref))
     assert "| **tube-0.75** (reference) | tube | 0.75 / 0.750 | - | - | 160 |" in table
     assert "| frame-0.75 | frame | 0.75 / 0.750 | - | - | 160 | 0.600 +- 0.100 (4) |" in table  # seed 7: own row
-    assert "| pretrained | frame-0.75 - tube-0.75 | 3 | -0.110 |" in table  # seed 7 is not paired
+    assert "| pretrained | frame-0.75 - tube-0.75 | 3 | 0.500 / 0.610 | -0.110 |" in table  # seed 7 is not paired
     assert table.count("| worse |") == 2
-    assert "| pretrained | random-0.75 - tube-0.75 | 2 | -0.010 |" in table and "no difference shown" in table
+    assert "| pretrained | random-0.75 - tube-0.75 | 2 | 0.600 / 0.610 | -0.010 |" in table  # the reference's 2 seeds
+    assert "no difference shown" in table
 
 
 def test_a_folder_is_one_design(tmp_path):
@@ -133,7 +134,7 @@ def test_lrs_choose_every_design_again_on_the_grid_they_share(tmp_path, capsys):
     assert main([str(cell), "--reference", str(ref), "--output", str(out), "--lrs", "0.002", "0.004"]) == 0
     table = out.with_suffix(".md").read_text()
     assert table.startswith("The pretrained arm of every design is chosen on validation among lr 0.002, 0.004 only.")
-    assert "| pretrained | tube-0.5 - confirm | 2 | +0.080 |" in table
+    assert "| pretrained | tube-0.5 - confirm | 2 | 0.705 / 0.625 | +0.080 |" in table  # both on the restricted lrs
     assert main([str(cell), "--reference", str(ref), "--output", str(out), "--lrs", "0.001", "0.002"]) == 2
     assert (
         "tube-0.5/seed0/pretrained.json: fine-tuned at lr [0.002, 0.004], not at every one of"
@@ -158,12 +159,12 @@ def test_factor_effects_pair_every_cell_both_levels_ran(tmp_path):
         cell("frame-0.75", "frame", 0.75, 0.40),
     ]
     masks = compare_factor(grid, "mask")
-    assert "| pretrained | tube - random | 0.75, 0.9 | 6 | +0.100 |" in masks
-    assert "| pretrained | tube - frame | 0.75 | 3 | +0.200 |" in masks
-    assert "| pretrained | random - frame | 0.75 | 3 | +0.100 |" in masks
-    assert "| pretrained_probe | tube - random | 0.75, 0.9 | 6 | +0.000 |" in masks
+    assert "| pretrained | tube - random | 0.75, 0.9 | 6 | 0.625 / 0.525 | +0.100 |" in masks
+    assert "| pretrained | tube - frame | 0.75 | 3 | 0.600 / 0.400 | +0.200 |" in masks
+    assert "| pretrained | random - frame | 0.75 | 3 | 0.500 / 0.400 | +0.100 |" in masks
+    assert "| pretrained_probe | tube - random | 0.75, 0.9 | 6 | 0.300 / 0.300 | +0.000 |" in masks
     ratios = compare_factor(grid, "ratio")
-    assert "| pretrained | 0.9 - 0.75 | tube, random | 6 | +0.050 |" in ratios
+    assert "| pretrained | 0.9 - 0.75 | tube, random | 6 | 0.600 / 0.550 | +0.050 |" in ratios
     with pytest.raises(ValueError, match="tube-0.9 and copy are the same cell"):
         compare_factor([*grid, cell("copy", "tube", 0.9, 0.6)], "mask")
     with pytest.raises(ValueError, match="factor 'target'"):
@@ -208,7 +209,7 @@ def test_arms_compares_the_arms_it_names(tmp_path, capsys):
     assert main([str(drop), "--reference", str(ref), "--output", str(out), "--arms", "scratch"]) == 0
     table = out.with_suffix(".md").read_text()
     assert "| scratch (seeds) |" in table and "pretrained (seeds)" not in table
-    assert "| scratch | drop-scratch - confirm | 3 | +0.053 |" in table
+    assert "| scratch | drop-scratch - confirm | 3 | 0.683 / 0.630 | +0.053 |" in table
     assert out.with_suffix(".png").is_file()
     assert main([str(drop), "--reference", str(ref), "--output", str(out)]) == 2  # no pretrained arm there
     assert "drop-scratch: no result file of the arms pretrained, pretrained_probe" in capsys.readouterr().out

@@ -60,11 +60,16 @@ def _cell(values: list[float]) -> str:
     return f"{mean:.3f}" if math.isnan(se) else f"{mean:.3f} +- {se:.3f}"
 
 
+def _means(x: list[float], y: list[float]) -> str:
+    """The two sides of a paired comparison, each averaged over the pairs alone: "first / second"."""
+    return f"{sum(x) / len(x):.3f} / {sum(y) / len(y):.3f}"
+
+
 def compare_designs(designs: list[Design], reference: Design, arms: tuple[str, ...] = DESIGN_ARMS) -> str:
     """Markdown: one row per design (mask, effective ratio, target, pretraining steps, pool, per arm mean +- SE and
-    seeds), then per arm each design minus the reference, paired over their common seeds (at least 2): mean
-    difference, 95% t interval, p-value, sign test and the verdict ("better" / "worse" only when the interval
-    excludes 0)."""
+    seeds), then per arm each design minus the reference, paired over their common seeds (at least 2): both means
+    over those seeds (the rows above average every seed each ran), mean difference, 95% t interval, p-value, sign
+    test and the verdict ("better" / "worse" only when the interval excludes 0)."""
     everyone = _with_reference_first(designs, reference)
     others = {d.name: other_options(d, reference) for d in everyone}
     extra = any(others.values())  # a column only where some design differs in an option the others do not show
@@ -86,9 +91,9 @@ def compare_designs(designs: list[Design], reference: Design, arms: tuple[str, .
         lines.append(f"| {name} | {pretraining} | " + " | ".join(cells) + " |")
     lines += [
         "",
-        "| arm | design - reference | seeds | mean difference | 95% interval (t) | p (t-test) | wins / losses / ties "
-        "| p (sign test) | verdict |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| arm | design - reference | seeds | means over these seeds | mean difference | 95% interval (t) | p (t-test) "
+        "| wins / losses / ties | p (sign test) | verdict |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for arm in arms:
         ref = test_scores(reference.results, arm)
@@ -97,8 +102,10 @@ def compare_designs(designs: list[Design], reference: Design, arms: tuple[str, .
             seeds = [s for s in mine if s in ref]
             if len(seeds) < 2:
                 continue
-            paired, t = paired_cells([mine[s] for s in seeds], [ref[s] for s in seeds])
-            lines.append(f"| {arm} | {d.name} - {reference.name} | {len(seeds)} | {paired} | {_verdict(t)} |")
+            x, y = [mine[s] for s in seeds], [ref[s] for s in seeds]
+            paired, t = paired_cells(x, y)
+            name = f"{d.name} - {reference.name}"
+            lines.append(f"| {arm} | {name} | {len(seeds)} | {_means(x, y)} | {paired} | {_verdict(t)} |")
     return "\n".join(lines) + "\n"
 
 
@@ -138,9 +145,9 @@ def compare_factor(designs: list[Design], factor: str, arms: tuple[str, ...] = D
         levels.sort(reverse=True)
     other = "ratios" if factor == "mask" else "masks"
     lines = [
-        f"| arm | {factor}: first - second | {other} matched | pairs | mean difference | 95% interval (t) "
-        "| p (t-test) | wins / losses / ties | p (sign test) | verdict |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        f"| arm | {factor}: first - second | {other} matched | pairs | means over these pairs | mean difference "
+        "| 95% interval (t) | p (t-test) | wins / losses / ties | p (sign test) | verdict |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for arm in arms:
         for i, a in enumerate(levels):
@@ -159,7 +166,10 @@ def compare_factor(designs: list[Design], factor: str, arms: tuple[str, ...] = D
                     continue
                 paired, t = paired_cells(x, y)
                 name = f"{a:g} - {b:g}" if factor == "ratio" else f"{a} - {b}"
-                lines.append(f"| {arm} | {name} | {', '.join(matched)} | {len(x)} | {paired} | {_verdict(t)} |")
+                matched_cell = ", ".join(matched)
+                lines.append(
+                    f"| {arm} | {name} | {matched_cell} | {len(x)} | {_means(x, y)} | {paired} | {_verdict(t)} |"
+                )
     return "\n".join(lines) + "\n"
 
 
