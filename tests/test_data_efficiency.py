@@ -275,7 +275,7 @@ def test_motion_aware_options_need_the_motion_aware_mask():
 
 def test_pretraining_with_a_teacher_from_an_earlier_study(recipe, tmp_path):
     recipe.main(tiny(recipe, tmp_path / "teacher", seeds=(0,), stage="pretrain"))
-    cfg = tiny(recipe, tmp_path / "student", seeds=(0,), arms=("pretrained_probe",))  # the probe reads the student
+    cfg = tiny(recipe, tmp_path / "student", seeds=(0,), arms=("pretrained", "pretrained_probe"))  # both read it
     teacher = tmp_path / "teacher" / "seed0" / "pretrained.pt"
     mvd = dict(target="teacher", teacher=teacher, loss="smooth_l1")
     cfg = dataclasses.replace(cfg, pretrain=dataclasses.replace(cfg.pretrain, **mvd))
@@ -283,6 +283,8 @@ def test_pretraining_with_a_teacher_from_an_earlier_study(recipe, tmp_path):
     student = torch.load(tmp_path / "student" / "seed0" / "pretrained.pt", weights_only=True)
     assert student["decoder.head.weight"].shape[0] == cfg.model.embed_dim  # reconstructs the teacher's features
     assert (tmp_path / "student" / "seed0" / "pretrained_probe.json").is_file()
+    finetuned = json.loads((tmp_path / "student" / "seed0" / "pretrained.json").read_text())
+    assert finetuned["chosen"]["lr"] in cfg.finetune.pretrained_lrs  # the encoder alone, its decoder left behind
     missing = dataclasses.replace(cfg, pretrain=dataclasses.replace(cfg.pretrain, teacher=tmp_path / "none.pt"))
     with pytest.raises(FileNotFoundError, match="none.pt"):
         recipe.main(dataclasses.replace(missing, output_dir=tmp_path / "other"))
