@@ -7,6 +7,7 @@ import pytest
 
 from tubemask.eval.design_folders import other_options, read_design, restrict_learning_rates
 from tubemask.eval.designs import compare_designs, compare_factor, design_axis, main
+from tubemask.eval.paired_stats import holm, paired_t_test
 
 
 def write_study(
@@ -38,6 +39,15 @@ def test_designs_are_paired_with_the_reference_over_common_seeds(tmp_path):
     assert table.count("| worse |") == 2
     assert "| pretrained | random-0.75 - tube-0.75 | 2 | 0.600 / 0.610 | -0.010 |" in table  # the reference's 2 seeds
     assert "no difference shown" in table
+    pairs = [  # the paired rows in order: per arm, per design
+        ([0.50, 0.51, 0.49], [0.60, 0.62, 0.61]),
+        ([0.65, 0.55], [0.60, 0.62]),
+        ([0.30, 0.33, 0.30], [0.40, 0.42, 0.41]),
+        ([0.40, 0.44], [0.40, 0.42]),
+    ]
+    adjusted = holm([paired_t_test(x, y).p for x, y in pairs])  # the four rows are one family
+    assert "| p (t-test, Holm over 4) | verdict |" in table
+    assert [row.split(" | ")[-2] for row in table.splitlines()[-4:]] == [f"{p:.3g}" for p in adjusted]
 
 
 def test_a_folder_is_one_design(tmp_path):

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tubemask.eval.paired_stats import paired_t_test, sign_test, student_t_cdf, student_t_quantile
+from tubemask.eval.paired_stats import holm, paired_t_test, sign_test, student_t_cdf, student_t_quantile
 
 
 @pytest.mark.parametrize(
@@ -70,3 +70,28 @@ def test_sign_test_exact():
     assert (r.wins, r.losses, r.ties) == (9, 1, 0) and r.p == pytest.approx(2 * 11 / 1024)
     r = sign_test([1, 0, 2], [1, 0, 1])
     assert (r.wins, r.losses, r.ties, r.p) == (1, 0, 2, 1.0)
+
+
+def test_holm_by_hand():
+    """R: `p.adjust(c(0.01, 0.04, 0.03, 0.005), "holm")` is 0.03 0.06 0.06 0.02 (the sorted p-values times 4, 3, 2,
+    1, each raised to the one before it where smaller: 0.04 x 1 becomes 0.06)."""
+    assert holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    assert holm([0.3, 0.6]) == pytest.approx([0.6, 0.6]) and holm([0.02]) == [0.02] and holm([]) == []
+    with pytest.raises(ValueError, match="p-value 1 is nan"):
+        holm([0.1, math.nan])
+    with pytest.raises(ValueError, match="p-value 0 is 1.5"):
+        holm([1.5])
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.floats(0.0, 1.0), min_size=1, max_size=12), st.randoms(use_true_random=False))
+def test_holm_properties(p, rng):
+    """Never below the raw p-value nor above 1; the raw order is kept; the smallest is multiplied by the family's
+    size; the result follows the p-values when they are reordered."""
+    adjusted = holm(p)
+    assert all(r <= a <= 1.0 for r, a in zip(p, adjusted, strict=True))
+    assert all(adjusted[i] <= adjusted[j] for i in range(len(p)) for j in range(len(p)) if p[i] <= p[j])
+    assert min(adjusted) == pytest.approx(min(1.0, len(p) * min(p)))
+    order = list(range(len(p)))
+    rng.shuffle(order)
+    assert holm([p[i] for i in order]) == [adjusted[i] for i in order]

@@ -32,7 +32,7 @@ from pathlib import Path
 
 from tubemask.atomic import atomic_path
 from tubemask.eval.design_folders import DESIGN_ARMS, Design, other_options, read_design, restrict_learning_rates
-from tubemask.eval.paired_stats import PairedTTest
+from tubemask.eval.paired_stats import PairedTTest, holm
 from tubemask.eval.study import Results, load_results, mean_se, paired_cells, test_scores
 
 __all__ = [
@@ -65,11 +65,28 @@ def _means(x: list[float], y: list[float]) -> str:
     return f"{sum(x) / len(x):.3f} / {sum(y) / len(y):.3f}"
 
 
+def _paired_table(lead: str, unit: str, rows: list[tuple[str, list[float], list[float]]]) -> list[str]:
+    """A paired table's lines: the `lead` columns, then per row `(lead cells, x, y)` both means over the pairs, `x - y`
+    paired ([paired_cells][tubemask.eval.study.paired_cells]), the t-test's p-value adjusted over the table's rows
+    ([holm][tubemask.eval.paired_stats.holm]: the rows are one family) and the verdict."""
+    tests = [paired_cells(x, y) for _, x, y in rows]
+    adjusted = holm([t.p for _, t in tests])
+    head = (
+        f"| {lead} | means over these {unit} | mean difference | 95% interval (t) | p (t-test) | wins / losses / ties "
+    )
+    head += f"| p (sign test) | p (t-test, Holm over {len(rows)}) | verdict |"
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    for (cells, x, y), (paired, t), p in zip(rows, tests, adjusted, strict=True):
+        lines.append(f"| {cells} | {_means(x, y)} | {paired} | {p:.3g} | {_verdict(t)} |")
+    return lines
+
+
 def compare_designs(designs: list[Design], reference: Design, arms: tuple[str, ...] = DESIGN_ARMS) -> str:
     """Markdown: one row per design (mask, effective ratio, target, pretraining steps, pool, per arm mean +- SE and
     seeds), then per arm each design minus the reference, paired over their common seeds (at least 2): both means
     over those seeds (the rows above average every seed each ran), mean difference, 95% t interval, p-value, sign
-    test and the verdict ("better" / "worse" only when the interval excludes 0)."""
+    test, the p-value adjusted for the table's rows (Holm) and the verdict ("better" / "worse" only when the
+    unadjusted interval excludes 0: read it beside the adjusted p-value)."""
     everyone = _with_reference_first(designs, reference)
     others = {d.name: other_options(d, reference) for d in everyone}
     extra = any(others.values())  # a column only where some design differs in an option the others do not show
@@ -89,23 +106,16 @@ def compare_designs(designs: list[Design], reference: Design, arms: tuple[str, .
         if extra:
             pretraining += " | " + (", ".join(f"{k} {v}" for k, v in others[d.name].items()) or "-")
         lines.append(f"| {name} | {pretraining} | " + " | ".join(cells) + " |")
-    lines += [
-        "",
-        "| arm | design - reference | seeds | means over these seeds | mean difference | 95% interval (t) | p (t-test) "
-        "| wins / losses / ties | p (sign test) | verdict |",
-        "|---|---|---|---|---|---|---|---|---|---|",
-    ]
+    rows = []
     for arm in arms:
         ref = test_scores(reference.results, arm)
         for d in everyone[1:]:
             mine = test_scores(d.results, arm)
             seeds = [s for s in mine if s in ref]
-            if len(seeds) < 2:
-                continue
-            x, y = [mine[s] for s in seeds], [ref[s] for s in seeds]
-            paired, t = paired_cells(x, y)
-            name = f"{d.name} - {reference.name}"
-            lines.append(f"| {arm} | {name} | {len(seeds)} | {_means(x, y)} | {paired} | {_verdict(t)} |")
+            if len(seeds) >= 2:
+                lead = f"{arm} | {d.name} - {reference.name} | {len(seeds)}"
+                rows.append((lead, [mine[s] for s in seeds], [ref[s] for s in seeds]))
+    lines += ["", *_paired_table("arm | design - reference | seeds", "seeds", rows)]
     return "\n".join(lines) + "\n"
 
 
@@ -144,11 +154,7 @@ def compare_factor(designs: list[Design], factor: str, arms: tuple[str, ...] = D
     if factor == "ratio":
         levels.sort(reverse=True)
     other = "ratios" if factor == "mask" else "masks"
-    lines = [
-        f"| arm | {factor}: first - second | {other} matched | pairs | means over these pairs | mean difference "
-        "| 95% interval (t) | p (t-test) | wins / losses / ties | p (sign test) | verdict |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
+    rows = []
     for arm in arms:
         for i, a in enumerate(levels):
             for b in levels[i + 1 :]:
@@ -164,13 +170,9 @@ def compare_factor(designs: list[Design], factor: str, arms: tuple[str, ...] = D
                     matched += [f"{match:g}" if isinstance(match, float) else str(match)] if seeds else []
                 if len(x) < 2:
                     continue
-                paired, t = paired_cells(x, y)
                 name = f"{a:g} - {b:g}" if factor == "ratio" else f"{a} - {b}"
-                matched_cell = ", ".join(matched)
-                lines.append(
-                    f"| {arm} | {name} | {matched_cell} | {len(x)} | {_means(x, y)} | {paired} | {_verdict(t)} |"
-                )
-    return "\n".join(lines) + "\n"
+                rows.append((f"{arm} | {name} | {', '.join(matched)} | {len(x)}", x, y))
+    return "\n".join(_paired_table(f"arm | {factor}: first - second | {other} matched | pairs", "pairs", rows)) + "\n"
 
 
 BASELINES = {"pretrained": ("scratch", "handmade"), "pretrained_probe": ("random_probe", "handmade")}

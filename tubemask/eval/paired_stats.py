@@ -6,13 +6,15 @@ error, the Student-t interval at the chosen level (`n - 1` degrees of freedom, n
 two-sided p-value; [sign_test][tubemask.eval.paired_stats.sign_test] counts the seeds each arm wins and gives the
 exact two-sided binomial p-value (ties dropped). Both in plain Python: the Student-t distribution through the
 regularised incomplete beta function (continued fraction, as in Numerical Recipes 6.4), checked against tabulated
-quantiles in the tests.
+quantiles in the tests. A table of several such comparisons is a family of tests: [holm][tubemask.eval.paired_stats.holm]
+adjusts their p-values so that the chance of any false "better" in the family stays at the level (Holm 1979).
 """
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
-__all__ = ["PairedTTest", "SignTest", "paired_t_test", "sign_test", "student_t_cdf", "student_t_quantile"]
+__all__ = ["PairedTTest", "SignTest", "holm", "paired_t_test", "sign_test", "student_t_cdf", "student_t_quantile"]
 
 
 def _betacf(a: float, b: float, x: float) -> float:
@@ -150,3 +152,25 @@ def sign_test(a: list[float], b: list[float]) -> SignTest:
     k = min(wins, losses)
     tail = sum(math.comb(n, i) for i in range(k + 1)) / 2**n
     return SignTest(wins, losses, len(a) - n, min(1.0, 2 * tail))
+
+
+def holm(p_values: Sequence[float]) -> list[float]:
+    """Holm's step-down adjustment of a family of p-values (Holm 1979, "A simple sequentially rejective multiple test
+    procedure"), in the order given: with the `m` p-values sorted ascending, the `i`-th (from 1) becomes
+    `min(1, max over j <= i of (m - j + 1) * p_(j))`. An adjusted p-value under a level rejects at that level with
+    the family-wise error rate held, for any dependence between the tests; it is never below the raw one (and equals
+    it for a family of one). R's `p.adjust(p, "holm")` gives the same numbers.
+
+    Raises:
+        ValueError: for a p-value outside [0, 1] (or NaN), named by its position.
+    """
+    for i, p in enumerate(p_values):
+        if not 0.0 <= p <= 1.0:
+            raise ValueError(f"holm: p-value {i} is {p}; p-values lie in [0, 1]")
+    m = len(p_values)
+    adjusted = [0.0] * m
+    running = 0.0
+    for rank, i in enumerate(sorted(range(m), key=lambda i: p_values[i])):
+        running = max(running, min(1.0, (m - rank) * p_values[i]))
+        adjusted[i] = running
+    return adjusted
