@@ -1,0 +1,43 @@
+"""The committed designs tables under docs/results/data_efficiency/ are what `python -m tubemask.eval.designs` makes
+from the committed result files: a change to the tables' code, or a result file added without its table made
+again, shows here. Each entry is the command the docs give for that table (docs/data_efficiency.md and the method
+pages)."""
+
+from pathlib import Path
+
+import pytest
+
+from tubemask.eval.designs import main
+
+pytest.importorskip("matplotlib")
+
+RESULTS = Path(__file__).resolve().parents[1] / "docs" / "results" / "data_efficiency"
+
+TABLES = {  # the table's folder / name: the study folders, then the options after them
+    "pool-5x/designs": ["pool-5x"],
+    "pool-20x/designs": ["pool-5x", "pool-20x"],
+    "pool-shifted-5x/designs": ["pool-shifted-5x", "pool-5x"],
+    "masking/designs": [
+        *("mask-frame-0.5", "mask-frame-0.75", "mask-random-0.5", "mask-random-0.75", "mask-random-0.9"),
+        *("mask-tube-0.5", "mask-tube-0.9", "--lrs", "0.002", "0.004", "--factors", "mask", "ratio"),
+    ],
+    "finetune-motion-drop-0.4/designs": ["finetune-motion-drop-0.4"],
+    "finetune-motion-drop-0.4-scratch/designs": ["finetune-motion-drop-0.4-scratch", "--arms", "scratch"],
+    "method-motion-aware/designs": ["method-motion-aware"],
+    "method-motion-aware-random/designs": ["method-motion-aware-random"],
+    "method-motion-guided/designs": ["method-motion-guided"],
+    "methods/designs": ["method-motion-aware", "method-motion-aware-random", "method-motion-guided"],
+}
+
+
+def test_every_committed_table_is_listed():
+    committed = {str(p.relative_to(RESULTS).with_suffix("")) for p in RESULTS.glob("*/designs.md")}
+    assert committed == set(TABLES), "add the table's command to TABLES (or remove the stale table)"
+
+
+@pytest.mark.parametrize("table", sorted(TABLES))
+def test_committed_table_is_made_again_from_the_result_files(table, tmp_path):
+    args = [a if a.startswith("-") or not (RESULTS / a).is_dir() else str(RESULTS / a) for a in TABLES[table]]
+    out = tmp_path / "designs"
+    assert main([*args, "--reference", str(RESULTS / "confirm"), "--output", str(out)]) == 0
+    assert out.with_suffix(".md").read_text() == (RESULTS / f"{table}.md").read_text(), f"{table}.md is stale"
