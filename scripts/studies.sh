@@ -164,22 +164,26 @@ take_job() {  # print the next job this worker now holds, or nothing when none i
   exec 8>&-
 }
 
-failed=0
-while job="$(take_job)" && [ -n "$job" ]; do
-  IFS='|' read -r folder seed arms options <<<"$job"
-  file="$(claim_file "$folder" "$seed")"
-  echo "[studies $$] $(date +%H:%M:%S) $folder seed $seed"
-  status=0
-  # shellcheck disable=SC2046  # the command is a word list (no option holds a space)
-  $(command_of "$job") || status=$?
-  if [ "$status" = 0 ] && ! done_job "$folder" "$seed" "$arms"; then status="ended without its result files"; fi
-  if [ "$status" != 0 ]; then
-    echo "[studies $$] $(date +%H:%M:%S) $folder seed $seed FAILED: $status; going on with the next job" >&2
-    echo "$status" >"$file.failed"
-    failed=$((failed + 1))
-  fi
-  rm -f "$file"
-done
-echo "[studies $$] $(date +%H:%M:%S) every job is done, failed or held by another worker; $failed failed here"
-[ "$failed" = 0 ]
+# The worker's loop is one braced block ending in `exit`: bash reads a script as it runs it, by offset, so a worker
+# still reading this file would take an edit made in place mid-run for its next lines; it reads the whole block first.
+{
+  failed=0
+  while job="$(take_job)" && [ -n "$job" ]; do
+    IFS='|' read -r folder seed arms options <<<"$job"
+    file="$(claim_file "$folder" "$seed")"
+    echo "[studies $$] $(date +%H:%M:%S) $folder seed $seed"
+    status=0
+    # shellcheck disable=SC2046  # the command is a word list (no option holds a space)
+    $(command_of "$job") || status=$?
+    if [ "$status" = 0 ] && ! done_job "$folder" "$seed" "$arms"; then status="ended without its result files"; fi
+    if [ "$status" != 0 ]; then
+      echo "[studies $$] $(date +%H:%M:%S) $folder seed $seed FAILED: $status; going on with the next job" >&2
+      echo "$status" >"$file.failed"
+      failed=$((failed + 1))
+    fi
+    rm -f "$file"
+  done
+  echo "[studies $$] $(date +%H:%M:%S) every job is done, failed or held by another worker; $failed failed here"
+  exit "$((failed > 0))"
+}
 
