@@ -134,12 +134,13 @@ def pretrain(cfg: ExperimentConfig, data: dict[str, Split], seed: int, log) -> t
     """Masked-autoencoder pretraining; returns the model state dict and the diagnostic history."""
     p, m = cfg.pretrain, cfg.model
     torch.manual_seed(seed)
+    loss_fn = make_loss(p)
     model = videomae_pretrain(
         vit_size(m),
         tubelet_size=m.tubelet_size,
         patch_size=m.patch_size,
         target=make_target(p, m),
-        loss=make_loss(p),
+        loss=loss_fn,
         pixel_mean=PIXEL_MEAN,
         pixel_std=PIXEL_STD,
     )
@@ -188,7 +189,9 @@ def pretrain(cfg: ExperimentConfig, data: dict[str, Split], seed: int, log) -> t
         out.loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
-        window.append((out.loss.item(), out.target.square().mean().item()))
+        with torch.no_grad():  # the floor: this loss of predicting zeros (the targets' mean square under MSE)
+            floor = loss_fn(torch.zeros_like(out.target), out.target)
+        window.append((out.loss.item(), floor.item()))
     return {k: v.detach().clone() for k, v in model.state_dict().items()}, history
 
 

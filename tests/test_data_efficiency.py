@@ -319,6 +319,19 @@ def test_fine_tuning_over_the_most_moving_cubes(recipe, tmp_path, monkeypatch):
         recipe.check_baselines(dataclasses.replace(cfg, baselines_dir=tmp_path / "base"))
 
 
+def test_the_floor_is_the_runs_own_loss_of_predicting_zeros(recipe, tmp_path):
+    """Pixel targets and masks depend on the seed alone, so two runs that differ only in their loss see the same
+    targets: the smooth-L1 floor lies below the squared one (0.5 t^2 < t^2 and |t| - 0.5 < t^2 for every t != 0)."""
+    cfg = tiny(recipe, tmp_path, seeds=(0,))
+    data = recipe.make_data(cfg, 0)
+    floors = {}
+    for loss in ("mse", "smooth_l1"):
+        run = dataclasses.replace(cfg, pretrain=dataclasses.replace(cfg.pretrain, loss=loss))
+        _, history = recipe.pretrain(run, data, 0, log=lambda _: None)
+        floors[loss] = [row["zero_floor"] for row in history if "zero_floor" in row]
+    assert len(floors["mse"]) == 2 and all(0 < s < m for s, m in zip(floors["smooth_l1"], floors["mse"], strict=True))
+
+
 def test_the_loss_option_sets_the_models_loss():
     from tubemask.eval.data_efficiency import PretrainOptions, make_loss
     from tubemask.losses import reconstruction_mse, reconstruction_smooth_l1
