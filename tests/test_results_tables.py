@@ -27,7 +27,10 @@ TABLES = {  # the table's folder / name: the study folders, then the options aft
     "method-motion-aware-random/designs": ["method-motion-aware-random"],
     "method-motion-guided/designs": ["method-motion-guided"],
     "method-hog/designs": ["method-hog"],
-    "methods/designs": ["method-motion-aware", "method-motion-aware-random", "method-motion-guided", "method-hog"],
+    "method-teacher/designs": ["method-teacher"],
+    "methods/designs": [
+        *("method-motion-aware", "method-motion-aware-random", "method-motion-guided", "method-hog", "method-teacher"),
+    ],
 }
 
 
