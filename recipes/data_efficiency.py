@@ -259,13 +259,18 @@ def study_results(cfg: ExperimentConfig) -> dict[int, dict[str, dict]]:
     return with_baselines(results, load_results(cfg.baselines_dir, PRETRAINING_FREE), cfg.seeds)
 
 
+def summary_table(cfg: ExperimentConfig) -> str:
+    """`summary.md`: the per-arm table and the paired comparisons of the result files in `cfg.output_dir`."""
+    return summarise(study_results(cfg), ARMS, COMPARISONS, chance=1 / cfg.data.num_classes)
+
+
 def write_summary(cfg: ExperimentConfig) -> str:
     """Rebuild `summary.md` and `data_efficiency.png` from the result files in `cfg.output_dir`."""
     results = study_results(cfg)
     histories = {}
     for folder in cfg.output_dir.glob("seed*/pretrain.json"):
         histories[int(folder.parent.name[4:])] = json.loads(folder.read_text())["history"]
-    table = summarise(results, ARMS, COMPARISONS, chance=1 / cfg.data.num_classes)
+    table = summary_table(cfg)
     with atomic_path(cfg.output_dir / "summary.md") as tmp:
         Path(tmp).write_text(table)
     if results or histories:

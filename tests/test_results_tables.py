@@ -1,17 +1,22 @@
-"""The committed designs tables under docs/results/data_efficiency/ are what `python -m tubemask.eval.designs` makes
-from the committed result files: a change to the tables' code, or a result file added without its table made
-again, shows here. Each entry is the command the docs give for that table (docs/data_efficiency.md and the method
-pages)."""
+"""The committed tables under docs/results/data_efficiency/ are what their commands make from the committed result
+files: a change to the tables' code, or a result file added without its table made again, shows here. The designs
+tables are made by `python -m tubemask.eval.designs` (each entry of TABLES is the command the docs give for it, in
+docs/data_efficiency.md and the method pages); each study folder's `summary.md` by `recipes/data_efficiency.py
+--summarise-only` over the seeds the folder has results for, with the `--baselines-dir` its `config.json` names."""
 
+import dataclasses
+import json
 from pathlib import Path
 
 import pytest
+from recipe_helpers import load_recipe
 
 from tubemask.eval.designs import main
 
 pytest.importorskip("matplotlib")
 
-RESULTS = Path(__file__).resolve().parents[1] / "docs" / "results" / "data_efficiency"
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "docs" / "results" / "data_efficiency"
 
 TABLES = {  # the table's folder / name: the study folders, then the options after them
     "pool-5x/designs": ["pool-5x"],
@@ -45,3 +50,24 @@ def test_committed_table_is_made_again_from_the_result_files(table, tmp_path):
     out = tmp_path / "designs"
     assert main([*args, "--reference", str(RESULTS / "confirm"), "--output", str(out)]) == 0
     assert out.with_suffix(".md").read_text() == (RESULTS / f"{table}.md").read_text(), f"{table}.md is stale"
+
+
+SUMMARIES = sorted(str(p.parent.relative_to(RESULTS)) for p in RESULTS.glob("*/summary.md"))
+
+
+def test_the_summaries_are_found():
+    assert {"confirm", "pool-5x", "method-teacher"} <= set(SUMMARIES)
+
+
+@pytest.mark.parametrize("folder", SUMMARIES)
+def test_committed_summary_is_made_again_from_the_result_files(folder):
+    recipe = load_recipe("data_efficiency")
+    config = json.loads((RESULTS / folder / "config.json").read_text())
+    cfg = recipe.ExperimentConfig(
+        output_dir=RESULTS / folder,
+        seeds=(),  # the seeds with result files here; `--baselines-dir` adds its arms to those
+        baselines_dir=ROOT / config["baselines_dir"] if config["baselines_dir"] else None,
+    )
+    cfg.data = dataclasses.replace(cfg.data, num_classes=config["data"]["num_classes"])
+    table = recipe.summary_table(cfg)
+    assert table == (RESULTS / folder / "summary.md").read_text(), f"{folder}/summary.md is stale"
