@@ -38,6 +38,8 @@ TABLES = {  # the table's folder / name: the study folders, then the options aft
     "method-motion-aware-4870/designs-against-2000-steps": [
         *("method-motion-aware-4870", "--reference", "method-motion-aware"),
     ],
+    "tube-5655/designs": ["tube-5655"],
+    "method-teacher/designs-against-tube-5655": ["method-teacher", "--reference", "tube-5655"],
     "methods/designs": sorted(p.name for p in RESULTS.glob("method-*")),  # the docs' `method-*`
 }
 
