@@ -51,6 +51,7 @@ from tubemask.eval.data_efficiency import (
 from tubemask.eval.diagnostics import ProbeSet, plot_diagnostics, probe_encoder
 from tubemask.eval.motion_features import motion_features
 from tubemask.eval.study import (
+    Results,
     differing_options,
     load_results,
     plot_study,
@@ -259,9 +260,9 @@ def study_results(cfg: ExperimentConfig) -> dict[int, dict[str, dict]]:
     return with_baselines(results, load_results(cfg.baselines_dir, PRETRAINING_FREE), cfg.seeds)
 
 
-def summary_table(cfg: ExperimentConfig) -> str:
-    """`summary.md`: the per-arm table and the paired comparisons of the result files in `cfg.output_dir`."""
-    return summarise(study_results(cfg), ARMS, COMPARISONS, chance=1 / cfg.data.num_classes)
+def summary_table(cfg: ExperimentConfig, results: Results) -> str:
+    """`summary.md`: the per-arm table and the paired comparisons of `results` (this study's, `study_results`)."""
+    return summarise(results, ARMS, COMPARISONS, chance=1 / cfg.data.num_classes)
 
 
 def write_summary(cfg: ExperimentConfig) -> str:
@@ -270,7 +271,7 @@ def write_summary(cfg: ExperimentConfig) -> str:
     histories = {}
     for folder in cfg.output_dir.glob("seed*/pretrain.json"):
         histories[int(folder.parent.name[4:])] = json.loads(folder.read_text())["history"]
-    table = summary_table(cfg)
+    table = summary_table(cfg, results)
     with atomic_path(cfg.output_dir / "summary.md") as tmp:
         Path(tmp).write_text(table)
     if results or histories:

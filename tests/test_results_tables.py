@@ -74,7 +74,7 @@ def test_committed_summary_is_made_again_from_the_result_files(folder):
         output_dir=RESULTS / folder,
         seeds=(),  # the seeds with result files here; `--baselines-dir` adds its arms to those
         baselines_dir=ROOT / config["baselines_dir"] if config["baselines_dir"] else None,
+        data=dataclasses.replace(recipe.DataConfig(), num_classes=config["data"]["num_classes"]),
     )
-    cfg.data = dataclasses.replace(cfg.data, num_classes=config["data"]["num_classes"])
-    table = recipe.summary_table(cfg)
+    table = recipe.summary_table(cfg, recipe.study_results(cfg))
     assert table == (RESULTS / folder / "summary.md").read_text(), f"{folder}/summary.md is stale"
